@@ -1,0 +1,1 @@
+"""Wire types of the coordinator and their stream-entry codec (imports nothing else here)."""

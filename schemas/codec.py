@@ -1,0 +1,111 @@
+"""Stream entry <-> typed event codec: every entry holds one field, ``data``, with tagged JSON.
+
+Decoding raises only :class:`~schemas.errors.DecodeError`, whose ``reason`` is fit for a dead
+letter; nothing a producer writes can make it raise anything else.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal, TypeAlias
+
+import msgspec
+
+from schemas.errors import DecodeError
+from schemas.events import (
+    AnyEntry,
+    DeadLetter,
+    Drain,
+    FailoverCompleted,
+    FailoverDecision,
+    FailoverFailed,
+    HealthEvent,
+    LeaderChanged,
+    ManualFailover,
+    Restore,
+)
+
+# An entry larger than this is refused before parsing: no real event is near it, and a
+# runaway producer must not make the leader parse megabytes per entry.
+MAX_DATA_BYTES = 64 * 1024
+
+DATA_FIELD = b"data"
+
+StreamKind: TypeAlias = Literal["health", "events", "decisions", "dlq"]
+Fields: TypeAlias = Sequence[tuple[bytes, bytes]] | Mapping[bytes, bytes]
+
+# Which entry types each stream may carry; a valid entry on the wrong stream is a dead letter.
+_ALLOWED: dict[str, tuple[type, ...]] = {
+    "health": (HealthEvent,),
+    "events": (FailoverCompleted, FailoverFailed, ManualFailover, Drain, Restore),
+    "decisions": (LeaderChanged, FailoverDecision),
+    "dlq": (DeadLetter,),
+}
+
+_decoder = msgspec.json.Decoder(AnyEntry)
+_encoder = msgspec.json.Encoder()
+
+
+def _pairs(fields: Fields) -> list[tuple[bytes, bytes]]:
+    if isinstance(fields, Mapping):
+        return list(fields.items())
+    return list(fields)
+
+
+def decode_data(data: bytes) -> AnyEntry:
+    """Decode one ``data`` value (tagged JSON) into its Struct, or raise DecodeError."""
+    if len(data) > MAX_DATA_BYTES:
+        raise DecodeError(f"entry too large: {len(data)} bytes > {MAX_DATA_BYTES}")
+    try:
+        entry: AnyEntry = _decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise DecodeError(f"invalid event: {exc}") from None
+    except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+        raise DecodeError(f"not valid JSON: {exc}") from None
+    return entry
+
+
+def decode_entry(fields: Fields, *, stream: StreamKind) -> AnyEntry:
+    """Decode a stream entry's fields into a typed event allowed on ``stream``."""
+    datas = [value for key, value in _pairs(fields) if key == DATA_FIELD]
+    if not datas:
+        raise DecodeError("entry has no 'data' field")
+    if len(datas) > 1:
+        raise DecodeError(f"entry has {len(datas)} 'data' fields, expected one")
+    entry = decode_data(datas[0])
+    if not isinstance(entry, _ALLOWED[stream]):
+        kind = type(entry).__struct_config__.tag
+        raise DecodeError(f"a {kind!s} entry does not belong on the {stream} stream")
+    return entry
+
+
+def encode_data(entry: AnyEntry) -> bytes:
+    """Encode a Struct as the tagged JSON held in ``data``."""
+    return _encoder.encode(entry)
+
+
+def encode_entry(entry: AnyEntry) -> dict[bytes, bytes]:
+    """Encode a Struct as the field map to pass to ``XADD``."""
+    return {DATA_FIELD: _encoder.encode(entry)}
+
+
+def raw_from_fields(fields: Fields) -> tuple[list[tuple[str, str]], Literal["utf-8", "base64"]]:
+    """Keep an entry's fields, in order and with duplicates, as text for a dead letter."""
+    pairs = _pairs(fields)
+    try:
+        return [(k.decode("utf-8"), v.decode("utf-8")) for k, v in pairs], "utf-8"
+    except UnicodeDecodeError:
+        return [
+            (base64.b64encode(k).decode("ascii"), base64.b64encode(v).decode("ascii"))
+            for k, v in pairs
+        ], "base64"
+
+
+def fields_from_raw(
+    raw: Iterable[tuple[str, str]], encoding: Literal["utf-8", "base64"]
+) -> list[tuple[bytes, bytes]]:
+    """Invert :func:`raw_from_fields`: the original field/value bytes, for replay."""
+    if encoding == "base64":
+        return [(base64.b64decode(k), base64.b64decode(v)) for k, v in raw]
+    return [(k.encode("utf-8"), v.encode("utf-8")) for k, v in raw]

@@ -1,0 +1,122 @@
+"""msgspec Structs for every entry on the wire (DESIGN §3), tagged by ``type``.
+
+Optional fields are ``None`` when absent; unknown fields are ignored so producers may add
+fields without breaking older coordinators.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+# Unix seconds; bounded so a garbled timestamp (ms instead of s, 1e308) is rejected at the edge.
+UnixTime = Annotated[float, msgspec.Meta(ge=0, lt=1e10)]
+Status = Literal["healthy", "degraded", "unhealthy"]
+
+
+class HealthEvent(msgspec.Struct, frozen=True, tag="health", tag_field="type"):
+    """One observer's verdict about one region at one instant."""
+
+    event_id: NonEmpty
+    region: NonEmpty
+    source: NonEmpty
+    status: Status
+    observed_at: UnixTime
+    latency_ms: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    detail: str | None = None
+
+
+class FailoverCompleted(msgspec.Struct, frozen=True, tag="failover_completed", tag_field="type"):
+    """An executor reports that traffic now runs in ``region`` (the decision's target)."""
+
+    event_id: NonEmpty
+    region: NonEmpty
+    actor: NonEmpty
+    at: UnixTime
+    detail: str | None = None
+    decision_id: NonEmpty | None = None
+
+
+class FailoverFailed(msgspec.Struct, frozen=True, tag="failover_failed", tag_field="type"):
+    """An executor reports that moving traffic to ``region`` failed."""
+
+    event_id: NonEmpty
+    region: NonEmpty
+    actor: NonEmpty
+    at: UnixTime
+    detail: str | None = None
+    decision_id: NonEmpty | None = None
+
+
+class ManualFailover(msgspec.Struct, frozen=True, tag="manual_failover", tag_field="type"):
+    """An operator asks to leave the active ``region`` for ``target``."""
+
+    event_id: NonEmpty
+    region: NonEmpty
+    actor: NonEmpty
+    at: UnixTime
+    target: NonEmpty
+    detail: str | None = None
+    decision_id: NonEmpty | None = None
+
+
+class Drain(msgspec.Struct, frozen=True, tag="drain", tag_field="type"):
+    """An operator forbids ``region`` as a failover target."""
+
+    event_id: NonEmpty
+    region: NonEmpty
+    actor: NonEmpty
+    at: UnixTime
+    detail: str | None = None
+    decision_id: NonEmpty | None = None
+
+
+class Restore(msgspec.Struct, frozen=True, tag="restore", tag_field="type"):
+    """An operator allows a drained ``region`` as a target again."""
+
+    event_id: NonEmpty
+    region: NonEmpty
+    actor: NonEmpty
+    at: UnixTime
+    detail: str | None = None
+    decision_id: NonEmpty | None = None
+
+
+class LeaderChanged(msgspec.Struct, frozen=True, tag="leader_changed", tag_field="type"):
+    """Written first by every new leader, under its epoch."""
+
+    epoch: Annotated[int, msgspec.Meta(ge=1)]
+    leader: NonEmpty
+    at: UnixTime
+
+
+class FailoverDecision(msgspec.Struct, frozen=True, tag="failover", tag_field="type"):
+    """The leader's order to move traffic from ``from_region`` to ``to_region``."""
+
+    decision_id: NonEmpty
+    epoch: Annotated[int, msgspec.Meta(ge=1)]
+    leader: NonEmpty
+    from_region: NonEmpty
+    to_region: NonEmpty
+    reason: str
+    evidence: list[str]
+    decided_at: UnixTime
+
+
+class DeadLetter(msgspec.Struct, frozen=True, tag="dead_letter", tag_field="type"):
+    """An entry the leader could not apply, with why and the original fields untouched."""
+
+    stream: str
+    entry_id: str
+    reason: str
+    deliveries: int
+    raw: list[tuple[str, str]]
+    raw_encoding: Literal["utf-8", "base64"] = "utf-8"
+
+
+FailoverEvent = FailoverCompleted | FailoverFailed | ManualFailover | Drain | Restore
+Decision = LeaderChanged | FailoverDecision
+Event = HealthEvent | FailoverEvent
+AnyEntry = HealthEvent | FailoverEvent | Decision | DeadLetter

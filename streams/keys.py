@@ -1,0 +1,67 @@
+"""Every Redis key and channel name of the wire contract (DESIGN §3), built in this one place.
+
+For Redis Cluster, give a hash-tagged namespace (``{failover}``) so every key a script
+touches hashes to one slot.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+GROUP = "coordinator"
+"""Consumer group the leader reads ``health`` and ``events`` through."""
+
+
+class Keys(msgspec.Struct, frozen=True):
+    """Key names under one namespace."""
+
+    namespace: str
+
+    @property
+    def health(self) -> str:
+        """Stream of health events."""
+        return f"{self.namespace}:health"
+
+    @property
+    def events(self) -> str:
+        """Stream of failover events (operators, executors)."""
+        return f"{self.namespace}:events"
+
+    @property
+    def decisions(self) -> str:
+        """Stream of decisions, written by the leader only."""
+        return f"{self.namespace}:decisions"
+
+    @property
+    def dlq(self) -> str:
+        """Stream of dead letters, written by the leader only."""
+        return f"{self.namespace}:dlq"
+
+    @property
+    def leader(self) -> str:
+        """Lease key: value is the owner id, with a TTL."""
+        return f"{self.namespace}:leader"
+
+    @property
+    def epoch(self) -> str:
+        """Fencing epoch, incremented by the acquire script only."""
+        return f"{self.namespace}:leader:epoch"
+
+    @property
+    def released(self) -> str:
+        """Pub/sub channel the release script publishes on."""
+        return f"{self.namespace}:leader:released"
+
+    @property
+    def state(self) -> str:
+        """Hash holding the complete policy state, written by the fenced commit only."""
+        return f"{self.namespace}:state"
+
+    @property
+    def input_streams(self) -> tuple[str, str]:
+        """The two streams the leader consumes, in read order."""
+        return (self.health, self.events)
+
+    def region_health(self, region: str) -> str:
+        """Latest health snapshot of one region (TTL 60 s)."""
+        return f"{self.namespace}:region:health:{region}"

@@ -1,0 +1,97 @@
+"""The fenced Redis lease (DESIGN §4): acquire with a new epoch, renew and release if owner.
+
+Contention is a return value (:class:`Held`), never an exception. Redis errors propagate
+to the caller (the elector decides how long to retry them, against its own deadline).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import msgspec
+import redis.asyncio as aioredis
+
+from schemas.errors import ScriptError
+from streams import scripts
+from streams.keys import Keys
+
+
+def make_owner_id(instance_id: str) -> str:
+    """Return ``<instance>#<nonce>``: a restarted process never inherits its old lease."""
+    return f"{instance_id}#{secrets.token_hex(6)}"
+
+
+class Acquired(msgspec.Struct, frozen=True):
+    """The lease is ours under ``epoch``."""
+
+    epoch: int
+
+
+class Held(msgspec.Struct, frozen=True):
+    """Someone (``owner``) holds the lease for ``pttl_ms`` more milliseconds."""
+
+    owner: str
+    pttl_ms: int
+
+
+class LeaseInfo(msgspec.Struct, frozen=True):
+    """A read-only view of the lease for status and monitoring."""
+
+    owner: str | None
+    pttl_ms: int | None
+    epoch: int
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Lease:
+    """Acquire, renew and release one namespace's lease on behalf of one owner."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, owner: str, ttl_ms: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.owner = owner
+        self.ttl_ms = ttl_ms
+        self._acquire = redis.register_script(scripts.ACQUIRE)
+        self._renew = redis.register_script(scripts.RENEW)
+        self._release = redis.register_script(scripts.RELEASE)
+
+    async def acquire(self) -> Acquired | Held:
+        """Try once to take the lease; return the new epoch or who holds it."""
+        reply = await self._acquire(
+            keys=[self.keys.leader, self.keys.epoch], args=[self.owner, self.ttl_ms]
+        )
+        if not isinstance(reply, list) or not reply:
+            raise ScriptError(f"acquire script answered {reply!r}")
+        if int(reply[0]) == 1:
+            return Acquired(epoch=int(reply[1]))
+        holder = _text(reply[1]) if reply[1] is not None else ""
+        return Held(owner=holder, pttl_ms=max(int(reply[2]), 0))
+
+    async def renew(self, epoch: int) -> bool:
+        """Extend the lease by its TTL if we still own it under ``epoch``."""
+        reply = await self._renew(
+            keys=[self.keys.leader, self.keys.epoch], args=[self.owner, self.ttl_ms, epoch]
+        )
+        return int(reply) == 1
+
+    async def release(self) -> bool:
+        """Delete the lease if we own it and tell followers; False if it was not ours."""
+        reply = await self._release(keys=[self.keys.leader], args=[self.owner, self.keys.released])
+        return int(reply) == 1
+
+
+async def read_lease(redis: aioredis.Redis, keys: Keys) -> LeaseInfo:
+    """Read owner, remaining TTL and current epoch in one round trip."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.get(keys.leader)
+        pipe.pttl(keys.leader)
+        pipe.get(keys.epoch)
+        owner, pttl, epoch = await pipe.execute()
+    return LeaseInfo(
+        owner=_text(owner) if owner is not None else None,
+        pttl_ms=int(pttl) if owner is not None and int(pttl) >= 0 else None,
+        epoch=int(epoch) if epoch is not None else 0,
+    )

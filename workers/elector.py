@@ -1,0 +1,273 @@
+"""Leader election over the fenced lease (DESIGN §4), in the manner of Patroni's ``ha.py``.
+
+The leader renews every ``renew_interval``; "not owner" ends leadership at once, and Redis
+errors are retried until ``renew_deadline`` measured on the monotonic clock from the *send*
+time of the last good renew, so it always steps down before its lease can expire in Redis.
+Followers sleep until the holder's lease runs out (bounded by the retry period) or wake on
+the release message. Leader work runs in a task that is cancelled and awaited on demotion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal
+
+import msgspec
+import redis.asyncio as aioredis
+import redis.exceptions as rex
+
+from schemas.errors import RedisUnavailable
+from streams.connection import call, is_retriable
+from streams.keys import Keys
+from streams.lease import Acquired, Lease
+from workers.settings import MIN_REELECT_MS, Settings
+
+log = logging.getLogger(__name__)
+
+DemotionReason = Literal["lost", "renew_deadline", "work_ended", "redis_unavailable", "shutdown"]
+
+# Followers wake this long after the holder's lease should have expired, so that their
+# acquire lands after expiry in Redis rather than a hair before it.
+_EXPIRY_MARGIN_MS = 2
+
+
+class ElectorTiming(msgspec.Struct, frozen=True):
+    """All the elector's intervals in milliseconds."""
+
+    ttl_ms: int
+    renew_interval_ms: int
+    renew_deadline_ms: int
+    retry_period_ms: int
+    reelect_delay_ms: int = 5000
+    reelect_jitter_ms: int = 2000
+    min_reelect_ms: int = MIN_REELECT_MS
+    follower_jitter_ms: int = 10
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ElectorTiming:
+        """Derive the timing from settings; the retry period equals the renew interval."""
+        return cls(
+            ttl_ms=settings.lease_ttl_ms,
+            renew_interval_ms=settings.renew_interval_ms,
+            renew_deadline_ms=settings.renew_deadline_ms,
+            retry_period_ms=settings.renew_interval_ms,
+            reelect_delay_ms=settings.reelect_delay_ms,
+            reelect_jitter_ms=settings.reelect_jitter_ms,
+        )
+
+
+class Leadership(msgspec.Struct, frozen=True):
+    """One term of leadership: who, under which epoch, since when (monotonic seconds)."""
+
+    owner: str
+    epoch: int
+    acquired_at: float
+    elected_at: float
+
+
+Work = Callable[[Leadership], Coroutine[Any, Any, None]]
+OnElected = Callable[[Leadership], None]
+OnDemoted = Callable[[Leadership, DemotionReason], None]
+
+
+class Elector:
+    """Campaigns for the lease, runs leader work while it holds it, and steps down safely."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        owner: str,
+        timing: ElectorTiming,
+        *,
+        on_elected: OnElected | None = None,
+        on_demoted: OnDemoted | None = None,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.owner = owner
+        self.timing = timing
+        self.lease = Lease(redis, keys, owner, timing.ttl_ms)
+        self.leadership: Leadership | None = None
+        self.leadership_changes = 0
+        self._on_elected = on_elected
+        self._on_demoted = on_demoted
+        self._stopping = asyncio.Event()
+        self._released = asyncio.Event()
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this elector holds the lease and runs leader work."""
+        return self.leadership is not None
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to stop: leader work is cancelled, the lease released, run returns."""
+        self._stopping.set()
+
+    async def run(self, work: Work) -> None:
+        """Campaign and lead until :meth:`stop`; an unexpected error in ``work`` propagates."""
+        listener = asyncio.create_task(self._listen_for_release(), name="lease-release-listener")
+        try:
+            while not self._stopping.is_set():
+                leadership = await self._campaign()
+                if leadership is None:
+                    return
+                reason = await self._lead(leadership, work)
+                if reason == "shutdown" or self._stopping.is_set():
+                    return
+                await self._pause_before_reelection()
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _campaign(self) -> Leadership | None:
+        retry_s = self.timing.retry_period_ms / 1000
+        while not self._stopping.is_set():
+            self._released.clear()
+            sent = time.monotonic()
+            try:
+                result = await call(self.lease.acquire, what="acquire", deadline_s=retry_s)
+            except RedisUnavailable as exc:
+                log.warning("cannot reach redis to campaign for the lease: %s", exc)
+                await self._sleep_or_wake(retry_s, wake_on_release=False)
+                continue
+            if isinstance(result, Acquired):
+                return Leadership(
+                    owner=self.owner,
+                    epoch=result.epoch,
+                    acquired_at=sent,
+                    elected_at=time.monotonic(),
+                )
+            wait_ms = min(result.pttl_ms + _EXPIRY_MARGIN_MS, self.timing.retry_period_ms) + (
+                random.uniform(0, self.timing.follower_jitter_ms)
+            )
+            log.debug(
+                "lease held by %s for %sms; waiting %.0fms", result.owner, result.pttl_ms, wait_ms
+            )
+            await self._sleep_or_wake(wait_ms / 1000, wake_on_release=True)
+        return None
+
+    async def _lead(self, leadership: Leadership, work: Work) -> DemotionReason:
+        self.leadership = leadership
+        self.leadership_changes += 1
+        log.info("elected leader owner=%s epoch=%s", leadership.owner, leadership.epoch)
+        if self._on_elected is not None:
+            self._on_elected(leadership)
+        work_task = asyncio.create_task(work(leadership), name=f"leader-work-{leadership.epoch}")
+        renew_task = asyncio.create_task(self._renew(leadership), name="lease-renew")
+        stop_task = asyncio.create_task(self._stopping.wait(), name="stop-wait")
+        crash: BaseException | None = None
+        try:
+            await asyncio.wait(
+                {work_task, renew_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for task in (work_task, renew_task, stop_task):
+                task.cancel()
+            await asyncio.gather(work_task, renew_task, stop_task, return_exceptions=True)
+        reason: DemotionReason
+        if renew_task.done() and not renew_task.cancelled() and renew_task.exception() is None:
+            reason = renew_task.result()
+        elif stop_task.done() and not stop_task.cancelled():
+            reason = "shutdown"
+        elif not work_task.cancelled() and work_task.exception() is not None:
+            crash = work_task.exception()
+            reason = "redis_unavailable" if isinstance(crash, RedisUnavailable) else "work_ended"
+        else:
+            reason = "work_ended"
+        self.leadership = None
+        log.warning(
+            "stepped down owner=%s epoch=%s reason=%s", leadership.owner, leadership.epoch, reason
+        )
+        if self._on_demoted is not None:
+            self._on_demoted(leadership, reason)
+        if reason != "lost":
+            await self._release()
+        if crash is not None and not isinstance(crash, RedisUnavailable):
+            # An unknown exception in leader work is a bug: let the process die loudly
+            # (the supervisor restarts it), after handing the lease on.
+            raise crash
+        return reason
+
+    async def _renew(self, leadership: Leadership) -> DemotionReason:
+        interval = self.timing.renew_interval_ms / 1000
+        deadline = self.timing.renew_deadline_ms / 1000
+        last_good = leadership.acquired_at
+        while True:
+            await asyncio.sleep(max(0.0, last_good + interval - time.monotonic()))
+            sent = time.monotonic()
+            remaining = last_good + deadline - sent
+            if remaining <= 0:
+                return "renew_deadline"
+            try:
+                renewed = await call(
+                    lambda: self.lease.renew(leadership.epoch),
+                    what="renew",
+                    deadline_s=remaining,
+                    max_backoff_s=max(interval / 2, 0.01),
+                )
+            except RedisUnavailable as exc:
+                log.error(  # noqa: TRY400 - an outage, not a bug: no traceback
+                    "lease renew deadline passed epoch=%s: %s", leadership.epoch, exc
+                )
+                return "renew_deadline"
+            if not renewed:
+                log.error("lease lost: no longer owner epoch=%s", leadership.epoch)
+                return "lost"
+            last_good = sent
+
+    async def _release(self) -> None:
+        try:
+            async with asyncio.timeout(min(1.0, self.timing.renew_interval_ms / 1000)):
+                released = await self.lease.release()
+        except (TimeoutError, rex.RedisError, OSError) as exc:
+            log.warning("could not release the lease (it will expire on its own): %s", exc)
+            return
+        log.info("lease %s", "released" if released else "was no longer ours")
+
+    async def _pause_before_reelection(self) -> None:
+        timing = self.timing
+        delay_ms = timing.reelect_delay_ms + random.uniform(
+            -timing.reelect_jitter_ms, timing.reelect_jitter_ms
+        )
+        delay_ms = max(delay_ms, float(timing.min_reelect_ms))
+        log.info("waiting %.0fms before campaigning again", delay_ms)
+        await self._sleep_or_wake(delay_ms / 1000, wake_on_release=False)
+
+    async def _sleep_or_wake(self, seconds: float, *, wake_on_release: bool) -> None:
+        events = [self._stopping.wait()]
+        if wake_on_release:
+            events.append(self._released.wait())
+        tasks = [asyncio.ensure_future(e) for e in events]
+        try:
+            await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _listen_for_release(self) -> None:
+        """Set ``_released`` whenever the release script publishes; reconnect on errors."""
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(self.keys.released)
+                while True:
+                    # Short timeout: cancellation must not wait on a long blocking read.
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+                    if message is not None:
+                        self._released.set()
+            except (rex.RedisError, OSError) as exc:
+                if not is_retriable(exc):
+                    raise
+                log.debug("release listener reconnecting: %s", exc)
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(rex.RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
