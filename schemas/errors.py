@@ -34,3 +34,9 @@ class RedisUnavailable(FailoverError):
 
 class ScriptError(FailoverError):
     """A Lua script answered something its contract does not allow (a bug, not an outage)."""
+
+
+class KafkaUnavailable(FailoverError):
+    """The Kafka brokers did not answer (or refused us) in time; trying later may succeed."""
+
+    retriable = True
