@@ -45,3 +45,195 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+# Shared Lua helper for the scripts below: the fence. The caller's write or read goes ahead
+# only while it still owns the lease under the epoch it was granted.
+_FENCE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[2]) ~= ARGV[2] then
+  return {0}
+end
+"""
+
+# Guarantees: entries are taken off the consumer group only by the current leader under its
+# current epoch: once a new leader is elected (or the lease lapsed), a paused or partitioned
+# ex-leader gets {0} and takes nothing, so the new leader's claim of the pending entries is
+# complete and nothing is delivered behind its back. Non-blocking (XREADGROUP cannot block
+# inside a script). When ARGV[5] == '1' (a retry after a lost reply), the caller's own
+# pending entries after the ids it has already seen are returned first, so a reply lost in
+# transit is recovered instead of stranded in the caller's pending list.
+# KEYS: leader, epoch, stream1..streamN. ARGV: owner, epoch, group, count, recover,
+# after1..afterN (the last id the caller has seen on each stream).
+# Returns {0} when fenced, else {1, history, new}: XREADGROUP replies (false when empty).
+READ_FENCED = (
+    _FENCE
+    + """
+local n = #KEYS - 2
+local function read(ids)
+  local args = {'XREADGROUP', 'GROUP', ARGV[3], ARGV[1], 'COUNT', ARGV[4], 'STREAMS'}
+  for i = 1, n do args[#args + 1] = KEYS[i + 2] end
+  for i = 1, n do args[#args + 1] = ids[i] end
+  return redis.call(unpack(args))
+end
+local history = false
+if ARGV[5] == '1' then
+  local after = {}
+  for i = 1, n do after[i] = ARGV[5 + i] end
+  history = read(after)
+end
+local new = {}
+for i = 1, n do new[i] = '>' end
+return {1, history, read(new)}
+"""
+)
+
+# Guarantees: pending entries of the group move to the caller only while it is the current
+# leader under its epoch (a fenced ex-leader claims nothing). XAUTOCLAIM with min-idle 0
+# takes every pending entry, whoever held it, in id order from the cursor; the delivery
+# count of each claimed entry (as Redis counts it: +1 per claim) is returned alongside, read
+# in the same atomic step. Ids of entries deleted from the stream while pending are returned
+# separately (Redis drops them from the pending list).
+# KEYS: leader, epoch, stream. ARGV: owner, epoch, group, cursor, count.
+# Returns {0} when fenced, else {1, next cursor, entries, deliveries, deleted ids}.
+CLAIM_FENCED = (
+    _FENCE
+    + """
+local r = redis.call('XAUTOCLAIM', KEYS[3], ARGV[3], ARGV[1], 0, ARGV[4], 'COUNT', ARGV[5])
+local entries = r[2]
+local deleted = r[3] or {}
+local live = {}
+for _, e in ipairs(entries) do
+  if e[2] then live[#live + 1] = e else deleted[#deleted + 1] = e[1] end
+end
+local deliveries = {}
+if #live > 0 then
+  local counts = {}
+  local p = redis.call('XPENDING', KEYS[3], ARGV[3], live[1][1], live[#live][1], #live, ARGV[1])
+  for _, row in ipairs(p) do counts[row[1]] = row[4] end
+  for i, e in ipairs(live) do deliveries[i] = counts[e[1]] or 1 end
+end
+return {1, r[1], live, deliveries, deleted}
+"""
+)
+
+# Guarantees: a consumer is deleted from the group only when it holds no pending entry
+# (checked in the same atomic step), so no entry is ever dropped from the pending list; the
+# caller's own consumer is kept. Fenced like every leader write.
+# KEYS: leader, epoch, stream1..streamN. ARGV: owner, epoch, group.
+# Returns {0} when fenced, else {1, number of consumers deleted}.
+PRUNE_CONSUMERS = (
+    _FENCE
+    + """
+local deleted = 0
+for k = 3, #KEYS do
+  for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[k], ARGV[3])) do
+    local name, pending = nil, nil
+    for i = 1, #c, 2 do
+      if c[i] == 'name' then name = c[i + 1] elseif c[i] == 'pending' then pending = c[i + 1] end
+    end
+    if name ~= ARGV[1] and pending == 0 then
+      redis.call('XGROUP', 'DELCONSUMER', KEYS[k], ARGV[3], name)
+      deleted = deleted + 1
+    end
+  end
+end
+return {1, deleted}
+"""
+)
+
+# Guarantees: one batch is committed entirely or not at all, and only by the current leader
+# under its epoch: the state fields, the decisions, the dead letters and the acks of the
+# batch's entries are written in one atomic step after the fence check; a fenced caller
+# gets {0} and nothing is written (its entries stay pending for the next leader). A commit
+# token (epoch:sequence) recorded in the state hash makes a retried commit whose first reply
+# was lost a no-op ({2}) instead of a second copy of its decisions.
+# Trimming (maxlen > 0) of the decision and dead-letter streams never drops an entry that a
+# consumer group of that stream has not been delivered or has not acked: when every group is
+# caught up (no pending, lag known and <= maxlen) an approximate MAXLEN trim is used; else
+# the cut is lowered to the oldest entry some group still needs and trimmed exactly by
+# MINID, at most 100 entries per commit so the script stays short. Key types are checked
+# before the first write (Redis does not roll back a script that fails halfway).
+# KEYS: leader, epoch, state, decisions, dlq, input stream 1, input stream 2.
+# ARGV: owner, epoch, group, token, decisions maxlen, dlq maxlen, #state pairs, #decisions,
+# #dead letters, #acks stream 1, #acks stream 2, then state field/value pairs, decision data
+# values, dead-letter data values, ack ids of stream 1, ack ids of stream 2.
+# Returns {0} fenced, {2} already committed, else {1, decision ids, dead-letter ids, acked}.
+COMMIT = (
+    _FENCE
+    + """
+-- Refuse before the first write rather than fail halfway: Redis does not roll back a
+-- script that errors, so a wrong key type must stop the commit while nothing is written.
+for k = 3, 7 do
+  local kind = k == 3 and 'hash' or 'stream'
+  local t = redis.call('TYPE', KEYS[k]).ok
+  if t ~= 'none' and t ~= kind then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[k] .. ' is a ' .. t .. ', expected ' .. kind)
+  end
+end
+if redis.call('HGET', KEYS[3], 'commit') == ARGV[4] then return {2} end
+local function id_lt(a, b)
+  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
+  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
+  if #ams ~= #bms then return #ams < #bms end
+  if ams ~= bms then return ams < bms end
+  if #aseq ~= #bseq then return #aseq < #bseq end
+  return aseq < bseq
+end
+local function trim(key, maxlen)
+  if maxlen <= 0 then return end
+  local len = redis.call('XLEN', key)
+  if len <= maxlen then return end
+  local groups = redis.call('XINFO', 'GROUPS', key)
+  local caught_up = true
+  local info = {}
+  for _, g in ipairs(groups) do
+    local f = {}
+    for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+    info[#info + 1] = f
+    if f['pending'] ~= 0 or type(f['lag']) ~= 'number' or f['lag'] > maxlen then
+      caught_up = false
+    end
+  end
+  if caught_up then
+    redis.call('XTRIM', key, 'MAXLEN', '~', maxlen)
+    return
+  end
+  local head = redis.call('XRANGE', key, '-', '+', 'COUNT', math.min(len - maxlen, 100) + 1)
+  local cut = head[#head][1]
+  for _, f in ipairs(info) do
+    if id_lt(f['last-delivered-id'], cut) then cut = f['last-delivered-id'] end
+    if f['pending'] > 0 then
+      local oldest = redis.call('XPENDING', key, f['name'])[2]
+      if id_lt(oldest, cut) then cut = oldest end
+    end
+  end
+  redis.call('XTRIM', key, 'MINID', cut)
+end
+local n_state, n_dec, n_dlq = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local i = 12
+for k = i, i + 2 * n_state - 1, 2 do redis.call('HSET', KEYS[3], ARGV[k], ARGV[k + 1]) end
+i = i + 2 * n_state
+redis.call('HSET', KEYS[3], 'commit', ARGV[4])
+local decision_ids, dead_ids = {}, {}
+for k = i, i + n_dec - 1 do
+  decision_ids[#decision_ids + 1] = redis.call('XADD', KEYS[4], '*', 'data', ARGV[k])
+end
+i = i + n_dec
+for k = i, i + n_dlq - 1 do
+  dead_ids[#dead_ids + 1] = redis.call('XADD', KEYS[5], '*', 'data', ARGV[k])
+end
+i = i + n_dlq
+if n_dec > 0 then trim(KEYS[4], tonumber(ARGV[5])) end
+if n_dlq > 0 then trim(KEYS[5], tonumber(ARGV[6])) end
+local acked = 0
+for s = 1, 2 do
+  local n_ack = tonumber(ARGV[9 + s])
+  -- XACK in chunks: unpack() is limited by the Lua C stack (about 8000 values).
+  for first = i, i + n_ack - 1, 1000 do
+    local last = math.min(first + 999, i + n_ack - 1)
+    acked = acked + redis.call('XACK', KEYS[5 + s], ARGV[3], unpack(ARGV, first, last))
+  end
+  i = i + n_ack
+end
+return {1, decision_ids, dead_ids, acked}
+"""
+)
