@@ -1,0 +1,182 @@
+"""The failover policy's configuration, complete serialisable state and read-only views.
+
+``PolicyState`` is everything the policy knows (DESIGN §5.5): a new leader that decodes the
+last committed state continues exactly where the previous leader stopped. It is plain data;
+the rules that change it live in :mod:`workers.policy`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+
+from schemas.errors import ConfigError, DecodeError
+
+if TYPE_CHECKING:
+    from workers.settings import Settings
+
+STATE_VERSION = 1
+MAX_REFUSED = 20
+MAX_RECENT_EVENTS = 64
+
+RegionState = Literal["up", "down", "suspect", "unknown"]
+FailoverStatus = Literal["open", "completed", "failed"]
+
+
+class PolicyConfig(msgspec.Struct, frozen=True):
+    """The policy's knobs (DESIGN §7); times in milliseconds."""
+
+    regions: tuple[str, ...]
+    threshold: int = 3
+    quorum: int = 1
+    window_ms: int = 60000
+    stale_after_ms: int = 30000
+    recovery_threshold: int = 3
+    cooldown_ms: int = 60000
+
+    def __post_init__(self) -> None:
+        """Reject a configuration the rules cannot work with."""
+        if not self.regions:
+            raise ConfigError("policy needs at least one region")
+        if len(set(self.regions)) != len(self.regions):
+            raise ConfigError(f"policy regions must be distinct, got {self.regions!r}")
+        for name in ("threshold", "quorum", "recovery_threshold", "window_ms", "stale_after_ms"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"policy {name} must be >= 1, got {getattr(self, name)}")
+        if self.cooldown_ms < 0:
+            raise ConfigError(f"policy cooldown_ms must be >= 0, got {self.cooldown_ms}")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PolicyConfig:
+        """Take the policy's knobs from the process settings."""
+        return cls(
+            regions=tuple(settings.regions),
+            threshold=settings.threshold,
+            quorum=settings.quorum,
+            window_ms=settings.window_ms,
+            stale_after_ms=settings.stale_after_ms,
+            recovery_threshold=settings.recovery_threshold,
+            cooldown_ms=settings.cooldown_ms,
+        )
+
+
+class PlannedFailover(msgspec.Struct, frozen=True):
+    """A decision before the coordinator stamps it with epoch and leader."""
+
+    decision_id: str
+    from_region: str
+    to_region: str
+    reason: str
+    evidence: list[str]
+    decided_at: float
+
+
+class ObserverRun(msgspec.Struct):
+    """One observer's current run for one region: consecutive same-verdict observations.
+
+    ``ids``/``times`` keep the most recent observations of the run (at most
+    max(threshold, recovery_threshold)); their last entries are the last applied event,
+    which is what duplicates are recognised by.
+    """
+
+    status: str
+    failing: bool
+    count: int
+    ids: list[str]
+    times: list[float]
+
+
+class OpenFailover(msgspec.Struct):
+    """The last decision and what executors reported about it."""
+
+    decision_id: str
+    from_region: str
+    to_region: str
+    reason: str
+    decided_at: float
+    status: FailoverStatus = "open"
+    reported_at: float | None = None
+    reported_by: str | None = None
+    report_event_id: str | None = None
+    detail: str | None = None
+
+
+class Refusal(msgspec.Struct, frozen=True):
+    """A failover event the policy did not act on, and why (shown by ``status``)."""
+
+    event_id: str
+    kind: str
+    actor: str
+    region: str
+    target: str | None
+    reason: str
+    at: float
+
+
+class PolicyState(msgspec.Struct):
+    """The policy's complete state; round-trips through :func:`encode_state`."""
+
+    active: str
+    version: int = STATE_VERSION
+    clock: float | None = None
+    first_tick: float | None = None
+    runs: dict[str, dict[str, ObserverRun]] = {}
+    last_seen: dict[str, float] = {}
+    drained: dict[str, float] = {}
+    failed_at: dict[str, float] = {}
+    last_decision: PlannedFailover | None = None
+    decisions: int = 0
+    open_failover: OpenFailover | None = None
+    refused: list[Refusal] = []
+    no_target: str | None = None
+    recent_events: list[str] = []
+
+
+class RegionSummary(msgspec.Struct, frozen=True):
+    """One region as ``status`` shows it."""
+
+    state: RegionState
+    drained: bool
+    observers: dict[str, str]
+    last_seen: float | None
+    down_reason: str | None
+    suspect_since_failure: float | None = None
+
+
+class PolicySummary(msgspec.Struct, frozen=True):
+    """The policy as ``status`` shows it."""
+
+    active_region: str
+    clock: float | None
+    regions: dict[str, RegionSummary]
+    last_decision: PlannedFailover | None
+    open_failover: dict[str, Any] | None
+    refused: list[dict[str, Any]]
+    no_target: str | None
+    cooldown_until: float | None = None
+
+
+def initial_state(config: PolicyConfig) -> PolicyState:
+    """The state before any event: the first region active, nothing observed."""
+    return PolicyState(active=config.regions[0], runs={r: {} for r in config.regions})
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(PolicyState)
+
+
+def encode_state(state: PolicyState) -> bytes:
+    """Serialise the state as msgspec JSON (what the fenced commit stores)."""
+    return _encoder.encode(state)
+
+
+def decode_state(data: bytes) -> PolicyState:
+    """Parse a state written by :func:`encode_state`; :class:`DecodeError` if it is not one."""
+    try:
+        state = _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"policy state: {exc}") from exc
+    if state.version != STATE_VERSION:
+        raise DecodeError(f"policy state version {state.version}, expected {STATE_VERSION}")
+    return state
