@@ -1,0 +1,156 @@
+"""Stream lag of the coordinator group, read as one atomic snapshot (one script round trip).
+
+For each input stream: length, the group's delivered position, lag in entries and in
+seconds (age of the oldest undelivered entry, from its id, against the server's clock),
+pending entries and the age of the oldest one. Also the lease, the epoch and the lengths of
+the dead-letter and decision streams, and on request the policy state fields for `status`.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import redis.asyncio as aioredis
+
+from schemas.errors import ScriptError
+from streams import scripts
+from streams.keys import GROUP, Keys
+
+# Upper bound on entries counted on each side of the delivered position when Redis cannot
+# report the lag itself; beyond it on both sides the lag is a lower bound (``lag_exact``
+# False). Keeps a sample under a millisecond per stream.
+COUNT_CAP = 200
+
+
+class StreamLag(msgspec.Struct, frozen=True):
+    """One input stream as seen by the consumer group at one instant."""
+
+    stream: str
+    kind: str
+    length: int
+    group_found: bool
+    consumers: int
+    last_delivered_id: str | None
+    lag: int
+    lag_exact: bool
+    lag_seconds: float
+    first_undelivered_id: str | None
+    pending: int
+    oldest_pending_id: str | None
+    oldest_pending_age_seconds: float
+    oldest_pending_idle_ms: int
+    oldest_pending_deliveries: int
+
+    @property
+    def backlog(self) -> int:
+        """Entries not yet committed: undelivered plus delivered-but-unacked."""
+        return self.lag + self.pending
+
+
+class StateFields(msgspec.Struct, frozen=True):
+    """The raw fields of ``NS:state`` that status shows (decoded by the caller)."""
+
+    summary: bytes | None
+    epoch: int | None
+    leader: str | None
+    updated_at: float | None
+
+
+class LagReport(msgspec.Struct, frozen=True):
+    """Everything one snapshot returns."""
+
+    now_ms: int
+    leader: str | None
+    lease_ms_left: int | None
+    epoch: int
+    dlq_length: int
+    decisions_length: int
+    streams: tuple[StreamLag, ...]
+    state: StateFields | None = None
+
+
+def id_ms(entry_id: str) -> int:
+    """Milliseconds part of a stream entry id (``<ms>-<seq>``)."""
+    return int(entry_id.partition("-")[0])
+
+
+def _text(value: object) -> str | None:
+    if value is None or value is False:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _age_s(now_ms: int, entry_id: str | None) -> float:
+    if entry_id is None:
+        return 0.0
+    return max(0, now_ms - id_ms(entry_id)) / 1000
+
+
+def _stream(name: str, row: list[object], now_ms: int) -> StreamLag:
+    if not isinstance(row, list) or len(row) != 12:
+        raise ScriptError(f"lag snapshot row for {name} is {row!r}")
+    kind = _text(row[0]) or "none"
+    first = _text(row[7])
+    oldest = _text(row[9])
+    return StreamLag(
+        stream=name,
+        kind=kind,
+        length=int(row[1]),  # type: ignore[call-overload]
+        group_found=bool(row[2]),
+        consumers=int(row[3]),  # type: ignore[call-overload]
+        last_delivered_id=_text(row[4]),
+        lag=int(row[5]),  # type: ignore[call-overload]
+        lag_exact=bool(row[6]),
+        lag_seconds=_age_s(now_ms, first),
+        first_undelivered_id=first,
+        pending=int(row[8]),  # type: ignore[call-overload]
+        oldest_pending_id=oldest,
+        oldest_pending_age_seconds=_age_s(now_ms, oldest),
+        oldest_pending_idle_ms=int(row[10]),  # type: ignore[call-overload]
+        oldest_pending_deliveries=int(row[11]),  # type: ignore[call-overload]
+    )
+
+
+def _state(reply: object) -> StateFields | None:
+    if not isinstance(reply, list):
+        return None
+    summary, epoch, leader, updated_at = (r if r is not False else None for r in reply)
+    return StateFields(
+        summary=summary if isinstance(summary, bytes) else None,
+        epoch=int(epoch) if epoch is not None else None,
+        leader=_text(leader),
+        updated_at=float(updated_at) if updated_at is not None else None,
+    )
+
+
+class LagSampler:
+    """Takes lag snapshots of one namespace through the ``LAG_SNAPSHOT`` script."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, *, count_cap: int = COUNT_CAP) -> None:
+        self.keys = keys
+        self.count_cap = count_cap
+        self._script = redis.register_script(scripts.LAG_SNAPSHOT)
+
+    async def sample(self, *, with_state: bool = False) -> LagReport:
+        """One round trip: the lease, the group's lag on every input stream, DLQ size."""
+        k = self.keys
+        reply = await self._script(
+            keys=[k.leader, k.epoch, k.dlq, k.decisions, k.state, *k.input_streams],
+            args=[GROUP, self.count_cap, "1" if with_state else "0"],
+        )
+        if not isinstance(reply, list) or len(reply) != 9:
+            raise ScriptError(f"lag snapshot answered {reply!r}")
+        now_ms = int(reply[0]) * 1000 + int(reply[1]) // 1000
+        owner = _text(reply[2])
+        rows = reply[8]
+        return LagReport(
+            now_ms=now_ms,
+            leader=owner,
+            lease_ms_left=int(reply[3]) if owner is not None and int(reply[3]) >= 0 else None,
+            epoch=int(reply[4]) if reply[4] is not None else 0,
+            dlq_length=int(reply[5]),
+            decisions_length=int(reply[6]),
+            streams=tuple(
+                _stream(name, row, now_ms) for name, row in zip(k.input_streams, rows, strict=True)
+            ),
+            state=_state(reply[7]) if with_state else None,
+        )
