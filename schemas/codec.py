@@ -105,7 +105,17 @@ def raw_from_fields(fields: Fields) -> tuple[list[tuple[str, str]], Literal["utf
 def fields_from_raw(
     raw: Iterable[tuple[str, str]], encoding: Literal["utf-8", "base64"]
 ) -> list[tuple[bytes, bytes]]:
-    """Invert :func:`raw_from_fields`: the original field/value bytes, for replay."""
-    if encoding == "base64":
-        return [(base64.b64decode(k), base64.b64decode(v)) for k, v in raw]
-    return [(k.encode("utf-8"), v.encode("utf-8")) for k, v in raw]
+    """Invert :func:`raw_from_fields`: the original field/value bytes, for replay.
+
+    Raises :class:`DecodeError` if ``raw`` is not valid for ``encoding`` (a hand-edited or
+    foreign dead letter), never anything else.
+    """
+    try:
+        if encoding == "base64":
+            return [
+                (base64.b64decode(k, validate=True), base64.b64decode(v, validate=True))
+                for k, v in raw
+            ]
+        return [(k.encode("utf-8"), v.encode("utf-8")) for k, v in raw]
+    except (ValueError, UnicodeError) as exc:  # binascii.Error is a ValueError
+        raise DecodeError(f"dead letter raw fields are not valid {encoding}: {exc}") from None

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions as rex
@@ -22,7 +22,8 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from schemas.errors import ConfigError, RedisUnavailable
@@ -35,37 +36,81 @@ T = TypeVar("T")
 # server, a replica promoted mid-call, cluster reconfiguration.
 _TRANSIENT_REPLIES = ("BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 
+# Query parameters that may carry a secret (redis-py accepts ``?password=``).
+_SECRET_PARAMS = ("pass", "secret", "token", "auth", "key")
+
+
+def _redact_query(query: str) -> str:
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(any(word in name.lower() for word in _SECRET_PARAMS) for name, _ in pairs):
+        return query
+    return urlencode(
+        [
+            (name, "***" if any(word in name.lower() for word in _SECRET_PARAMS) else value)
+            for name, value in pairs
+        ],
+        safe="*",
+    )
+
 
 def redact(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (safe for logs and errors)."""
+    """Return ``url`` with any password replaced by ``***`` (safe for logs and errors).
+
+    Also masks secret-looking query parameters (``?password=``), and when an ``@`` sits
+    outside the part a parser reads as user:password@host (no scheme, or a ``/``, ``?`` or
+    ``#`` inside the password), everything before the last ``@``: a mistyped URL must not
+    leak its password either.
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable url>"
-    if parts.password is None:
+    rest = urlunsplit(("", "", parts.path, parts.query, parts.fragment))
+    if "@" in rest or ("@" in url and "@" not in parts.netloc):
+        tail = url.rpartition("@")[2]
+        head, mark, query = tail.partition("?")
+        return "***@" + head + (mark + _redact_query(query) if mark else "")
+    netloc = parts.netloc
+    if "@" in netloc:
+        # Rebuild from the raw netloc so an invalid port cannot make redaction itself fail.
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, colon, _password = userinfo.partition(":")
+        if colon:
+            netloc = f"{user}:***@{hostport}"
+    query = _redact_query(parts.query)
+    if netloc == parts.netloc and query == parts.query:
         return url
-    # Rebuild from the raw netloc so an invalid port cannot make redaction itself fail.
-    hostport = parts.netloc.rpartition("@")[2]
-    netloc = f"{parts.username or ''}:***@{hostport}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def validate_url(url: str) -> None:
     """Raise ConfigError unless ``url`` is a usable redis://, rediss:// or unix:// URL."""
+    # Messages never quote the parser's exception: it can echo the raw netloc, password and all.
     try:
         parts = urlsplit(url)
+    except ValueError:
+        raise ConfigError(f"malformed URL {redact(url)!r}: it cannot be parsed") from None
+    try:
         port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"malformed URL {redact(url)!r}: {exc}") from None
+    except ValueError:
+        raise ConfigError(
+            f"malformed URL {redact(url)!r}: the port must be a number from 1 to 65535"
+        ) from None
     if parts.scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(f"URL {redact(url)!r} must start with redis://, rediss:// or unix://")
-    if parts.scheme != "unix" and not parts.hostname:
+    if parts.scheme == "unix":
+        # unix://[user:password@]/path/to/socket[?db=N]: the path is the socket, not a db.
+        if not parts.path:
+            raise ConfigError(f"URL {redact(url)!r} has no socket path")
+        return
+    if not parts.hostname:
         raise ConfigError(f"URL {redact(url)!r} has no host")
     if port == 0:
         raise ConfigError(f"URL {redact(url)!r} has port 0")
     db = parts.path.lstrip("/")
     if db and not db.isdigit():
-        raise ConfigError(f"URL {redact(url)!r} has database {db!r}, expected a number")
+        # The path is not quoted back: in a mistyped URL it may hold part of a password.
+        raise ConfigError(f"URL {redact(url)!r}: the database (the path) must be a number")
 
 
 def connect(
@@ -88,6 +133,10 @@ def connect(
 
 def is_retriable(exc: BaseException) -> bool:
     """True for Redis errors that may succeed if tried again later."""
+    # redis-py files a wrong password or a missing permission under ConnectionError; those
+    # will not heal by themselves, so they must surface at once, not after a deadline.
+    if isinstance(exc, rex.AuthenticationError | rex.AuthorizationError):
+        return False
     if isinstance(exc, rex.ConnectionError | rex.TimeoutError | ConnectionError | TimeoutError):
         return True
     if isinstance(exc, rex.ReadOnlyError | rex.BusyLoadingError | rex.TryAgainError):
@@ -99,9 +148,19 @@ def is_retriable(exc: BaseException) -> bool:
     return False
 
 
-def _log_retry(what: str) -> Callable[[RetryCallState], None]:
+class _Attempts:
+    """What the retry loop has seen so far, for the log lines and the final error."""
+
+    def __init__(self) -> None:
+        self.failed = 0
+        self.last: BaseException | None = None
+        self.sleeping = False
+
+
+def _log_retry(what: str, seen: _Attempts) -> Callable[[RetryCallState], None]:
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
+        seen.failed, seen.last, seen.sleeping = state.attempt_number, exc, True
         log.warning(
             "redis %s failed (attempt %s, %.2fs elapsed): %s",
             what,
@@ -111,6 +170,13 @@ def _log_retry(what: str) -> Callable[[RetryCallState], None]:
         )
 
     return before_sleep
+
+
+def _gave_up(what: str, cause: object, elapsed: float, attempts: int) -> RedisUnavailable:
+    log.warning("redis %s gave up after %.2fs and %s attempts: %s", what, elapsed, attempts, cause)
+    return RedisUnavailable(
+        f"redis {what}: {cause} (gave up after {elapsed:.2f}s, {attempts} attempts)"
+    )
 
 
 async def call(
@@ -125,27 +191,34 @@ async def call(
 
     Non-retriable errors propagate at once (they are bugs or contract violations). A call
     hung on a paused server is cut by the same deadline, so the caller's clock is honoured.
+    Each failed attempt is logged with its number; the final :class:`RedisUnavailable`
+    names the last error and how many attempts were made.
     """
     start = time.monotonic()
+    seen = _Attempts()
     try:
         async with asyncio.timeout(deadline_s):
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(is_retriable),
-                wait=wait_exponential_jitter(
-                    initial=initial_backoff_s, max=max_backoff_s, jitter=initial_backoff_s
-                ),
+                # Exponential backoff plus up to one initial step of random jitter
+                # (wait_exponential + wait_random exist in every supported tenacity).
+                wait=wait_exponential(multiplier=initial_backoff_s, max=max_backoff_s)
+                + wait_random(0, initial_backoff_s),
                 stop=stop_after_delay(deadline_s),
-                before_sleep=_log_retry(what),
+                before_sleep=_log_retry(what, seen),
                 reraise=True,
             ):
                 with attempt:
+                    seen.sleeping = False
                     return await op()
     except TimeoutError as exc:
         elapsed = time.monotonic() - start
-        raise RedisUnavailable(f"redis {what}: no answer within {elapsed:.2f}s") from exc
+        if seen.sleeping and seen.last is not None:  # the deadline fell in a backoff pause
+            raise _gave_up(what, seen.last, elapsed, seen.failed) from seen.last
+        cause = f"no answer within {elapsed:.2f}s"
+        raise _gave_up(what, cause, elapsed, seen.failed + 1) from exc
     except Exception as exc:
         if is_retriable(exc):
-            elapsed = time.monotonic() - start
-            raise RedisUnavailable(f"redis {what}: {exc} (gave up after {elapsed:.2f}s)") from exc
+            raise _gave_up(what, exc, time.monotonic() - start, seen.failed + 1) from exc
         raise
     raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover

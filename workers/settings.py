@@ -22,6 +22,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 MIN_REELECT_MS = 1000
+# Upper bound for lease and re-election durations: a day is already absurd, and a larger
+# value would only fail later, inside Redis (PEXPIRE) or the event loop, far from its cause.
+MAX_DURATION_MS = 86_400_000
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 T = TypeVar("T")
@@ -50,6 +53,10 @@ class KafkaSettings(msgspec.Struct, frozen=True):
     sasl_username: str = ""
     sasl_password: str = ""
     ssl_cafile: str = ""
+
+    def __repr__(self) -> str:
+        """Like the default repr, with the SASL password masked (settings get logged)."""
+        return _masked_repr(self, {"sasl_password": "***" if self.sasl_password else ""})
 
 
 class Settings(msgspec.Struct, frozen=True):
@@ -89,6 +96,25 @@ class Settings(msgspec.Struct, frozen=True):
     def redacted_url(self) -> str:
         """The Redis URL with any password masked, for logs."""
         return redact(self.redis_url)
+
+    def __repr__(self) -> str:
+        """Like the default repr, with passwords masked (settings get logged)."""
+        return _masked_repr(
+            self,
+            {
+                "redis_url": self.redacted_url,
+                "probe_targets": tuple(
+                    ProbeTarget(region=t.region, url=redact(t.url)) for t in self.probe_targets
+                ),
+            },
+        )
+
+
+def _masked_repr(obj: msgspec.Struct, masked: Mapping[str, object]) -> str:
+    fields = ", ".join(
+        f"{name}={masked.get(name, getattr(obj, name))!r}" for name in obj.__struct_fields__
+    )
+    return f"{type(obj).__name__}({fields})"
 
 
 class _Reader:
@@ -144,10 +170,12 @@ class _Reader:
             return default
         return number
 
-    def optional_integer(self, name: str, *, minimum: int, unit: str = "") -> int | None:
+    def optional_integer(
+        self, name: str, *, minimum: int, maximum: int | None = None, unit: str = ""
+    ) -> int | None:
         if self.raw(name) is None:
             return None
-        return self.integer(name, minimum, minimum=minimum, unit=unit)
+        return self.integer(name, minimum, minimum=minimum, maximum=maximum, unit=unit)
 
     def boolean(self, name: str, default: bool) -> bool:
         value = self.raw(name)
@@ -192,10 +220,11 @@ def _probe_targets(reader: _Reader, regions: tuple[str, ...]) -> tuple[ProbeTarg
         scheme = url.split("://", 1)[0] if "://" in url else ""
         if not sep or not region or scheme not in ("http", "https", "tcp"):
             rule = "entries must be region=http(s)://... or region=tcp://host:port"
-            reader.fail("PROBE_TARGETS", rule, part)
+            reader.fail("PROBE_TARGETS", rule, redact(part))
             return ()
         if regions and region not in regions:
-            reader.fail("PROBE_TARGETS", f"region {region!r} is not in FAILOVER_REGIONS", part)
+            shown = f"{region}={redact(url)}"
+            reader.fail("PROBE_TARGETS", f"region {region!r} is not in FAILOVER_REGIONS", shown)
             return ()
         targets.append(ProbeTarget(region=region, url=url))
     return tuple(targets)
@@ -264,9 +293,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "must have no spaces and no '#', at most 128 characters",
     )
     before = len(reader.errors)
-    ttl = reader.integer("LEASE_TTL_MS", 10000, minimum=100, unit=ms)
-    interval = reader.optional_integer("RENEW_INTERVAL_MS", minimum=10, unit=ms)
-    deadline = reader.optional_integer("RENEW_DEADLINE_MS", minimum=10, unit=ms)
+    ttl = reader.integer("LEASE_TTL_MS", 10000, minimum=100, maximum=MAX_DURATION_MS, unit=ms)
+    interval = reader.optional_integer(
+        "RENEW_INTERVAL_MS", minimum=10, maximum=MAX_DURATION_MS, unit=ms
+    )
+    deadline = reader.optional_integer(
+        "RENEW_DEADLINE_MS", minimum=10, maximum=MAX_DURATION_MS, unit=ms
+    )
     interval = ttl // 5 if interval is None else interval
     deadline = ttl * 2 // 3 if deadline is None else deadline
     if len(reader.errors) == before:  # compare only values that parsed
@@ -280,9 +313,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             reader.fail(
                 "RENEW_DEADLINE_MS", f"must be < FAILOVER_LEASE_TTL_MS ({ttl})", str(deadline)
             )
-    delay = reader.integer("REELECT_DELAY_MS", 5000, minimum=MIN_REELECT_MS, unit=ms)
-    jitter = reader.integer("REELECT_JITTER_MS", 2000, minimum=0, unit=ms)
-    if delay - jitter < MIN_REELECT_MS:
+    before = len(reader.errors)
+    delay = reader.integer(
+        "REELECT_DELAY_MS", 5000, minimum=MIN_REELECT_MS, maximum=MAX_DURATION_MS, unit=ms
+    )
+    jitter = reader.integer("REELECT_JITTER_MS", 2000, minimum=0, maximum=MAX_DURATION_MS, unit=ms)
+    if len(reader.errors) == before and delay - jitter < MIN_REELECT_MS:
         reader.fail(
             "REELECT_JITTER_MS",
             f"FAILOVER_REELECT_DELAY_MS - FAILOVER_REELECT_JITTER_MS must be >= {MIN_REELECT_MS}"

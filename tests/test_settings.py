@@ -1,0 +1,304 @@
+"""workers.settings: defaults, every variable's parsing, and one clear line per bad value."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas.errors import ConfigError
+from workers.elector import ElectorTiming
+from workers.settings import (
+    DEFAULT_REDIS_URL,
+    MAX_DURATION_MS,
+    KafkaSettings,
+    ProbeTarget,
+    Settings,
+    load_settings,
+)
+
+BASE = {"FAILOVER_REGIONS": "eu-west-1,us-east-1"}
+SECRET = "hunter2-Sekr3t"
+
+
+def _error(env: dict[str, str]) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings({**BASE, **env})
+    return str(info.value)
+
+
+def test_defaults_follow_the_design() -> None:
+    s = load_settings(BASE)
+    assert s.regions == ("eu-west-1", "us-east-1")
+    assert s.redis_url == DEFAULT_REDIS_URL
+    assert s.namespace == "failover"
+    assert s.instance_id  # <hostname>-<pid>
+    assert "-" in s.instance_id and "#" not in s.instance_id
+    assert (s.lease_ttl_ms, s.renew_interval_ms, s.renew_deadline_ms) == (10000, 2000, 6666)
+    assert (s.threshold, s.quorum, s.recovery_threshold) == (3, 1, 3)
+    assert (s.window_ms, s.stale_after_ms, s.cooldown_ms) == (60000, 30000, 60000)
+    assert (s.max_deliveries, s.batch_size) == (5, 500)
+    assert (s.reelect_delay_ms, s.reelect_jitter_ms) == (5000, 2000)
+    assert (s.shutdown_timeout_ms, s.tick_ms, s.metrics_port) == (5000, 1000, 0)
+    assert s.probe_targets == ()
+    assert s.kafka == KafkaSettings()
+
+
+def test_every_variable_is_read() -> None:
+    env = {
+        "FAILOVER_REGIONS": " a , b ,c ",
+        "FAILOVER_REDIS_URL": "rediss://user:pw@redis.example:6380/2",
+        "FAILOVER_NAMESPACE": "{cell-1}",
+        "FAILOVER_INSTANCE_ID": "coord-7",
+        "FAILOVER_LEASE_TTL_MS": "3000",
+        "FAILOVER_RENEW_INTERVAL_MS": "500",
+        "FAILOVER_RENEW_DEADLINE_MS": "2000",
+        "FAILOVER_THRESHOLD": "4",
+        "FAILOVER_QUORUM": "2",
+        "FAILOVER_WINDOW_MS": "9000",
+        "FAILOVER_STALE_AFTER_MS": "8000",
+        "FAILOVER_RECOVERY_THRESHOLD": "5",
+        "FAILOVER_COOLDOWN_MS": "0",
+        "FAILOVER_MAX_DELIVERIES": "7",
+        "FAILOVER_BATCH_SIZE": "100",
+        "FAILOVER_REELECT_DELAY_MS": "3000",
+        "FAILOVER_REELECT_JITTER_MS": "2000",
+        "FAILOVER_SHUTDOWN_TIMEOUT_MS": "1500",
+        "FAILOVER_TICK_MS": "250",
+        "FAILOVER_METRICS_PORT": "9100",
+        "FAILOVER_DECISIONS_MAXLEN": "10000",
+        "FAILOVER_DLQ_MAXLEN": "500",
+        "FAILOVER_PROBE_TARGETS": "a=https://a.example/health, b=tcp://b.example:443",
+        "FAILOVER_PROBE_INTERVAL_MS": "1000",
+        "FAILOVER_PROBE_TIMEOUT_MS": "300",
+        "FAILOVER_PROBE_EXPECT_STATUS": "204",
+        "FAILOVER_LAG_INTERVAL_MS": "2000",
+        "FAILOVER_LAG_WINDOW": "6",
+        "FAILOVER_KAFKA_BOOTSTRAP": "k1:9092,k2:9092",
+        "FAILOVER_KAFKA_IDEMPOTENT": "no",
+        "FAILOVER_KAFKA_AUTO_CREATE_TOPICS": "YES",
+        "FAILOVER_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "FAILOVER_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "FAILOVER_KAFKA_SASL_USERNAME": "bridge",
+        "FAILOVER_KAFKA_SASL_PASSWORD": SECRET,
+    }
+    s = load_settings(env)
+    assert s.regions == ("a", "b", "c")
+    assert s.redis_url == "rediss://user:pw@redis.example:6380/2"
+    assert (s.namespace, s.instance_id) == ("{cell-1}", "coord-7")
+    assert (s.lease_ttl_ms, s.renew_interval_ms, s.renew_deadline_ms) == (3000, 500, 2000)
+    assert (s.threshold, s.quorum, s.window_ms, s.stale_after_ms) == (4, 2, 9000, 8000)
+    assert (s.recovery_threshold, s.cooldown_ms, s.max_deliveries, s.batch_size) == (5, 0, 7, 100)
+    assert (s.reelect_delay_ms, s.reelect_jitter_ms) == (3000, 2000)
+    assert (s.shutdown_timeout_ms, s.tick_ms, s.metrics_port) == (1500, 250, 9100)
+    assert (s.decisions_maxlen, s.dlq_maxlen) == (10000, 500)
+    assert s.probe_targets == (
+        ProbeTarget(region="a", url="https://a.example/health"),
+        ProbeTarget(region="b", url="tcp://b.example:443"),
+    )
+    assert (s.probe_interval_ms, s.probe_timeout_ms, s.probe_expect_status) == (1000, 300, 204)
+    assert (s.lag_interval_ms, s.lag_window) == (2000, 6)
+    k = s.kafka
+    assert (k.bootstrap, k.idempotent, k.auto_create_topics) == ("k1:9092,k2:9092", False, True)
+    assert (k.security_protocol, k.sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+    assert (k.sasl_username, k.sasl_password) == ("bridge", SECRET)
+
+
+def test_renew_timings_default_from_the_ttl() -> None:
+    s = load_settings({**BASE, "FAILOVER_LEASE_TTL_MS": "1500"})
+    assert (s.renew_interval_ms, s.renew_deadline_ms) == (300, 1000)
+    timing = ElectorTiming.from_settings(s)
+    assert (timing.ttl_ms, timing.renew_interval_ms, timing.renew_deadline_ms) == (1500, 300, 1000)
+    assert timing.retry_period_ms == 300
+    assert (timing.reelect_delay_ms, timing.reelect_jitter_ms, timing.min_reelect_ms) == (
+        5000,
+        2000,
+        1000,
+    )
+
+
+def test_blank_values_mean_unset() -> None:
+    s = load_settings({**BASE, "FAILOVER_LEASE_TTL_MS": "  ", "FAILOVER_NAMESPACE": ""})
+    assert (s.lease_ttl_ms, s.namespace) == (10000, "failover")
+
+
+def test_reads_the_process_environment_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAILOVER_REGIONS", "x,y")
+    monkeypatch.setenv("FAILOVER_TICK_MS", "123")
+    s = load_settings()
+    assert (s.regions, s.tick_ms) == (("x", "y"), 123)
+
+
+# (extra env, variable named in the error, words of the rule that must appear)
+BAD_VALUES = [
+    ({"FAILOVER_LEASE_TTL_MS": "ten"}, "LEASE_TTL_MS", "whole number of milliseconds"),
+    ({"FAILOVER_LEASE_TTL_MS": "1.5"}, "LEASE_TTL_MS", "whole number"),
+    ({"FAILOVER_LEASE_TTL_MS": "1e4"}, "LEASE_TTL_MS", "whole number"),
+    ({"FAILOVER_LEASE_TTL_MS": "-5000"}, "LEASE_TTL_MS", ">= 100"),
+    ({"FAILOVER_LEASE_TTL_MS": "99"}, "LEASE_TTL_MS", ">= 100"),
+    ({"FAILOVER_LEASE_TTL_MS": "10" * 10}, "LEASE_TTL_MS", f"<= {MAX_DURATION_MS}"),
+    ({"FAILOVER_RENEW_INTERVAL_MS": "abc"}, "RENEW_INTERVAL_MS", "whole number"),
+    ({"FAILOVER_RENEW_INTERVAL_MS": "5"}, "RENEW_INTERVAL_MS", ">= 10"),
+    ({"FAILOVER_RENEW_DEADLINE_MS": "-1"}, "RENEW_DEADLINE_MS", ">= 10"),
+    # interval >= deadline (deadline defaulted to 2/3 TTL, then both given)
+    ({"FAILOVER_RENEW_INTERVAL_MS": "7000"}, "RENEW_INTERVAL_MS", "< FAILOVER_RENEW_DEADLINE_MS"),
+    (
+        {"FAILOVER_RENEW_INTERVAL_MS": "3000", "FAILOVER_RENEW_DEADLINE_MS": "3000"},
+        "RENEW_INTERVAL_MS",
+        "< FAILOVER_RENEW_DEADLINE_MS (3000)",
+    ),
+    # deadline >= ttl
+    ({"FAILOVER_RENEW_DEADLINE_MS": "10000"}, "RENEW_DEADLINE_MS", "< FAILOVER_LEASE_TTL_MS"),
+    (
+        {"FAILOVER_LEASE_TTL_MS": "1000", "FAILOVER_RENEW_DEADLINE_MS": "1500"},
+        "RENEW_DEADLINE_MS",
+        "< FAILOVER_LEASE_TTL_MS (1000)",
+    ),
+    ({"FAILOVER_REGIONS": ""}, "REGIONS", "is required"),
+    ({"FAILOVER_REGIONS": " , "}, "REGIONS", "no empty entries"),
+    ({"FAILOVER_REGIONS": "eu,,us"}, "REGIONS", "no empty entries"),
+    ({"FAILOVER_REGIONS": "eu west,us"}, "REGIONS", "letters, digits"),
+    ({"FAILOVER_REGIONS": "eu,us,eu"}, "REGIONS", "must be distinct, eu repeated"),
+    ({"FAILOVER_REDIS_URL": "http://cache:6379"}, "REDIS_URL", "must start with redis://"),
+    ({"FAILOVER_REDIS_URL": "redis://"}, "REDIS_URL", "has no host"),
+    ({"FAILOVER_REDIS_URL": "redis://cache:99999/0"}, "REDIS_URL", "port must be a number"),
+    ({"FAILOVER_REDIS_URL": "redis://cache:port/0"}, "REDIS_URL", "port must be a number"),
+    ({"FAILOVER_REDIS_URL": "redis://cache:0/0"}, "REDIS_URL", "port 0"),
+    ({"FAILOVER_REDIS_URL": "redis://cache/zero"}, "REDIS_URL", "must be a number"),
+    ({"FAILOVER_REDIS_URL": "redis://[::1/0"}, "REDIS_URL", "cannot be parsed"),
+    ({"FAILOVER_NAMESPACE": "a b"}, "NAMESPACE", "without spaces"),
+    ({"FAILOVER_INSTANCE_ID": "coord#1"}, "INSTANCE_ID", "no '#'"),
+    ({"FAILOVER_REELECT_DELAY_MS": "999"}, "REELECT_DELAY_MS", ">= 1000"),
+    ({"FAILOVER_REELECT_DELAY_MS": "soon"}, "REELECT_DELAY_MS", "whole number"),
+    ({"FAILOVER_REELECT_JITTER_MS": "-1"}, "REELECT_JITTER_MS", ">= 0"),
+    (
+        {"FAILOVER_REELECT_JITTER_MS": "4500"},
+        "REELECT_JITTER_MS",
+        "FAILOVER_REELECT_DELAY_MS - FAILOVER_REELECT_JITTER_MS must be >= 1000",
+    ),
+    ({"FAILOVER_THRESHOLD": "0"}, "THRESHOLD", ">= 1"),
+    ({"FAILOVER_QUORUM": "two"}, "QUORUM", "whole number"),
+    ({"FAILOVER_WINDOW_MS": "0"}, "WINDOW_MS", ">= 1"),
+    ({"FAILOVER_COOLDOWN_MS": "-1"}, "COOLDOWN_MS", ">= 0"),
+    ({"FAILOVER_MAX_DELIVERIES": "0"}, "MAX_DELIVERIES", ">= 1"),
+    ({"FAILOVER_BATCH_SIZE": "0"}, "BATCH_SIZE", ">= 1"),
+    ({"FAILOVER_BATCH_SIZE": "100001"}, "BATCH_SIZE", "<= 100000"),
+    ({"FAILOVER_SHUTDOWN_TIMEOUT_MS": "10"}, "SHUTDOWN_TIMEOUT_MS", ">= 100"),
+    ({"FAILOVER_TICK_MS": "1"}, "TICK_MS", ">= 10"),
+    ({"FAILOVER_METRICS_PORT": "70000"}, "METRICS_PORT", "<= 65535"),
+    ({"FAILOVER_DLQ_MAXLEN": "-3"}, "DLQ_MAXLEN", ">= 0"),
+    ({"FAILOVER_PROBE_TARGETS": "eu-west-1"}, "PROBE_TARGETS", "region=http(s)://"),
+    ({"FAILOVER_PROBE_TARGETS": "=http://x"}, "PROBE_TARGETS", "region=http(s)://"),
+    ({"FAILOVER_PROBE_TARGETS": "eu-west-1=ftp://x"}, "PROBE_TARGETS", "region=http(s)://"),
+    ({"FAILOVER_PROBE_TARGETS": "ap-south-1=http://x"}, "PROBE_TARGETS", "not in FAILOVER_REGIONS"),
+    ({"FAILOVER_PROBE_EXPECT_STATUS": "600"}, "PROBE_EXPECT_STATUS", "<= 599"),
+    ({"FAILOVER_PROBE_TIMEOUT_MS": "5"}, "PROBE_TIMEOUT_MS", ">= 10"),
+    ({"FAILOVER_LAG_WINDOW": "1"}, "LAG_WINDOW", ">= 2"),
+    ({"FAILOVER_KAFKA_IDEMPOTENT": "maybe"}, "KAFKA_IDEMPOTENT", "must be true or false"),
+    ({"FAILOVER_KAFKA_AUTO_CREATE_TOPICS": "2"}, "KAFKA_AUTO_CREATE_TOPICS", "true or false"),
+    ({"FAILOVER_KAFKA_SECURITY_PROTOCOL": "TLS"}, "KAFKA_SECURITY_PROTOCOL", "must be one of"),
+    ({"FAILOVER_KAFKA_SASL_MECHANISM": "MD5"}, "KAFKA_SASL_MECHANISM", "SCRAM-SHA-256"),
+    ({"FAILOVER_KAFKA_SESSION_TIMEOUT_MS": "10"}, "KAFKA_SESSION_TIMEOUT_MS", ">= 1000"),
+]
+
+
+@pytest.mark.parametrize(("env", "name", "rule"), BAD_VALUES, ids=[b[1] for b in BAD_VALUES])
+def test_each_bad_value_is_one_line_naming_the_variable_and_rule(
+    env: dict[str, str], name: str, rule: str
+) -> None:
+    message = _error(env)
+    assert "\n" not in message, message
+    assert message.startswith(f"FAILOVER_{name}: "), message
+    assert rule in message, message
+    value = env.get(f"FAILOVER_{name}", "").strip()
+    if value and name != "REDIS_URL":  # the offending value is quoted back
+        assert repr(value) in message or value in message, message
+
+
+def test_missing_regions_is_required() -> None:
+    with pytest.raises(ConfigError, match=r"^FAILOVER_REGIONS: is required"):
+        load_settings({})
+
+
+def test_all_bad_values_are_reported_together_one_line_each() -> None:
+    message = _error(
+        {
+            "FAILOVER_REGIONS": "eu,eu",
+            "FAILOVER_LEASE_TTL_MS": "x",
+            "FAILOVER_QUORUM": "0",
+            "FAILOVER_KAFKA_IDEMPOTENT": "perhaps",
+            "FAILOVER_REDIS_URL": "http://h",
+        }
+    )
+    lines = message.splitlines()
+    assert len(lines) == 5, lines
+    named = sorted(line.split(":", 1)[0] for line in lines)
+    assert named == sorted(
+        [
+            "FAILOVER_REGIONS",
+            "FAILOVER_LEASE_TTL_MS",
+            "FAILOVER_QUORUM",
+            "FAILOVER_KAFKA_IDEMPOTENT",
+            "FAILOVER_REDIS_URL",
+        ]
+    )
+
+
+def test_relational_checks_skip_values_that_did_not_parse() -> None:
+    # A bad TTL must not also produce a misleading "deadline must be < TTL" line.
+    lines = _error({"FAILOVER_LEASE_TTL_MS": "x", "FAILOVER_RENEW_DEADLINE_MS": "9000"})
+    assert lines.splitlines() == [lines] and lines.startswith("FAILOVER_LEASE_TTL_MS:")
+    lines = _error({"FAILOVER_REELECT_DELAY_MS": "500", "FAILOVER_REELECT_JITTER_MS": "4500"})
+    assert lines.startswith("FAILOVER_REELECT_DELAY_MS:") and "\n" not in lines
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://user:{SECRET}@cache:99999/0",  # bad port
+        f"redis://user:{SECRET}@cache:port/0",  # non-numeric port
+        f"http://user:{SECRET}@cache:6379",  # wrong scheme
+        f"redis://user:{SECRET}@cache/db",  # bad database
+        f"redis://user:{SECRET}@[::1/0",  # unparseable
+        f"redis://:{SECRET}@:6379/0",  # no host
+        f"user:{SECRET}@cache:6379",  # scheme forgotten
+        f"redis://user:{SECRET}/x@cache:6379/0",  # '/' in an unquoted password
+        f"redis://cache:0/0?password={SECRET}",  # password as a query parameter
+        f"redis://user:{SECRET}\uff20x@cache/0",  # fullwidth @: the parser's own error echoes it
+    ],
+)
+def test_passwords_never_appear_in_errors(url: str) -> None:
+    message = _error({"FAILOVER_REDIS_URL": url})
+    assert message.startswith("FAILOVER_REDIS_URL: "), message
+    assert SECRET not in message, message
+    assert "\n" not in message
+
+
+def test_probe_target_passwords_never_appear_in_errors() -> None:
+    message = _error({"FAILOVER_PROBE_TARGETS": f"ap-south-1=https://u:{SECRET}@h/health"})
+    assert "not in FAILOVER_REGIONS" in message and SECRET not in message
+    message = _error({"FAILOVER_PROBE_TARGETS": f"eu-west-1=ftp://u:{SECRET}@h/"})
+    assert "region=http(s)://" in message and SECRET not in message
+
+
+def test_repr_masks_passwords() -> None:
+    s = load_settings(
+        {
+            **BASE,
+            "FAILOVER_REDIS_URL": f"redis://user:{SECRET}@cache:6379/0",
+            "FAILOVER_KAFKA_SASL_PASSWORD": SECRET,
+            "FAILOVER_PROBE_TARGETS": f"eu-west-1=https://u:{SECRET}@h/health",
+        }
+    )
+    assert s.redis_url.endswith(f"{SECRET}@cache:6379/0")  # the value itself is intact
+    assert s.kafka.sasl_password == SECRET
+    for text in (repr(s), str(s), f"{s}", repr(s.kafka), s.redacted_url):
+        assert SECRET not in text, text
+    assert "redis://user:***@cache:6379/0" in repr(s)
+    assert "sasl_password='***'" in repr(s)
+    assert repr(s).startswith("Settings(regions=('eu-west-1', 'us-east-1'), ")
+
+
+def test_settings_are_frozen() -> None:
+    s = load_settings(BASE)
+    with pytest.raises(AttributeError):
+        s.lease_ttl_ms = 1  # type: ignore[misc]
+    assert isinstance(s, Settings)
