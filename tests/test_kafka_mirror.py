@@ -1,0 +1,272 @@
+"""The decision mirror (NS:decisions -> Kafka) against a real tansu broker and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from schemas.codec import encode_entry
+from schemas.errors import KafkaUnavailable
+from schemas.events import FailoverDecision, LeaderChanged
+from streams.keys import Keys
+from streams.server import RedisServer
+from tests.kafka_broker import TansuBroker
+from tests.kafka_fixtures import (
+    Topics,
+    WorkerProcess,
+    kafka_broker,  # noqa: F401 - fixture
+    kafka_env,
+    make_topics,
+    own_kafka_broker,  # noqa: F401 - fixture
+    read_topic,
+    until,
+    workers,  # noqa: F401 - fixture
+)
+from workers.mirror import MIRROR_GROUP, run_mirror
+from workers.settings import Settings, load_settings
+
+pytestmark = pytest.mark.kafka
+
+
+def failover(n: int, to: str, frm: str = "eu") -> FailoverDecision:
+    """A failover decision as the leader would commit it."""
+    return FailoverDecision(
+        decision_id=f"d{n}",
+        epoch=1,
+        leader="c1#abc",
+        from_region=frm,
+        to_region=to,
+        reason="down",
+        evidence=[f"e{n}"],
+        decided_at=1_700_000_000.0 + n,
+    )
+
+
+def settings_for(
+    broker: TansuBroker, topics: Topics, redis_url: str, keys: Keys, **extra: str
+) -> Settings:
+    """Settings as the mirror process would load them."""
+    return load_settings(
+        kafka_env(broker.bootstrap, topics, redis_url=redis_url, namespace=keys.namespace, **extra)
+    )
+
+
+class MirrorTask:
+    """``run_mirror`` as a task of this test, stopped like SIGTERM stops it."""
+
+    def __init__(self, settings: Settings, claim_idle_ms: int | None = None) -> None:
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(
+            run_mirror(settings, self.stop, claim_idle_ms=claim_idle_ms)
+        )
+
+    async def close(self) -> int:
+        self.stop.set()
+        return await asyncio.wait_for(self.task, 30)
+
+    def crash(self) -> None:
+        """Cancel without a clean stop, as a dying process would vanish."""
+        self.task.cancel()
+
+
+@pytest.fixture
+async def mirrors() -> AsyncIterator[list[MirrorTask]]:
+    started: list[MirrorTask] = []
+    try:
+        yield started
+    finally:
+        for mirror in started:
+            mirror.task.cancel()
+        await asyncio.gather(*(m.task for m in started), return_exceptions=True)
+
+
+async def pending(redis: aioredis.Redis, keys: Keys) -> int:
+    """Decisions delivered to the mirror group and not yet acked."""
+    info = await redis.xpending(keys.decisions, MIRROR_GROUP)
+    return int(info["pending"])
+
+
+async def test_decisions_reach_kafka_keyed_in_order_and_acked(
+    kafka_broker: TansuBroker,  # noqa: F811
+    redis_server: RedisServer,
+    redis_client: aioredis.Redis,
+    keys: Keys,
+    mirrors: list[MirrorTask],
+) -> None:
+    topics = await make_topics(kafka_broker.bootstrap, decisions=2)
+    entries = [
+        encode_entry(LeaderChanged(epoch=1, leader="c1#abc", at=1_700_000_000.0)),
+        encode_entry(failover(1, "us")),
+        encode_entry(failover(2, "ap", frm="us")),
+        {b"data": b'{"type":"from_a_newer_leader","x":1}'},  # mirrored unkeyed, not dropped
+        encode_entry(failover(3, "us", frm="ap")),
+    ]
+    # Two decisions exist before the mirror starts: its group starts at the beginning.
+    ids = [await redis_client.xadd(keys.decisions, entries[0])]
+    ids.append(await redis_client.xadd(keys.decisions, entries[1]))
+    mirrors.append(MirrorTask(settings_for(kafka_broker, topics, redis_server.url, keys)))
+    for fields in entries[2:]:
+        ids.append(await redis_client.xadd(keys.decisions, fields))
+
+    async def all_on_kafka() -> bool:
+        return len(await read_topic(kafka_broker.bootstrap, topics.decisions)) >= len(entries)
+
+    await until(all_on_kafka, 30, "every decision on the decisions topic")
+    records = await read_topic(kafka_broker.bootstrap, topics.decisions)
+    assert len(records) == len(entries)  # each once
+    by_id = {dict(r.headers)["failover-entry-id"]: r for r in records}  # type: ignore[attr-defined]
+    assert set(by_id) == set(ids)
+    expected_keys = [b"leader", b"us", b"ap", None, b"us"]
+    for entry_id, fields, key in zip(ids, entries, expected_keys, strict=True):
+        record = by_id[entry_id]
+        assert record.value == fields[b"data"]  # type: ignore[attr-defined]
+        assert record.key == key  # type: ignore[attr-defined]
+    # Both decisions for "us" share a partition, in stream order.
+    us = [r for r in records if r.key == b"us"]  # type: ignore[attr-defined]
+    assert [dict(r.headers)["failover-entry-id"] for r in us] == [ids[1], ids[4]]  # type: ignore[attr-defined]
+    assert dict(by_id[ids[1]].headers)["failover-type"] == b"failover"  # type: ignore[attr-defined]
+
+    await until(lambda: _none_pending(redis_client, keys), 10, "the mirror's acks")
+    assert await mirrors[0].close() == len(entries)
+
+
+async def _none_pending(redis: aioredis.Redis, keys: Keys) -> bool:
+    return await pending(redis, keys) == 0
+
+
+async def test_acked_in_redis_only_after_kafka_acknowledged(
+    own_kafka_broker: TansuBroker,  # noqa: F811
+    redis_server: RedisServer,
+    redis_client: aioredis.Redis,
+    keys: Keys,
+    mirrors: list[MirrorTask],
+) -> None:
+    broker = own_kafka_broker
+    topics = await make_topics(broker.bootstrap, decisions=1)
+    mirror = MirrorTask(settings_for(broker, topics, redis_server.url, keys))
+    mirrors.append(mirror)
+    await redis_client.xadd(keys.decisions, encode_entry(failover(1, "us")))
+
+    async def on_kafka(n: int) -> bool:
+        return len(await read_topic(broker.bootstrap, topics.decisions)) >= n
+
+    await until(lambda: on_kafka(1), 30, "the first decision on Kafka")
+    await until(lambda: _none_pending(redis_client, keys), 10, "the first decision acked")
+
+    assert broker.proc is not None
+    broker.proc.send_signal(19)  # SIGSTOP: Kafka cannot acknowledge anything
+    try:
+        # Atomically, so the mirror takes both in one read (it holds a batch until acked).
+        async with redis_client.pipeline(transaction=True) as pipe:
+            pipe.xadd(keys.decisions, encode_entry(failover(2, "ap", frm="us")))
+            pipe.xadd(keys.decisions, encode_entry(failover(3, "us", frm="ap")))
+            await pipe.execute()
+
+        async def delivered_not_acked() -> bool:
+            return await pending(redis_client, keys) == 2
+
+        await until(delivered_not_acked, 10, "the mirror to take both decisions")
+        await asyncio.sleep(1.5)
+        assert await pending(redis_client, keys) == 2, "acked before Kafka acknowledged"
+    finally:
+        broker.proc.send_signal(18)  # SIGCONT
+
+    await until(lambda: on_kafka(3), 30, "the held decisions on Kafka after the pause")
+    await until(lambda: _none_pending(redis_client, keys), 10, "the held decisions acked")
+    values = [r.value for r in await read_topic(broker.bootstrap, topics.decisions)]  # type: ignore[attr-defined]
+    assert sorted(set(values)) == sorted(
+        encode_entry(failover(n, to, frm))[b"data"]
+        for n, to, frm in ((1, "us", "eu"), (2, "ap", "us"), (3, "us", "ap"))
+    )
+    await mirror.close()
+
+
+async def test_dead_mirrors_pending_decisions_are_claimed_and_sent(
+    own_kafka_broker: TansuBroker,  # noqa: F811
+    redis_server: RedisServer,
+    redis_client: aioredis.Redis,
+    keys: Keys,
+    mirrors: list[MirrorTask],
+    workers: list[WorkerProcess],  # noqa: F811
+) -> None:
+    broker = own_kafka_broker
+    topics = await make_topics(broker.bootstrap, decisions=1)
+    env = kafka_env(broker.bootstrap, topics, redis_url=redis_server.url, namespace=keys.namespace)
+    first = WorkerProcess("workers.mirror", env, "mirror-1")
+    workers.append(first.start())
+    assert broker.proc is not None
+
+    async def group_exists() -> bool:
+        assert first.proc is not None and first.proc.poll() is None, first.output()
+        try:
+            return bool(await redis_client.xinfo_groups(keys.decisions))
+        except aioredis.ResponseError:
+            return False
+
+    await until(group_exists, 15, "the mirror group")
+    broker.proc.send_signal(19)  # SIGSTOP: the first mirror takes decisions it cannot send
+    try:
+        async with redis_client.pipeline(transaction=True) as pipe:
+            for n in range(3):
+                pipe.xadd(keys.decisions, encode_entry(failover(n, "us")))
+            await pipe.execute()
+
+        async def taken() -> bool:
+            return await pending(redis_client, keys) == 3
+
+        await until(taken, 10, "the first mirror to take the decisions")
+        first.kill()  # SIGKILL while holding them
+    finally:
+        broker.proc.send_signal(18)
+    assert await pending(redis_client, keys) == 3
+    second = MirrorTask(load_settings(env), claim_idle_ms=500)
+    mirrors.append(second)
+
+    async def on_kafka() -> bool:
+        values = {r.value for r in await read_topic(broker.bootstrap, topics.decisions)}  # type: ignore[attr-defined]
+        return len(values) == 3
+
+    await until(on_kafka, 30, "the dead mirror's decisions on Kafka")
+    # Only a claim can clear the dead consumer's pending entries.
+    await until(lambda: _none_pending(redis_client, keys), 10, "the claimed decisions acked")
+    assert await second.close() == 3
+
+
+async def test_idempotent_producer_refusal_is_one_clear_line(
+    kafka_broker: TansuBroker,  # noqa: F811
+    redis_server: RedisServer,
+    keys: Keys,
+    workers: list[WorkerProcess],  # noqa: F811
+) -> None:
+    """tansu refuses idempotent producers: the default setting must say what to change."""
+    topics = await make_topics(kafka_broker.bootstrap)
+    settings = settings_for(kafka_broker, topics, redis_server.url, keys, kafka_idempotent="true")
+    assert settings.kafka.idempotent
+    with pytest.raises(KafkaUnavailable, match="FAILOVER_KAFKA_IDEMPOTENT=false"):
+        await run_mirror(settings, asyncio.Event())
+
+    env = kafka_env(
+        kafka_broker.bootstrap,
+        topics,
+        redis_url=redis_server.url,
+        namespace=keys.namespace,
+        kafka_idempotent="true",
+    )
+    proc = WorkerProcess("workers.mirror", env, "mirror-idem")
+    workers.append(proc.start())
+    assert proc.wait() == 1
+    lines = [line for line in proc.output().splitlines() if line.startswith("mirror:")]
+    assert len(lines) == 1 and "FAILOVER_KAFKA_IDEMPOTENT=false" in lines[0], proc.output()
+    assert kafka_broker.bootstrap in lines[0]
+
+    missing = Topics(health=topics.health, events=topics.events, decisions="no-such-topic")
+    env = kafka_env(
+        kafka_broker.bootstrap, missing, redis_url=redis_server.url, namespace=keys.namespace
+    )
+    proc = WorkerProcess("workers.mirror", env, "mirror-missing")
+    workers.append(proc.start())
+    assert proc.wait() == 2
+    assert "no-such-topic" in proc.output()
