@@ -74,9 +74,10 @@ def faust_credentials(security: KafkaSecurity) -> faust.auth.Credentials | None:
 class RedisAppender:
     """Appends queued records to their Redis stream in batches, then acks them to faust."""
 
-    def __init__(self, redis: aioredis.Redis, *, batch_size: int) -> None:
+    def __init__(self, redis: aioredis.Redis, *, batch_size: int, linger_s: float = 0.002) -> None:
         self.redis = redis
         self.batch_size = batch_size
+        self.linger_s = linger_s
         self.queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=2 * batch_size)
         self.written = 0
 
@@ -89,6 +90,10 @@ class RedisAppender:
         """Write batches forever; cancel to stop (a batch not written is never acked)."""
         while True:
             batch = [await self.queue.get()]
+            if self.queue.qsize() < self.batch_size - 1:
+                # faust hands records over one by one; without a moment's linger (as Kafka
+                # producers linger) every record would cost a Redis round trip of its own.
+                await asyncio.sleep(self.linger_s)
             while len(batch) < self.batch_size and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             await self._write(batch)
