@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
 import urllib.request
 
 import pytest
@@ -13,7 +18,7 @@ from streams.connection import connect
 from streams.keys import GROUP, Keys
 from streams.lag import LagSampler, id_ms
 from streams.lease import Lease
-from streams.server import RedisServer
+from streams.server import RedisServer, free_port
 from workers.lagmon import LagMonitor
 from workers.metrics import CoordinatorMetrics, serve
 from workers.settings import Settings
@@ -231,3 +236,44 @@ async def test_sampling_costs_redis_under_1ms_per_stream(own_redis_server: Redis
     )
     assert per_stream_us < 1000
     assert counted_us < 1000
+
+
+def test_lagmon_process_serves_metrics_and_exits_0_on_sigterm(
+    redis_server: RedisServer, keys: Keys
+) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAILOVER_")}
+    env |= {
+        "FAILOVER_REDIS_URL": redis_server.url,
+        "FAILOVER_NAMESPACE": keys.namespace,
+        "FAILOVER_REGIONS": "a,b",
+        "FAILOVER_METRICS_PORT": str(port),
+        "FAILOVER_LAG_INTERVAL_MS": "100",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.lagmon"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        found: dict[str, list[tuple[dict[str, str], float]]] = {}
+        while "failover_lag_status" not in found:
+            assert time.monotonic() < deadline, "no metrics served"
+            time.sleep(0.1)
+            try:
+                found = _scrape(port)
+            except OSError:
+                continue
+        h = {"stream": keys.health, "group": GROUP}
+        assert _value(found, "failover_lag_status", failover_lag_status="STOP", **h) == 1
+        assert _value(found, "failover_leader_present") == 0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
