@@ -18,7 +18,7 @@ from streams.keys import GROUP, Keys
 # Upper bound on entries counted on each side of the delivered position when Redis cannot
 # report the lag itself; beyond it on both sides the lag is a lower bound (``lag_exact``
 # False). Keeps a sample under a millisecond per stream.
-COUNT_CAP = 200
+COUNT_CAP = 100
 
 
 class StreamLag(msgspec.Struct, frozen=True):
@@ -110,15 +110,25 @@ def _stream(name: str, row: list[object], now_ms: int) -> StreamLag:
     )
 
 
-def _state(reply: object) -> StateFields | None:
-    if not isinstance(reply, list):
+def _number(value: object, kind: type[int] | type[float]) -> int | float | None:
+    # State fields are written by the leader; an unexpected value is shown as unknown
+    # rather than making status fail.
+    try:
+        return kind(_text(value) or "")
+    except ValueError:
         return None
-    summary, epoch, leader, updated_at = (r if r is not False else None for r in reply)
+
+
+def _state(reply: object) -> StateFields | None:
+    if not isinstance(reply, list) or len(reply) != 4:
+        return None
+    summary, epoch, leader, updated_at = reply
+    epoch_n = _number(epoch, int)
     return StateFields(
         summary=summary if isinstance(summary, bytes) else None,
-        epoch=int(epoch) if epoch is not None else None,
+        epoch=int(epoch_n) if epoch_n is not None else None,
         leader=_text(leader),
-        updated_at=float(updated_at) if updated_at is not None else None,
+        updated_at=_number(updated_at, float),
     )
 
 

@@ -326,3 +326,25 @@ for k = 6, #KEYS do
 end
 return {now[1], now[2], owner, pttl, epoch, xlen(KEYS[3]), xlen(KEYS[4]), state, streams}
 """
+
+# Guarantees: a dead letter is replayed at most once and never lost: the raw fields are
+# XADDed back onto their source stream (with a new id, so the group delivers them again)
+# and the dead letter is XDELed in the same atomic script, and only if the dead letter is
+# still there with exactly the `data` the caller decoded (a concurrent replay or drop
+# makes this a no-op). XADD runs first: if it fails (wrong key type), nothing was removed.
+# KEYS: dlq, source stream. ARGV: dead letter id, its data value, field1, value1, ...
+# Returns {1, new id} when replayed, {0, 'missing'} or {0, 'changed'} when not.
+DLQ_REPLAY = """
+local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #found == 0 then return {0, 'missing'} end
+local fields = found[1][2]
+local data = nil
+for i = 1, #fields, 2 do
+  if fields[i] == 'data' then data = fields[i + 1] end
+end
+if data ~= ARGV[2] then return {0, 'changed'} end
+if #ARGV < 4 or #ARGV % 2 ~= 0 then return redis.error_reply('replay needs field/value pairs') end
+local new_id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return {1, new_id}
+"""

