@@ -270,3 +270,54 @@ async def test_idempotent_producer_refusal_is_one_clear_line(
     workers.append(proc.start())
     assert proc.wait() == 2
     assert "no-such-topic" in proc.output()
+
+
+async def test_sigterm_with_kafka_stuck_exits_and_keeps_decisions_pending(
+    own_kafka_broker: TansuBroker,  # noqa: F811
+    redis_server: RedisServer,
+    redis_client: aioredis.Redis,
+    keys: Keys,
+    workers: list[WorkerProcess],  # noqa: F811
+) -> None:
+    broker = own_kafka_broker
+    topics = await make_topics(broker.bootstrap, decisions=1)
+    env = kafka_env(
+        broker.bootstrap,
+        topics,
+        redis_url=redis_server.url,
+        namespace=keys.namespace,
+        shutdown_timeout_ms="1500",
+    )
+    mirror = WorkerProcess("workers.mirror", env, "mirror-term")
+    workers.append(mirror.start())
+
+    async def group_exists() -> bool:
+        assert mirror.proc is not None and mirror.proc.poll() is None, mirror.output()
+        try:
+            return bool(await redis_client.xinfo_groups(keys.decisions))
+        except aioredis.ResponseError:
+            return False
+
+    await until(group_exists, 15, "the mirror group")
+    assert broker.proc is not None
+    broker.proc.send_signal(19)  # SIGSTOP
+    try:
+        await redis_client.xadd(keys.decisions, encode_entry(failover(1, "us")))
+        await until(lambda: _pending_is(redis_client, keys, 1), 10, "the mirror to take it")
+        began = asyncio.get_running_loop().time()
+        assert mirror.terminate(timeout_s=10) == 0, mirror.output()
+        assert asyncio.get_running_loop().time() - began < 5.0
+        assert await pending(redis_client, keys) == 1, "acked without Kafka's acknowledgement"
+    finally:
+        broker.proc.send_signal(18)  # SIGCONT
+    nxt = MirrorTask(load_settings(env), claim_idle_ms=300)
+    try:
+        await until(lambda: _pending_is(redis_client, keys, 0), 30, "the next mirror to send it")
+        values = [r.value for r in await read_topic(broker.bootstrap, topics.decisions)]  # type: ignore[attr-defined]
+        assert encode_entry(failover(1, "us"))[b"data"] in values
+    finally:
+        await nxt.close()
+
+
+async def _pending_is(redis: aioredis.Redis, keys: Keys, n: int) -> bool:
+    return await pending(redis, keys) == n

@@ -99,6 +99,7 @@ class DecisionMirror:
         self.block_ms = block_ms
         self.retry_backoff_s = retry_backoff_s
         self.mirrored = 0
+        self._stop = asyncio.Event()
 
     async def setup(self) -> None:
         """Create the mirror's group at the start of the stream (idempotent)."""
@@ -116,6 +117,7 @@ class DecisionMirror:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Mirror until ``stop`` is set; Redis and Kafka outages are waited out, never skipped."""
+        self._stop = stop
         own_pending = True  # re-send what this consumer holds before reading anything new
         next_claim = 0.0
         while not stop.is_set():
@@ -156,7 +158,13 @@ class DecisionMirror:
                         ],
                     )
                 )
-            await asyncio.gather(*futures)
+            if not await self._acknowledged(futures):
+                log.warning(
+                    "mirror: stopping with %d decisions not acknowledged by Kafka; "
+                    "they stay pending for the next mirror",
+                    len(ids),
+                )
+                return False
         except KafkaError as exc:
             for future in futures:
                 future.cancel()
@@ -177,6 +185,20 @@ class DecisionMirror:
             return False
         self.mirrored += len(ids)
         log.info("mirror: %d decisions to %s, last %s", len(ids), self.topic, ids[-1].decode())
+        return True
+
+    async def _acknowledged(self, futures: list[asyncio.Future[Any]]) -> bool:
+        """Wait for Kafka's acks, or for stop (False); a refused send raises KafkaError."""
+        sending = asyncio.ensure_future(asyncio.gather(*futures))
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({sending, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not sending.done():
+            sending.cancel()
+            return False
+        sending.result()
         return True
 
     async def _read(self, start: str) -> list[_Entry]:
@@ -212,7 +234,7 @@ class DecisionMirror:
             what="mirror claim",
             deadline_s=REDIS_DEADLINE_S,
         )
-        claimed = reply[1] if reply else []
+        claimed = list(reply or [])  # with JUSTID redis-py answers the claimed ids only
         if claimed:
             log.warning("mirror %s: claimed %d idle pending decisions", self.consumer, len(claimed))
         return bool(claimed)
@@ -296,7 +318,13 @@ async def run_mirror(
         await mirror.run(stop)
         return mirror.mirrored
     finally:
-        await producer.stop()
+        try:
+            # stop() flushes what is in flight; a broker that does not answer must not
+            # hold the process past the shutdown timeout (those decisions stay pending).
+            async with asyncio.timeout(settings.shutdown_timeout_ms / 1000):
+                await producer.stop()
+        except TimeoutError:
+            log.warning("mirror: Kafka producer did not close in time")
         await redis.aclose()
 
 
