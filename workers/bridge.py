@@ -23,6 +23,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -80,6 +81,8 @@ class RedisAppender:
         self.linger_s = linger_s
         self.queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=2 * batch_size)
         self.written = 0
+        self._idle = asyncio.Event()  # nothing queued, nothing being written
+        self._idle.set()
 
     async def put(self, key: str, value: bytes | None, stream: Any, event: Any) -> None:
         """Queue one record (blocks while the writer is behind: that is the backpressure)."""
@@ -90,6 +93,7 @@ class RedisAppender:
         """Write batches forever; cancel to stop (a batch not written is never acked)."""
         while True:
             batch = [await self.queue.get()]
+            self._idle.clear()
             if self.queue.qsize() < self.batch_size - 1:
                 # faust hands records over one by one; without a moment's linger (as Kafka
                 # producers linger) every record would cost a Redis round trip of its own.
@@ -100,6 +104,17 @@ class RedisAppender:
             for _key, _value, stream, event in batch:
                 await stream.ack(event)
             self.written += len(batch)
+            if self.queue.empty():
+                self._idle.set()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until everything queued is written and acked; False if Redis is too slow."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def _write(self, batch: list[_Item]) -> None:
         async def op() -> None:
@@ -144,7 +159,10 @@ def build_app(
         broker_heartbeat_interval=min(3.0, session_s / 5),
         broker_commit_interval=commit_interval_s,
         consumer_auto_offset_reset="earliest",
-        stream_wait_empty=True,
+        # Not faust's own wait for unacked records on stop/rebalance: it swallows
+        # cancellation and would wait out a Redis outage forever. run_bridge drains the
+        # writer itself, bounded; unacked records are simply not committed (re-delivered).
+        stream_wait_empty=False,
         topic_allow_declare=False,  # ensure_topics() decided about missing topics already
         topic_disable_leader=True,
         web_enabled=False,
@@ -214,9 +232,15 @@ async def run_bridge(settings: Settings, stop: asyncio.Event) -> bool:
         if app.should_stop and not stop.is_set():
             raise FailoverError(f"faust stopped on its own: {app.crash_reason!r}")
     finally:
-        # faust waits until every started record is acked and commits; the writer must
-        # still run meanwhile, so it is stopped only after the app.
-        clean = await _stop_app(app, settings.shutdown_timeout_ms / 1000)
+        # Stop reading, let the writer finish what it holds (bounded), then stop faust,
+        # which commits the acked offsets. The writer is stopped last.
+        budget = settings.shutdown_timeout_ms / 1000
+        began = time.monotonic()
+        if app.started:
+            _stop_reading(app)
+            if not await appender.drain(budget / 2):
+                log.warning("bridge: records still unwritten at shutdown; they are re-delivered")
+        clean = await _stop_app(app, max(budget - (time.monotonic() - began), 0.5))
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)
         await redis.aclose()
@@ -225,15 +249,26 @@ async def run_bridge(settings: Settings, stop: asyncio.Event) -> bool:
     return clean
 
 
+def _stop_reading(app: faust.App) -> None:
+    # What faust itself does first when it stops: no more fetching, buffered (never
+    # acked, so never committed) records dropped.
+    consumer = app.consumer
+    assignment = consumer.assignment()
+    consumer.stop_flow()
+    app.flow_control.suspend()
+    if assignment:
+        consumer.pause_partitions(assignment)
+    app.flow_control.clear()
+
+
 async def _stop_app(app: faust.App, timeout_s: float) -> bool:
-    try:
-        async with asyncio.timeout(timeout_s):
-            await app.stop()
-    except TimeoutError:
-        log.error(  # noqa: TRY400 - expected under a Redis outage: no traceback
-            "bridge: faust did not stop within %.1fs; no final commit", timeout_s
-        )
+    # A task, not asyncio.timeout(): parts of faust swallow CancelledError.
+    stopping = asyncio.create_task(app.stop(), name="faust-stop")
+    done, _ = await asyncio.wait({stopping}, timeout=timeout_s)
+    if not done:
+        log.error("bridge: faust did not stop within %.1fs; no final commit", timeout_s)
         return False
+    stopping.result()
     return True
 
 
@@ -255,25 +290,25 @@ def main() -> None:
         print(f"bridge: {exc}", file=sys.stderr)
         sys.exit(2)
 
-    async def _main() -> bool:
+    async def _main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        return await run_bridge(settings, stop)
+        if not await run_bridge(settings, stop):
+            # faust is stuck (its consumer thread is no daemon, its tasks may ignore
+            # cancellation): leave now; nothing unwritten was committed.
+            logging.shutdown()
+            os._exit(0)
 
     try:
-        clean = asyncio.run(_main())
+        asyncio.run(_main())
     except ConfigError as exc:
         print(f"bridge: {exc}", file=sys.stderr)
         sys.exit(2)
     except FailoverError as exc:
         print(f"bridge: {exc}", file=sys.stderr)
         sys.exit(1)
-    if not clean:
-        # faust's consumer thread is not a daemon and may still run: leave without it.
-        logging.shutdown()
-        os._exit(0)
     sys.exit(0)
 
 
