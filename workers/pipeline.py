@@ -1,0 +1,464 @@
+"""The leader's pipeline (DESIGN §5): one term of leadership, from election to fencing.
+
+On election: load ``NS:state``, write ``leader_changed`` through the fenced commit, claim
+every entry still pending in the group (earlier leaders' unfinished batches) and prune the
+consumers left empty. Then loop: fenced read → decode (bad entries become dead letters) →
+policy → one fenced commit per batch (state, decisions, dead letters, acks). FENCED ends
+the term at once; Redis outages raise :class:`~schemas.errors.RedisUnavailable` out of
+:meth:`LeaderPipeline.run` and the elector steps down.
+
+**Order.** Entries are applied in a total order that depends only on the streams, not on
+batch sizes or leader changes: by entry id (``ms``, then ``seq``), ``health`` before
+``events`` on a tie. A batch is cut at a *horizon*: when a read filled its count on a
+stream, that stream may hold more entries just after the last one read, so no entry of
+the other stream with a larger id is applied yet; it stays buffered (delivered to us,
+unacked) for the next round. Claimed entries join the same buffers, so they too are merged
+in id order with what is read after them. (Producers that set explicit ids, or a clock
+stepping back between the two streams, can still interleave differently than a replay:
+ids are only compared across streams, never re-sorted within one.)
+
+**Time.** The policy is fed wall time (``time.time()``) at most every ``FAILOVER_TICK_MS``
+between batches; tick decisions go out in the same commit as the batch they follow (with
+no acks when idle). Idle waiting is a plain blocking XREAD of at most 100 ms (and no longer
+than the next tick), so cancellation is prompt.
+
+**Unknown regions.** A health event about a region not in ``FAILOVER_REGIONS`` is a valid
+wire event: it is applied (the policy ignores it) and acked, never dead-lettered, so a
+fleet can add a region to its producers before its coordinators. Failover events naming an
+unknown region are refused by the policy and kept in its state for ``status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import msgspec
+import redis.asyncio as aioredis
+import redis.exceptions as rex
+
+from schemas.codec import StreamKind, decode_data, decode_entry, encode_data
+from schemas.errors import DecodeError
+from schemas.events import (
+    DeadLetter,
+    Drain,
+    FailoverCompleted,
+    FailoverDecision,
+    FailoverEvent,
+    FailoverFailed,
+    HealthEvent,
+    LeaderChanged,
+    ManualFailover,
+    Restore,
+)
+from streams.commit import Batch, Committed, Committer, Fenced
+from streams.connection import call
+from streams.dead_letters import dead_letter, encode_dead_letter, pairs
+from streams.group import ZERO_ID, ConsumerGroup, StreamEntry, split_id
+from streams.keys import Keys
+from workers.elector import Leadership
+from workers.policy import PlannedFailover, Policy, PolicyConfig, decode_state, encode_state
+from workers.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_KINDS: tuple[StreamKind, StreamKind] = ("health", "events")
+_DATA = b"data"
+_MAX_BLOCK_MS = 100
+_INF_KEY = (float("inf"), 0)
+_EVENT_TYPES = (FailoverCompleted, FailoverFailed, ManualFailover, Drain, Restore)
+_summary_encoder = msgspec.json.Encoder()
+
+
+class PipelineStats(msgspec.Struct):
+    """Counters of one term (read by benchmarks and tests)."""
+
+    applied: int = 0
+    dead_letters: int = 0
+    decisions: int = 0
+    commits: int = 0
+    claimed: int = 0
+
+
+class LeaderPipeline:
+    """One leadership term: claim, then read → decode → apply → commit until fenced."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        settings: Settings,
+        leadership: Leadership,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.settings = settings
+        self.owner = leadership.owner
+        self.epoch = leadership.epoch
+        self.group = ConsumerGroup(redis, keys, self.owner, self.epoch)
+        self.committer = Committer(
+            redis,
+            keys,
+            self.owner,
+            self.epoch,
+            decisions_maxlen=settings.decisions_maxlen,
+            dlq_maxlen=settings.dlq_maxlen,
+        )
+        self.config = PolicyConfig.from_settings(settings)
+        self.policy: Policy | None = None
+        self.stats = PipelineStats()
+        self._clock = clock
+        self._count = settings.batch_size
+        self._max_deliveries = settings.max_deliveries
+        self._tick_s = settings.tick_ms / 1000
+        self._deadline_s = settings.renew_deadline_ms / 1000
+        self._streams = keys.input_streams
+        self._buffers: list[list[StreamEntry]] = [[], []]
+        self._more = [True, True]
+        self._seen = [ZERO_ID, ZERO_ID]
+        self._orphans: list[StreamEntry] = []
+        self._state_bytes: bytes | None = None
+        self._no_target: str | None = None
+        self._last_refusal: object | None = None
+
+    # -- the term -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Lead until fenced (returns) or cancelled; RedisUnavailable propagates."""
+        await self._io(self.group.ensure, "create group")
+        self.policy = await self._load()
+        if not await self._announce():
+            return
+        if not await self._claim():
+            return
+        next_tick = time.monotonic()
+        while True:
+            read_any = await self._read()
+            if read_any is None:
+                return
+            work = self._apply(self._take_ready())
+            now = time.monotonic()
+            if now >= next_tick:
+                self._tick(work)
+                next_tick = now + self._tick_s
+            if not await self._commit(work):
+                return
+            if not read_any and not self._buffers[0] and not self._buffers[1]:
+                wait_ms = min(_MAX_BLOCK_MS, int((next_tick - time.monotonic()) * 1000) + 1)
+                if wait_ms > 0:
+                    await self._wait(wait_ms)
+
+    async def _wait(self, block_ms: int) -> None:
+        await self._io(lambda: self.group.wait(self._seen, block_ms), "wait")
+
+    async def _io(self, op: Callable[[], Awaitable[T]], what: str) -> T:
+        result = await call(op, what=what, deadline_s=self._deadline_s)
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # Python 3.11's asyncio.wait_for (used inside redis-py) can swallow a cancel
+            # that lands as its inner call completes; the request is still counted, so
+            # honour it here or a demoted leader would keep running until fenced.
+            raise asyncio.CancelledError
+        return result
+
+    async def _load(self) -> Policy:
+        raw = await self._io(lambda: self.redis.hget(self.keys.state, "policy"), "load state")
+        if raw is None:
+            log.info("no committed policy state: starting fresh epoch=%s", self.epoch)
+            return Policy(self.config)
+        # A corrupt or incompatible state raises (DecodeError / ConfigError): starting over
+        # could re-emit decisions, so the process stops loudly instead.
+        return Policy(self.config, decode_state(raw if isinstance(raw, bytes) else raw.encode()))
+
+    async def _announce(self) -> bool:
+        """Write ``leader_changed`` (and the loaded state) first, fenced."""
+        changed = LeaderChanged(epoch=self.epoch, leader=self.owner, at=self._clock())
+        batch = Batch(decisions=[encode_data(changed)])
+        self._add_state(batch)
+        result = await self._commit_batch(batch)
+        if isinstance(result, Fenced):
+            return False
+        log.info("leader_changed epoch=%s leader=%s", self.epoch, self.owner)
+        return True
+
+    async def _claim(self) -> bool:
+        """Take every entry pending in the group, in id order per stream; prune consumers."""
+        for stream in range(len(self._streams)):
+            cursor: bytes | None = ZERO_ID
+            while cursor is not None:
+                cursor = await self._claim_page(stream, cursor)
+                if cursor == b"":
+                    log.warning("fenced while claiming pending entries epoch=%s", self.epoch)
+                    return False
+        claimed = len(self._buffers[0]) + len(self._buffers[1])
+        self.stats.claimed = claimed
+        if claimed or self._orphans:
+            log.warning(
+                "claimed %s pending entries of earlier leaders (%s deleted while pending) epoch=%s",
+                claimed,
+                len(self._orphans),
+                self.epoch,
+            )
+        pruned = await self._io(self.group.prune, "prune consumers")
+        if isinstance(pruned, Fenced):
+            return False
+        if pruned:
+            log.info("deleted %s empty consumers of earlier leaders", pruned)
+        self._seen = await self._io(self.group.last_delivered, "read group position")
+        return True
+
+    async def _claim_page(self, stream: int, cursor: bytes) -> bytes | None:
+        """Claim one page; the next cursor, None when done, ``b""`` when fenced."""
+        page = await self._io(lambda: self.group.claim(stream, cursor, self._count), "claim")
+        if isinstance(page, Fenced):
+            return b""
+        self._buffers[stream].extend(page.entries)
+        self._orphans.extend(StreamEntry(stream, i, None, 0) for i in page.deleted)
+        return None if page.done else page.cursor
+
+    # -- one round ----------------------------------------------------------------------
+
+    async def _read(self) -> bool | None:
+        """Fill the buffers from the group; True if anything arrived, None when fenced."""
+        want = [i for i, buf in enumerate(self._buffers) if len(buf) < self._count]
+        if not want:
+            return True
+        attempts = 0
+
+        async def op() -> list[list[StreamEntry]] | Fenced:
+            nonlocal attempts
+            attempts += 1
+            # A retry may follow a reply lost in transit: ask for our own pending entries
+            # after the last ids we saw first, so none is stranded unapplied.
+            after = [self._seen[i] for i in want] if attempts > 1 else None
+            try:
+                return await self.group.read(want, self._count, after)
+            except rex.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("consumer group vanished (stream deleted?); recreating it")
+                await self.group.ensure()
+                return [[] for _ in self._streams]
+
+        got = await self._io(op, "read")
+        if isinstance(got, Fenced):
+            log.error("fenced on read: another leader took over epoch=%s", self.epoch)
+            return None
+        arrived = False
+        for i in want:
+            entries = got[i]
+            if entries:
+                arrived = True
+                self._buffers[i].extend(entries)
+                self._seen[i] = entries[-1].entry_id
+            self._more[i] = len(entries) >= self._count
+        return arrived
+
+    def _take_ready(self) -> list[StreamEntry]:
+        """Remove and return the buffered entries that may be applied now, in order."""
+        health, events = self._buffers
+        if not events or not health:
+            # One stream only: all of it is ready (an empty buffer after a read means that
+            # stream had nothing more when both were read in the same atomic step).
+            ready = health or events
+            self._buffers = [[], []]
+            return ready
+        limit = _INF_KEY
+        for i, buf in enumerate(self._buffers):
+            if self._more[i]:
+                limit = min(limit, split_id(buf[-1].entry_id))
+        keyed: list[list[tuple[tuple[int, int], int, StreamEntry]]] = []
+        for i, buf in enumerate(self._buffers):
+            rows = [(split_id(e.entry_id), i, e) for e in buf]
+            cut = len(rows)
+            while cut and rows[cut - 1][0] > limit:
+                cut -= 1
+            keyed.append(rows[:cut])
+            self._buffers[i] = buf[cut:]
+        return [row[2] for row in heapq.merge(*keyed)]
+
+    def _apply(self, entries: list[StreamEntry]) -> _Work:
+        """Decode and apply ``entries`` in order; collect acks, decisions, dead letters."""
+        policy = self.policy
+        assert policy is not None  # set by run() before the first round
+        work = _Work()
+        acks = work.batch.acks
+        if self._orphans:
+            for orphan in self._orphans:
+                self._dead(work, orphan, "entry was deleted from the stream while pending")
+            self._orphans = []
+        max_deliveries = self._max_deliveries
+        applied = 0
+        for entry in entries:
+            stream, entry_id, fields, deliveries = entry
+            acks[stream].append(entry_id)
+            if fields is None:
+                self._dead(work, entry, "entry was deleted from the stream while pending")
+                continue
+            if deliveries > max_deliveries:
+                reason = (
+                    f"delivered {deliveries} times, more than "
+                    f"FAILOVER_MAX_DELIVERIES={max_deliveries}"
+                )
+                self._dead(work, entry, reason)
+                continue
+            try:
+                event = _decode(stream, fields)
+            except DecodeError as exc:
+                self._dead(work, entry, exc.reason)
+                continue
+            planned = policy.apply(event)
+            applied += 1
+            if planned:
+                work.planned.extend(planned)
+        self.stats.applied += applied
+        return work
+
+    def _dead(self, work: _Work, entry: StreamEntry, reason: str) -> None:
+        letter = dead_letter(
+            self._streams[entry.stream], entry.entry_id, reason, entry.deliveries, entry.fields
+        )
+        work.letters.append(letter)
+        work.batch.dead_letters.append(encode_dead_letter(letter))
+
+    def _tick(self, work: _Work) -> None:
+        assert self.policy is not None
+        planned = self.policy.tick(self._clock())
+        work.planned.extend(planned)
+        work.ticked = True
+
+    async def _commit(self, work: _Work) -> bool:
+        """Commit one round's work if it changed anything; False when fenced."""
+        batch = work.batch
+        for plan in work.planned:
+            batch.decisions.append(encode_data(self._stamp(plan)))
+        if work.ticked or not batch.empty:
+            self._add_state(batch)
+        if batch.empty:
+            return True
+        result = await self._commit_batch(batch)
+        if isinstance(result, Fenced):
+            return False
+        self._report(work, result)
+        return True
+
+    def _stamp(self, plan: PlannedFailover) -> FailoverDecision:
+        return FailoverDecision(
+            decision_id=plan.decision_id,
+            epoch=self.epoch,
+            leader=self.owner,
+            from_region=plan.from_region,
+            to_region=plan.to_region,
+            reason=plan.reason,
+            evidence=plan.evidence,
+            decided_at=plan.decided_at,
+        )
+
+    def _add_state(self, batch: Batch) -> None:
+        """Put the policy state into ``batch`` if it changed since the last commit."""
+        assert self.policy is not None
+        state = encode_state(self.policy.state)
+        if state == self._state_bytes:
+            return
+        batch.state["policy"] = state
+        batch.state["summary"] = _summary_encoder.encode(self.policy.summary())
+        batch.state["epoch"] = b"%d" % self.epoch
+        batch.state["leader"] = self.owner.encode()
+        batch.state["updated_at"] = repr(self._clock()).encode()
+
+    async def _commit_batch(self, batch: Batch) -> Committed | Fenced:
+        token = self.committer.next_token()
+        result = await self._io(lambda: self.committer.commit(batch, token), "commit")
+        if isinstance(result, Fenced):
+            log.error("fenced on commit: batch abandoned, stepping down epoch=%s", self.epoch)
+            return result
+        if "policy" in batch.state:
+            self._state_bytes = batch.state["policy"]
+        self.stats.commits += 1
+        return result
+
+    def _report(self, work: _Work, result: Committed) -> None:
+        """Log what a commit put into Redis: one line per decision and per dead letter."""
+        ids = result.decision_ids or ["?"] * len(work.planned)
+        for plan, entry_id in zip(work.planned, ids, strict=False):
+            log.warning(
+                "decision %s: failover %s -> %s reason=%s evidence=%s epoch=%s leader=%s entry=%s",
+                plan.decision_id,
+                plan.from_region,
+                plan.to_region,
+                plan.reason,
+                ",".join(plan.evidence),
+                self.epoch,
+                self.owner,
+                entry_id,
+            )
+        self.stats.decisions += len(work.planned)
+        for letter in work.letters:
+            log.warning(
+                "dead letter %s %s (deliveries=%s): %s epoch=%s",
+                letter.stream,
+                letter.entry_id,
+                letter.deliveries,
+                letter.reason,
+                self.epoch,
+            )
+        self.stats.dead_letters += len(work.letters)
+        self._report_policy_notes()
+
+    def _report_policy_notes(self) -> None:
+        """Log a missing failover target and refused requests once, when they change."""
+        assert self.policy is not None
+        state = self.policy.state
+        if state.no_target != self._no_target:
+            self._no_target = state.no_target
+            if state.no_target is not None:
+                log.error("no failover target: %s epoch=%s", state.no_target, self.epoch)
+        if state.refused and state.refused[-1] is not self._last_refusal:
+            fresh = []
+            for refusal in reversed(state.refused):
+                if refusal is self._last_refusal:
+                    break
+                fresh.append(refusal)
+            for refusal in reversed(fresh):
+                log.warning(
+                    "refused %s %s from %s: %s epoch=%s",
+                    refusal.kind,
+                    refusal.event_id,
+                    refusal.actor,
+                    refusal.reason,
+                    self.epoch,
+                )
+            self._last_refusal = state.refused[-1]
+
+
+class _Work(msgspec.Struct):
+    """One round's output before it is committed."""
+
+    batch: Batch = msgspec.field(default_factory=Batch)
+    planned: list[PlannedFailover] = msgspec.field(default_factory=list)
+    letters: list[DeadLetter] = msgspec.field(default_factory=list)
+    ticked: bool = False
+
+
+def _decode(stream: int, fields: list[bytes]) -> HealthEvent | FailoverEvent:
+    """Decode an input entry; DecodeError (with the codec's reason) if it is not valid here."""
+    if len(fields) == 2 and fields[0] == _DATA:
+        # Fast path for the usual one-field entry; anything unusual goes the general way.
+        event = decode_data(fields[1])
+        if stream == 0:
+            if type(event) is HealthEvent:
+                return event
+        elif isinstance(event, _EVENT_TYPES):
+            return event
+    entry = decode_entry(pairs(fields), stream=_KINDS[stream])
+    if isinstance(entry, HealthEvent | _EVENT_TYPES):
+        return entry
+    raise AssertionError(f"codec let {type(entry).__name__} onto an input stream")
