@@ -53,10 +53,10 @@ def _pairs(fields: Fields) -> list[tuple[bytes, bytes]]:
     return list(fields)
 
 
-def decode_data(data: bytes) -> AnyEntry:
+def decode_data(data: bytes, max_bytes: int | None = MAX_DATA_BYTES) -> AnyEntry:
     """Decode one ``data`` value (tagged JSON) into its Struct, or raise DecodeError."""
-    if len(data) > MAX_DATA_BYTES:
-        raise DecodeError(f"entry too large: {len(data)} bytes > {MAX_DATA_BYTES}")
+    if max_bytes is not None and len(data) > max_bytes:
+        raise DecodeError(f"entry too large: {len(data)} bytes > {max_bytes}")
     try:
         entry: AnyEntry = _decoder.decode(data)
     except msgspec.ValidationError as exc:
@@ -73,7 +73,9 @@ def decode_entry(fields: Fields, *, stream: StreamKind) -> AnyEntry:
         raise DecodeError("entry has no 'data' field")
     if len(datas) > 1:
         raise DecodeError(f"entry has {len(datas)} 'data' fields, expected one")
-    entry = decode_data(datas[0])
+    # The size cap guards the leader against runaway producers; a dead letter legitimately
+    # carries such an entry whole, so the dlq (written only by the leader) is not capped.
+    entry = decode_data(datas[0], None if stream == "dlq" else MAX_DATA_BYTES)
     if not isinstance(entry, _ALLOWED[stream]):
         kind = type(entry).__struct_config__.tag
         raise DecodeError(f"a {kind!s} entry does not belong on the {stream} stream")

@@ -1,0 +1,192 @@
+"""Bad input never stops the leader: each bad entry is exactly one dead letter, kept whole."""
+
+from __future__ import annotations
+
+import json
+
+import redis.asyncio as aioredis
+
+from schemas.codec import fields_from_raw
+from streams.dead_letters import pairs
+from streams.keys import Keys
+from streams.server import RedisServer
+from tests.pipeline_helpers import (
+    backlog,
+    dead_letters,
+    eventually,
+    failovers,
+    health,
+    settings_for,
+    start_term,
+)
+
+T0 = 1_800_000_000.0
+GOOD = {
+    "type": "health",
+    "event_id": "g",
+    "region": "eu",
+    "source": "o9",
+    "status": "healthy",
+    "observed_at": T0,
+}
+MANUAL = {
+    "type": "manual_failover",
+    "event_id": "m",
+    "region": "eu",
+    "actor": "op",
+    "at": T0,
+    "target": "us",
+}
+
+
+def _data(obj: object) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def _without(key: str) -> dict[str, object]:
+    return {k: v for k, v in GOOD.items() if k != key}
+
+
+# (name, stream, flat fields, a piece of the expected reason, expected raw encoding)
+CASES: list[tuple[str, str, list[bytes], str, str]] = [
+    ("not json", "health", [b"data", b"not json"], "not valid JSON", "utf-8"),
+    ("json array", "health", [b"data", b"[1, 2]"], "invalid event", "utf-8"),
+    ("json null", "events", [b"data", b"null"], "invalid event", "utf-8"),
+    ("no type", "health", [b"data", _data(_without("type"))], "`type`", "utf-8"),
+    ("unknown type", "events", [b"data", _data({**MANUAL, "type": "bogus"})], "bogus", "utf-8"),
+    ("missing field", "health", [b"data", _data(_without("source"))], "`source`", "utf-8"),
+    (
+        "missing target",
+        "events",
+        [b"data", _data({k: v for k, v in MANUAL.items() if k != "target"})],
+        "`target`",
+        "utf-8",
+    ),
+    (
+        "wrong type",
+        "health",
+        [b"data", _data({**GOOD, "observed_at": "yesterday"})],
+        "observed_at",
+        "utf-8",
+    ),
+    (
+        "wrong optional type",
+        "health",
+        [b"data", _data({**GOOD, "latency_ms": "fast"})],
+        "latency_ms",
+        "utf-8",
+    ),
+    ("outside enum", "health", [b"data", _data({**GOOD, "status": "sick"})], "sick", "utf-8"),
+    (
+        "time in ms",
+        "health",
+        [b"data", _data({**GOOD, "observed_at": T0 * 1000})],
+        "observed_at",
+        "utf-8",
+    ),
+    (
+        "one megabyte",
+        "health",
+        [b"data", _data({**GOOD, "detail": "x" * 1_000_000})],
+        "too large",
+        "utf-8",
+    ),
+    ("deep nesting", "health", [b"data", b"[" * 30_000 + b"]" * 30_000], "", "utf-8"),
+    ("no data field", "health", [b"payload", _data(GOOD)], "no 'data' field", "utf-8"),
+    ("empty data", "events", [b"data", b""], "not valid JSON", "utf-8"),
+    (
+        "duplicate data fields",
+        "health",
+        [b"data", _data(GOOD), b"x", b"1", b"data", _data(GOOD)],
+        "2 'data' fields",
+        "utf-8",
+    ),
+    ("binary garbage", "health", [b"data", b"\xff\xfe\x00\x01garbage"], "JSON", "base64"),
+    ("binary field name", "events", [b"\xc3\x28", b"x"], "no 'data' field", "base64"),
+    ("health on events", "events", [b"data", _data(GOOD)], "does not belong", "utf-8"),
+    ("manual on health", "health", [b"data", _data(MANUAL)], "does not belong", "utf-8"),
+    (
+        "decision on events",
+        "events",
+        [
+            b"data",
+            _data(
+                {
+                    "type": "leader_changed",
+                    "epoch": 1,
+                    "leader": "x",
+                    "at": T0,
+                }
+            ),
+        ],
+        "does not belong",
+        "utf-8",
+    ),
+]
+
+
+async def test_each_bad_entry_is_one_dead_letter_and_valid_events_around_it_apply(
+    redis_client: aioredis.Redis, redis_server: RedisServer, keys: Keys
+) -> None:
+    # The decision needs every valid eu observation, in order: one sits after each bad entry.
+    settings = settings_for(redis_server.url, keys.namespace, threshold=len(CASES))
+    term = await start_term(redis_client, keys, settings)
+    try:
+        for i in range(3):
+            await redis_client.xadd(keys.health, health(f"us-{i}", "us", "o1", "healthy", T0 + i))
+        written: dict[str, tuple[str, str, list[bytes], str, str]] = {}
+        eu_ids = []
+        for i, case in enumerate(CASES):
+            _, stream, fields, _, _ = case
+            key = keys.health if stream == "health" else keys.events
+            entry_id = await redis_client.execute_command("XADD", key, "*", *fields)
+            written[entry_id.decode()] = case
+            await redis_client.xadd(
+                keys.health, health(f"eu-{i}", "eu", "o1", "unhealthy", T0 + 10 + i)
+            )
+            eu_ids.append(f"eu-{i}")
+
+        async def done() -> bool:
+            return await backlog(redis_client, keys) == 0 and bool(
+                await failovers(redis_client, keys)
+            )
+
+        await eventually(done, what="all entries committed and the decision made")
+        assert not term.task.done()  # still leading
+    finally:
+        await term.stop()
+    letters = await dead_letters(redis_client, keys)
+    assert sorted(letter.entry_id for letter in letters) == sorted(written)  # once each
+    for letter in letters:
+        name, stream, fields, reason, encoding = written[letter.entry_id]
+        assert letter.stream == (keys.health if stream == "health" else keys.events), name
+        assert reason in letter.reason, (name, letter.reason)
+        assert letter.reason, name
+        assert letter.deliveries == 1, name
+        assert letter.raw_encoding == encoding, name
+        assert fields_from_raw(letter.raw, letter.raw_encoding) == pairs(fields), name
+    (decision,) = await failovers(redis_client, keys)
+    assert (decision.from_region, decision.to_region) == ("eu", "us")
+    assert decision.evidence == eu_ids
+    assert term.pipeline.stats.applied == 3 + len(CASES)
+    assert term.pipeline.stats.dead_letters == len(CASES)
+
+
+async def test_valid_entries_with_unknown_fields_are_applied_not_dead_lettered(
+    redis_client: aioredis.Redis, redis_server: RedisServer, keys: Keys
+) -> None:
+    settings = settings_for(redis_server.url, keys.namespace)
+    term = await start_term(redis_client, keys, settings)
+    try:
+        newer = {**GOOD, "added_in_v2": {"nested": [1, 2]}, "latency_ms": 3}
+        await redis_client.xadd(keys.health, {b"data": _data(newer)})
+        await redis_client.xadd(keys.events, {b"data": _data({**MANUAL, "ticket": "OPS-1"})})
+
+        async def done() -> bool:
+            return await backlog(redis_client, keys) == 0
+
+        await eventually(done, what="caught up")
+    finally:
+        await term.stop()
+    assert await redis_client.xlen(keys.dlq) == 0
+    assert term.pipeline.stats.applied == 2
