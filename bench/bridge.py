@@ -6,7 +6,9 @@ Starts its own tansu broker and Redis server on free loopback ports. Three reade
 a fresh consumer group on the same topic:
 
 * ``bare-aiokafka``: one aiokafka consumer in this process (getmany, no Redis): the ceiling;
-  ``bare-aiokafka-wait1500`` the same with faust's fetch wait (see FAUST_FETCH_WAIT_MS).
+  ``bare-aiokafka-wait1500`` the same with faust's fetch wait (see FAUST_FETCH_WAIT_MS);
+  ``aiokafka+redis`` the same consumer appending each batch to Redis before committing: what
+  a hand-written bridge without faust would do.
 * ``bridge-x1``: one ``python -m workers.bridge`` process.
 * ``bridge-x2``: two bridge processes sharing the partitions.
 
@@ -48,6 +50,7 @@ FAUST_FETCH_WAIT_MS = 1500
 SCENARIOS: list[tuple[str, int]] = [
     ("bare-aiokafka", 0),
     ("bare-aiokafka-wait1500", 0),
+    ("aiokafka+redis", 0),
     ("bridge-x1", 1),
     ("bridge-x2", 2),
 ]
@@ -140,9 +143,27 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
 
 
 async def bare_consumer(
-    bootstrap: str, topic: str, total: int, rate: float, seconds: float, fetch_wait_ms: int
+    bootstrap: str,
+    topic: str,
+    total: int,
+    rate: float,
+    seconds: float,
+    fetch_wait_ms: int,
+    redis: aioredis.Redis | None = None,
 ) -> dict[str, Any]:
-    """The baseline: one aiokafka consumer in a fresh group, no Redis."""
+    """The baseline: one aiokafka consumer in a fresh group; with ``redis``, each batch is
+    also appended (MULTI/EXEC) before its commit, as a hand-written bridge would."""
+    key = f"bench-{uuid.uuid4().hex[:8]}"
+
+    async def write(batch: dict[Any, list[Any]]) -> None:
+        if redis is None or not batch:
+            return
+        async with redis.pipeline(transaction=True) as pipe:
+            for msgs in batch.values():
+                for msg in msgs:
+                    pipe.xadd(key, {b"data": msg.value})
+            await pipe.execute()
+
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -160,6 +181,7 @@ async def bare_consumer(
         arrivals = [(time.perf_counter(), 0)]
         while count < total:
             batch = await consumer.getmany(timeout_ms=200)
+            await write(batch)
             count += sum(len(msgs) for msgs in batch.values())
             arrivals.append((time.perf_counter(), count))
             if batch:
@@ -171,6 +193,7 @@ async def bare_consumer(
         deadline = time.monotonic() + seconds + 30
         while (expected is None or len(latencies) < expected) and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=50)
+            await write(batch)
             now = time.time()
             for msgs in batch.values():
                 for msg in msgs:
@@ -268,9 +291,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             if n_workers == 0:
                 wait_ms = FAUST_FETCH_WAIT_MS if name.endswith("1500") else 500
-                out[name] = await bare_consumer(
-                    broker.bootstrap, topic, args.records, args.rate, args.seconds, wait_ms
-                )
+                redis = aioredis.Redis.from_url(server.url) if "redis" in name else None
+                try:
+                    out[name] = await bare_consumer(
+                        broker.bootstrap,
+                        topic,
+                        args.records,
+                        args.rate,
+                        args.seconds,
+                        wait_ms,
+                        redis,
+                    )
+                finally:
+                    if redis is not None:
+                        await redis.aclose()
             else:
                 out[name] = await bridges(
                     broker, server.url, topic, n_workers, args.records, args.rate, args.seconds
@@ -298,9 +332,13 @@ def show(out: dict[str, Any]) -> None:
             f"{lat.get('max_ms', float('nan')):>9.1f}"
         )
     base = out["bare-aiokafka"]["steady_records_per_s"]
+    hand = out["aiokafka+redis"]["steady_records_per_s"]
     for name in ("bridge-x1", "bridge-x2"):
-        share = out[name]["steady_records_per_s"] / base
-        print(f"{name}: {share:.0%} of the bare consumer's steady rate")
+        rate = out[name]["steady_records_per_s"]
+        print(
+            f"{name}: {rate / base:.1%} of the bare consumer's steady rate, "
+            f"{rate / hand:.0%} of aiokafka+redis"
+        )
 
 
 def main() -> None:
