@@ -559,6 +559,66 @@ def test_unreachable_redis_is_one_line_and_exit_1(argv: list[str], namespace: st
     assert time.monotonic() - start < 10
 
 
+# -- against a live coordinator -----------------------------------------------------------
+
+
+def test_live_coordinator_status_decisions_and_replay_agree(
+    env: dict[str, str], r: sync_redis.Redis, keys: Keys, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real coordinator decides; status shows it; replay of the history gives the same id."""
+    child_env = {**os.environ, "FAILOVER_LEASE_TTL_MS": "2000", "FAILOVER_TICK_MS": "100",
+                 "FAILOVER_INSTANCE_ID": "coord-cli"}  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.coordinator"],
+        env=child_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while r.get(keys.leader) is None:
+            assert time.monotonic() < deadline, "no leader"
+            time.sleep(0.05)
+        for n in range(4):
+            for src in ("p1", "p2"):
+                for region in ("us-east", "eu-west", "ap-south"):
+                    status = "unhealthy" if region == "us-east" and n >= 2 else "healthy"
+                    argv = ["emit", "health", "--region", region, "--status", status,
+                            "--source", src, "--event-id", f"{src}-{region}-{n}"]  # fmt: skip
+                    assert cli(capsys, *argv)[0] == 0
+        recorded = []
+        while not recorded:
+            assert time.monotonic() < deadline + 10, "no decision"
+            rows = cli(capsys, "decisions", "--json")[1].splitlines()
+            recorded = [json.loads(x) for x in rows if json.loads(x).get("type") == "failover"]
+            time.sleep(0.05)
+        assert (recorded[0]["from_region"], recorded[0]["to_region"]) == ("us-east", "eu-west")
+
+        lag = [1]
+        while any(lag):
+            data = json.loads(cli(capsys, "status", "--json")[1])
+            lag = [s["lag"] + s["pending"] for s in data["streams"]]
+            assert time.monotonic() < deadline + 20, data
+        assert data["leader"]["owner"].startswith("coord-cli#")
+        assert data["active_region"] == "eu-west"
+        assert data["policy"]["regions"]["us-east"]["state"] == "down"
+        assert data["policy"]["last_decision"]["decision_id"] == recorded[0]["decision_id"]
+        assert data["lag_status"]["status"] == "OK"
+
+        replayed = json.loads(cli(capsys, "replay", "--from", "-", "--json")[1])
+        ids = [d["decision"]["decision_id"] for d in replayed["decisions"]]
+        assert ids == [recorded[0]["decision_id"]]
+        assert [d["decision_id"] for d in replayed["recorded"]] == ids
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 def test_replay_merges_like_the_leader_applies() -> None:
     """Entry id order across the two streams; health before events on an equal id."""
     health = [(b"5-0", {}), (b"7-1", {}), (b"9-0", {})]

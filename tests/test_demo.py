@@ -1,0 +1,47 @@
+"""``failoverctl demo --seconds 30`` end to end, as a user runs it (slow: about 35 s)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+
+
+@pytest.mark.chaos
+def test_demo_stages_a_failover_and_a_takeover_and_leaves_nothing_behind() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAILOVER_")}
+    # The demo must ignore the operator's own settings (and never touch their Redis).
+    env |= {"FAILOVER_REGIONS": "mars", "FAILOVER_REDIS_URL": "redis://127.0.0.1:6379/9"}
+    done = subprocess.run(
+        ["failoverctl", "demo", "--seconds", "30"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert "Traceback" not in done.stderr
+    # Live lines, one per change (stdout is not a terminal here).
+    assert re.search(r"OUTAGE: both observers now see us-east unhealthy", out)
+    assert re.search(r"DECISION d-[0-9a-f]+: us-east -> eu-west \(quorum_unhealthy", out)
+    assert re.search(r"SIGKILL leader coord-\d#", out)
+    assert len(re.findall(r"leader_changed: coord-\d#\w+ epoch \d+", out)) >= 2
+    # The summary: the failover it staged and the takeover time it measured.
+    assert re.search(r"decision: d-[0-9a-f]+ us-east -> eu-west", out)
+    takeover = re.search(
+        r"took over (\d+)ms after \S+ was killed \(its lease had (\d+)ms left\)", out
+    )
+    assert takeover is not None, out
+    took_ms, left_ms = int(takeover.group(1)), int(takeover.group(2))
+    # Takeover when the dead leader's lease runs out, plus the followers' wake-up margin.
+    assert left_ms - 50 <= took_ms <= left_ms + 1500
+    assert "final:    active eu-west" in out and "result:   OK" in out
+    pids = re.search(r"cleanup:  stopped pids ([\d ]+)", out)
+    assert pids is not None
+    for pid in map(int, pids.group(1).split()):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
