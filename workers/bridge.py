@@ -12,6 +12,11 @@ fails or is cancelled, which would lose records, so they are not used.) A Redis 
 retried with the shared policy, again and again, never skipped; meanwhile the agents block,
 faust's buffers fill and it pauses fetching. A crash re-delivers whatever was not committed,
 so Redis may receive duplicates: the policy ignores a health event it has already applied.
+
+SIGTERM: stop fetching, give the writer half the shutdown timeout to finish what it holds,
+then stop faust, which commits the acked offsets; records still unwritten (Redis down) are
+not committed and go to the next bridge. faust's own wait for unacked records
+(``stream_wait_empty``) is off: it swallows cancellation and would wait out an outage.
 """
 
 from __future__ import annotations
