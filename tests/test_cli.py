@@ -440,6 +440,7 @@ def test_dlq_list_replay_drop(
     assert code == 1 and "not found" in out
     assert cli(capsys, "dlq", "drop", "nope")[0] == 2
     assert cli(capsys, "dlq", "replay")[0] == 2
+    assert cli(capsys, "dlq", "replay", "--all", c)[0] == 2
     assert r.xlen(keys.dlq) == 0
 
 

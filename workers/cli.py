@@ -26,10 +26,9 @@ import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions as rex
 
-from schemas.codec import decode_entry, encode_entry, fields_from_raw
+from schemas.codec import decode_entry, encode_entry
 from schemas.errors import ConfigError, DecodeError, RedisUnavailable
 from schemas.events import (
-    DeadLetter,
     Drain,
     FailoverCompleted,
     FailoverDecision,
@@ -39,9 +38,9 @@ from schemas.events import (
     ManualFailover,
     Restore,
 )
-from streams import scripts
 from streams.connection import call, connect, redact, validate_url
 from streams.keys import Keys
+from workers.dlq import drop_dead_letters, list_dead_letters, replay_dead_letters
 from workers.health import probe_all
 from workers.policy import PolicyConfig
 from workers.replay import bounds, merge, parse_id, read_range, replay
@@ -252,117 +251,63 @@ async def cmd_decisions(ctx: Context) -> int:
 # -- dead letters ---------------------------------------------------------------------
 
 
-def _dead_letter(fields: dict[bytes, bytes]) -> DeadLetter:
-    letter = decode_entry(fields, stream="dlq")
-    assert isinstance(letter, DeadLetter)
-    return letter
-
-
 async def cmd_dlq_list(ctx: Context) -> int:
     """List dead letters: where they came from, why, and the raw entry."""
-    key = ctx.keys.dlq
-    page = await ctx.io(lambda: ctx.redis.xrange(key, count=ctx.args.count), "dlq list")
-    now = time.time()
-    rows: list[dict[str, Any]] = []
-    for entry_id, fields in page:
-        eid = _text(entry_id)
-        try:
-            letter = _dead_letter(fields)
-        except DecodeError as exc:
-            rows.append({"id": eid, "error": f"not a dead letter: {exc.reason}"})
-            continue
-        rows.append({"id": eid, "age_s": round(now - int(eid.split("-")[0]) / 1000, 3)}
-                    | msgspec.to_builtins(letter))  # fmt: skip
+    rows = await list_dead_letters(
+        ctx.redis, ctx.keys, count=ctx.args.count, deadline_s=ctx.deadline_s
+    )
     if ctx.args.json:
-        ctx.emit_json(rows)
+        ctx.emit_json(
+            [{"id": r.id, "age_s": r.age_s, **msgspec.to_builtins(r.letter)} if r.letter
+             else {"id": r.id, "error": r.error} for r in rows]
+        )  # fmt: skip
         return EXIT_OK
     if not rows:
         ctx.print("no dead letters")
     for row in rows:
-        if "error" in row:
-            ctx.print(f"{row['id']}  {row['error']}")
+        letter = row.letter
+        if letter is None:
+            ctx.print(f"{row.id}  {row.error}")
             continue
-        raw = json.dumps(row["raw"])
+        raw = json.dumps(letter.raw)
         raw = raw if len(raw) <= 80 else raw[:77] + "..."
         ctx.print(
-            f"{row['id']}  {row['age_s']:.0f}s ago  {row['stream']} {row['entry_id']}"
-            f"  deliveries={row['deliveries']}  {row['reason']}  raw={raw}"
+            f"{row.id}  {row.age_s:.0f}s ago  {letter.stream} {letter.entry_id}"
+            f"  deliveries={letter.deliveries}  {letter.reason}  raw={raw}"
         )
     return EXIT_OK
 
 
-async def _dlq_ids(ctx: Context) -> list[str]:
-    if ctx.args.all:
-        page = await ctx.io(lambda: ctx.redis.xrange(ctx.keys.dlq), "dlq list")
-        return [_text(entry_id) for entry_id, _ in page]
-    if not ctx.args.ids:
-        raise ConfigError("give dead letter ids, or --all")
-    return [parse_id(i, what="dead letter id") for i in ctx.args.ids]
-
-
 async def cmd_dlq_replay(ctx: Context) -> int:
     """Put dead letters back on their source stream and remove them, atomically, one by one."""
-    script = ctx.redis.register_script(scripts.DLQ_REPLAY)
-    ids = await _dlq_ids(ctx)
-    results: list[dict[str, Any]] = []
-    for dlq_id in ids:
-        found = await ctx.io(partial(ctx.redis.xrange, ctx.keys.dlq, dlq_id, dlq_id), "dlq read")
-        result: dict[str, Any] = {"id": dlq_id}
-        results.append(result)
-        if not found:
-            result["result"] = "missing"
-            continue
-        fields = found[0][1]
-        try:
-            letter = _dead_letter(fields)
-        except DecodeError as exc:
-            result |= {"result": "invalid", "reason": f"not a dead letter: {exc.reason}"}
-            continue
-        if letter.stream not in ctx.keys.input_streams:
-            result |= {"result": "invalid", "reason": f"source {letter.stream!r} is not an input"}
-            continue
-        raw = fields_from_raw(letter.raw, letter.raw_encoding)
-        if not raw:
-            result |= {"result": "invalid", "reason": "the original entry had no fields"}
-            continue
-        args = [dlq_id, fields[b"data"], *[x for pair in raw for x in pair]]
-        reply = await ctx.io(
-            partial(script, keys=[ctx.keys.dlq, letter.stream], args=args), "dlq replay"
-        )
-        if int(reply[0]) == 1:
-            result |= {"result": "replayed", "stream": letter.stream, "new_id": _text(reply[1])}
-        else:
-            result["result"] = _text(reply[1])
-    if ctx.args.json:
-        ctx.emit_json(results)
-    for r in [] if ctx.args.json else results:
-        if r["result"] == "replayed":
-            ctx.print(f"{r['id']}  replayed onto {r['stream']} as {r['new_id']}")
-        else:
-            ctx.print(f"{r['id']}  not replayed: {r.get('reason', r['result'])}")
-    if not results and not ctx.args.json:
-        ctx.print("no dead letters")
-    return EXIT_OK if all(r["result"] == "replayed" for r in results) else EXIT_FAILED
+    a = ctx.args
+    if a.all == bool(a.ids):
+        raise ConfigError("give dead letter ids, or --all (not both)")
+    ids = None if a.all else [parse_id(i, what="dead letter id") for i in a.ids]
+    results = await replay_dead_letters(ctx.redis, ctx.keys, ids, deadline_s=ctx.deadline_s)
+    if a.json:
+        ctx.emit_json(msgspec.to_builtins(results))
+    else:
+        for r in results:
+            if r.result == "replayed":
+                ctx.print(f"{r.id}  replayed onto {r.stream} as {r.new_id}")
+            else:
+                ctx.print(f"{r.id}  not replayed: {r.reason or r.result}")
+        if not results:
+            ctx.print("no dead letters")
+    return EXIT_OK if all(r.result == "replayed" for r in results) else EXIT_FAILED
 
 
 async def cmd_dlq_drop(ctx: Context) -> int:
     """Delete dead letters for good."""
     ids = [parse_id(i, what="dead letter id") for i in ctx.args.ids]
-
-    async def drop() -> list[int]:
-        async with ctx.redis.pipeline(transaction=False) as pipe:
-            for i in ids:
-                pipe.xdel(ctx.keys.dlq, i)
-            return [int(n) for n in await pipe.execute()]
-
-    counts = await ctx.io(drop, "dlq drop")
-    results = [{"id": i, "dropped": bool(n)} for i, n in zip(ids, counts, strict=True)]
+    dropped = await drop_dead_letters(ctx.redis, ctx.keys, ids, deadline_s=ctx.deadline_s)
     if ctx.args.json:
-        ctx.emit_json(results)
+        ctx.emit_json([{"id": i, "dropped": d} for i, d in zip(ids, dropped, strict=True)])
     else:
-        for r in results:
-            ctx.print(f"{r['id']}  {'dropped' if r['dropped'] else 'not found'}")
-    return EXIT_OK if all(counts) else EXIT_FAILED
+        for i, d in zip(ids, dropped, strict=True):
+            ctx.print(f"{i}  {'dropped' if d else 'not found'}")
+    return EXIT_OK if all(dropped) else EXIT_FAILED
 
 
 # -- replay ---------------------------------------------------------------------------
