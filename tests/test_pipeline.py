@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -45,8 +46,12 @@ async def _outage(redis: aioredis.Redis, keys: Keys, n: int = 3, start: int = 0)
 
 
 async def test_leader_writes_leader_changed_first_then_decisions_with_its_epoch(
-    redis_client: aioredis.Redis, redis_server: RedisServer, keys: Keys
+    redis_client: aioredis.Redis,
+    redis_server: RedisServer,
+    keys: Keys,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="workers.pipeline")
     settings = settings_for(redis_server.url, keys.namespace)
     term = await start_term(redis_client, keys, settings)
     try:
@@ -71,6 +76,11 @@ async def test_leader_writes_leader_changed_first_then_decisions_with_its_epoch(
     assert abs(float(state[b"updated_at"]) - time.time()) < 60
     assert decode_state(state[b"policy"]).active == "us"
     assert (await summary(redis_client, keys))["active_region"] == "us"
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("decision ")]
+    assert lines == [
+        f"decision {second.decision_id}: failover eu -> us reason=quorum_unhealthy "
+        f"evidence={','.join(eu_ids)} epoch={epoch} leader=leader#1 entry={rows[1][0]}"
+    ]
 
 
 async def _has_failover(redis: aioredis.Redis, keys: Keys) -> bool:
