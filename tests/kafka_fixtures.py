@@ -54,7 +54,8 @@ def own_kafka_broker() -> Iterator[TansuBroker]:
     try:
         yield broker
     finally:
-        broker.proc and broker.proc.send_signal(signal.SIGCONT)
+        if broker.proc is not None and broker.proc.poll() is None:
+            broker.proc.send_signal(signal.SIGCONT)  # a test may have left it paused
         broker.stop()
 
 
