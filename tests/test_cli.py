@@ -289,6 +289,7 @@ def test_emit_refuses_invalid_events(
         ["decisions", "--last", "0"],
         ["replay", "--from", "-", "--quorum", "0"],
         ["dlq"],
+        ["demo", "--seconds", "0"],
         ["nothing"],
         [],
     ],
@@ -300,6 +301,11 @@ def test_bad_arguments_exit_2(
         main(argv)
     assert exc.value.code == 2
     assert "usage: failoverctl" in capsys.readouterr().err
+
+
+def test_too_short_demo_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, "demo", "--seconds", "5")
+    assert code == 2 and "at least 10" in err
 
 
 def test_bad_settings_print_each_line_and_exit_2(

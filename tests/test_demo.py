@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
+import sys
 
 import pytest
 
@@ -42,6 +44,36 @@ def test_demo_stages_a_failover_and_a_takeover_and_leaves_nothing_behind() -> No
     assert "final:    active eu-west" in out and "result:   OK" in out
     pids = re.search(r"cleanup:  stopped pids ([\d ]+)", out)
     assert pids is not None
+    for pid in map(int, pids.group(1).split()):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+@pytest.mark.chaos
+def test_demo_interrupted_by_ctrl_c_still_stops_every_process() -> None:
+    # SIGINT restored to its default first: the test runner may have started us ignoring it.
+    launcher = (
+        "import os, signal; signal.signal(signal.SIGINT, signal.SIG_DFL);"
+        " os.execvp('failoverctl', ['failoverctl', 'demo', '--seconds', '30'])"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", launcher], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # wait until the fleet is up and has a leader
+            if "leader_changed" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out + err
+    assert "interrupted: stopping every process" in out and "Traceback" not in err
+    pids = re.search(r"cleanup:  stopped pids ([\d ]+)", out)
+    assert pids is not None and len(pids.group(1).split()) == 4
     for pid in map(int, pids.group(1).split()):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)

@@ -97,6 +97,8 @@ class Demo:
         self.recover_at = 0.75 * seconds
         self._drawn = 0
         self._last_view: tuple[object, ...] = ()
+        self.stop = asyncio.Event()
+        self.interrupted = False
 
     # -- output ---------------------------------------------------------------------------
 
@@ -192,7 +194,7 @@ class Demo:
 
     async def _observe(self, redis: aioredis.Redis) -> None:
         seq = 0
-        while True:
+        while not self.stop.is_set():
             seq += 1
             now = time.time()
             async with redis.pipeline(transaction=False) as pipe:
@@ -210,12 +212,12 @@ class Demo:
                         )
                         pipe.xadd(self.keys.health, encode_entry(event))  # type: ignore[arg-type]
                 await pipe.execute()
-            await asyncio.sleep(OBSERVE_EVERY_S)
+            await self._pause(OBSERVE_EVERY_S)
 
     async def _follow(self, redis: aioredis.Redis) -> None:
         """Watch decisions; act as the executor and report each failover completed."""
         cursor = "0-0"
-        while True:
+        while not self.stop.is_set():
             reply: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] = await redis.xread(
                 {self.keys.decisions: cursor}, count=100, block=100
             )  # type: ignore[assignment]
@@ -247,9 +249,9 @@ class Demo:
                         self.note(f"executor: traffic moved to {entry.to_region}")
 
     async def _display(self, redis: aioredis.Redis, settings: Settings) -> None:
-        while True:
+        while not self.stop.is_set():
             self._draw(await gather_status(redis, settings))
-            await asyncio.sleep(REFRESH_S)
+            await self._pause(REFRESH_S)
 
     async def _kill_leader(self, redis: aioredis.Redis) -> None:
         lease = await read_lease(redis, self.keys)
@@ -267,7 +269,7 @@ class Demo:
         self.takeover = take
         self.note(f"SIGKILL leader {owner} (lease {take.lease_left_s:.2f}s left)")
         deadline = killed_at + LEASE_TTL_MS / 1000 + 10
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.stop.is_set():
             now = await read_lease(redis, self.keys)
             if now.owner is not None and now.owner != owner:
                 took = time.monotonic() - killed_at
@@ -279,21 +281,32 @@ class Demo:
             await asyncio.sleep(0.005)
         self.note("no takeover within the lease TTL + 10s")
 
-    async def _script(self, redis: aioredis.Redis) -> None:
-        async def at(offset: float) -> None:
-            await asyncio.sleep(max(0.0, offset - self._t()))
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True if the demo is being stopped."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, seconds)):
+                await self.stop.wait()
+        return self.stop.is_set()
 
-        await at(self.outage_at)
+    async def _script(self, redis: aioredis.Redis) -> None:
+        if await self._pause(self.outage_at - self._t()):
+            return
         self.outage = True
         self.note(f"OUTAGE: both observers now see {REGIONS[0]} unhealthy")
-        await at(self.kill_at)
+        if await self._pause(self.kill_at - self._t()):
+            return
         await self._kill_leader(redis)
-        await at(self.recover_at)
+        if await self._pause(self.recover_at - self._t()):
+            return
         self.outage = False
         self.note(f"{REGIONS[0]} recovers")
-        await at(self.seconds)
+        await self._pause(self.seconds - self._t())
 
     # -- the run --------------------------------------------------------------------------
+
+    def _interrupt(self) -> None:
+        self.interrupted = True
+        self.stop.set()
 
     async def run(self) -> int:
         """Set up, play the script, summarise; the exit code."""
@@ -303,27 +316,36 @@ class Demo:
         self._start_coordinators(self.server.url)
         settings = Settings(regions=REGIONS, redis_url=self.server.url, namespace=NAMESPACE)
         redis = connect(self.server.url)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._interrupt)
         try:
             deadline = time.monotonic() + 20
             while await redis.get(self.keys.leader) is None:
+                if self.interrupted:
+                    return 130
                 if time.monotonic() > deadline:
                     print("no coordinator became leader within 20s", file=self.out)
                     return 1
                 await asyncio.sleep(0.05)
             self.t0 = time.monotonic()
+            # Every loop ends on `stop` rather than by cancellation: a cancel that lands
+            # while redis-py sends a command can be swallowed on Python 3.11.
             async with asyncio.TaskGroup() as group:
-                tasks = [
-                    group.create_task(self._observe(redis)),
-                    group.create_task(self._follow(redis)),
-                    group.create_task(self._display(redis, settings)),
-                ]
+                group.create_task(self._observe(redis))
+                group.create_task(self._follow(redis))
+                group.create_task(self._display(redis, settings))
                 await self._script(redis)
-                await asyncio.sleep(0.3)  # let the last decisions arrive
-                self._draw(await gather_status(redis, settings))
-                for task in tasks:
-                    task.cancel()
+                if not self.interrupted:
+                    await self._pause(0.3)  # let the last decisions arrive
+                self.stop.set()
+            if self.interrupted:
+                return 130
+            self._draw(await gather_status(redis, settings))
             return self._summary(await gather_status(redis, settings))
         finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
             await redis.aclose()
 
     def _summary(self, report: StatusReport) -> int:
@@ -378,11 +400,16 @@ def run_demo(seconds: int, out: TextIO | None = None) -> int:
         print(f"failoverctl: demo --seconds must be at least {MIN_SECONDS}", file=sys.stderr)
         return 2
     demo = Demo(seconds, out)
+    code = 1
     try:
-        return asyncio.run(demo.run())
-    except KeyboardInterrupt:
-        print("\ninterrupted: stopping every process", file=out)
-        return 130
+        code = asyncio.run(demo.run())
+    except KeyboardInterrupt:  # before the demo's own handlers were installed
+        code = 130
+    except (FileNotFoundError, RuntimeError) as exc:  # no server binary, server did not start
+        print(f"failoverctl: demo: {exc}", file=sys.stderr)
     finally:
+        if code == 130:
+            print("\ninterrupted: stopping every process", file=out)
         pids = demo.cleanup()
         print(f"  cleanup:  stopped pids {' '.join(map(str, pids))}", file=out, flush=True)
+    return code
