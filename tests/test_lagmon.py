@@ -156,6 +156,8 @@ async def test_metrics_endpoint_is_scraped_and_parsed(
         server.close()
     h = {"stream": keys.health, "group": GROUP}
     assert _value(found, "failover_stream_length", stream=keys.health) == 5
+    assert _value(found, "failover_stream_length", stream=keys.dlq) == 1
+    assert _value(found, "failover_stream_length", stream=keys.decisions) == 0
     assert _value(found, "failover_group_lag_entries", **h) == 3
     assert _value(found, "failover_group_pending", **h) == 2
     assert _value(found, "failover_group_lag_seconds", **h) > 0

@@ -37,7 +37,7 @@ class LagMonitor:
         self.settings = settings
         self.keys = Keys(settings.namespace)
         self.sampler = LagSampler(redis, self.keys)
-        self.metrics = metrics or LagMetrics()
+        self.metrics = metrics or LagMetrics(self.keys)
         self.windows = {s: LagWindow(settings.lag_window) for s in self.keys.input_streams}
         self.verdicts: dict[str, Verdict] = {}
 

@@ -20,7 +20,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from streams.keys import GROUP
+from streams.keys import GROUP, Keys
 from streams.lag import LagReport
 from workers.lag_status import STATUSES, Verdict
 
@@ -30,9 +30,10 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 
 class LagMetrics:
-    """Stream, group, lease and lag-status metrics, set from one snapshot at a time."""
+    """Stream, group, lease and lag-status metrics of one namespace, set from snapshots."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, keys: Keys, registry: CollectorRegistry | None = None) -> None:
+        self.keys = keys
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         group = ["stream", "group"]
@@ -110,8 +111,8 @@ class LagMetrics:
             verdict = verdicts.get(s.stream)
             if verdict is not None:
                 self.lag_status.labels(*labels).state(verdict.status)
-        self.stream_length.labels("decisions").set(report.decisions_length)
-        self.stream_length.labels("dlq").set(report.dlq_length)
+        self.stream_length.labels(self.keys.decisions).set(report.decisions_length)
+        self.stream_length.labels(self.keys.dlq).set(report.dlq_length)
         self.dead_letters.set(report.dlq_length)
         self.epoch.set(report.epoch)
         self.leader_present.set(1 if report.leader is not None else 0)
