@@ -231,6 +231,42 @@ def test_staleness_also_follows_the_clock_of_other_regions_events() -> None:
     assert decision.decided_at == T0 + 33  # the first report more than 30 s after US's last
 
 
+def test_active_region_first_seen_after_other_regions_still_goes_stale() -> None:
+    policy = make(stale_after_ms=30_000)
+    observe(policy, EU, ["a"], "healthy", T0, 3)  # evaluated while US was never observed
+    policy.apply(health(US, "a", "healthy", T0 + 3))
+    # Only EU reports from now on (no ticks): US goes stale 30 s after its one report.
+    [decision] = observe(policy, EU, ["a"], "healthy", T0 + 4, 40)
+    assert (decision.reason, decision.decided_at) == ("stale", T0 + 34)
+
+
+def test_a_failing_report_that_ends_staleness_can_reveal_a_target() -> None:
+    policy = make(stale_after_ms=30_000, cooldown_ms=0)
+    healthy_world(policy)  # every region: a passing run of 3 from observer a, up to T0+2
+    [first] = observe(policy, EU, ["a"], "healthy", T0 + 3, 37)
+    assert (first.reason, first.to_region) == ("stale", EU)
+    assert observe(policy, EU, ["a"], "unhealthy", T0 + 40, 3) == []
+    assert policy.region_state(AP) == "down"  # stale: last report at T0+2
+    assert policy.summary().no_target is not None
+    # One failing report from a new observer ends AP's staleness, and a's run makes it up.
+    [second] = policy.apply(health(AP, "b", "unhealthy", T0 + 43))
+    assert policy.region_state(AP) == "up"
+    assert (second.from_region, second.to_region) == (EU, AP)
+
+
+def test_no_target_is_reported_when_the_waiting_target_goes_stale() -> None:
+    policy = make(cooldown_ms=60_000, stale_after_ms=30_000, window_ms=1_000_000)
+    healthy_world(policy)
+    observe(policy, AP, ["a"], "healthy", T0 + 3, 10)  # AP last reports at T0+12
+    observe(policy, US, ["a"], "unhealthy", T0 + 10, 3)
+    observe(policy, EU, ["a"], "unhealthy", T0 + 13, 3)  # EU down within the cooldown
+    assert policy.summary().no_target is None
+    observe(policy, US, ["a"], "unhealthy", T0 + 16, 28)  # only US (not a target) reports
+    assert policy.state.clock == T0 + 43
+    assert policy.region_state(AP) == "down"
+    assert policy.summary().no_target is not None
+
+
 def test_never_observed_region_is_stale_from_the_first_tick() -> None:
     policy = make(stale_after_ms=30_000)
     # Without a tick, a region that was never observed is never stale.
@@ -319,6 +355,29 @@ def test_automatic_decision_resumes_when_the_cooldown_ends() -> None:
     assert second.decided_at - first.decided_at >= 60
     assert second.decided_at == first.decided_at + 60  # AP reports every second
     assert (second.from_region, second.to_region) == (EU, AP)
+
+
+def test_cooldown_end_is_noticed_while_only_an_unrelated_region_reports() -> None:
+    policy = make(cooldown_ms=60_000, stale_after_ms=1_000_000, window_ms=1_000_000)
+    healthy_world(policy)
+    [first] = observe(policy, US, ["a"], "unhealthy", T0 + 10, 3)
+    assert observe(policy, EU, ["a"], "unhealthy", T0 + 20, 3) == []  # AP waits for the cooldown
+    # From now on only US (down, not a target) reports; its reports still move the clock.
+    out = observe(policy, US, ["a"], "unhealthy", T0 + 30, 60)
+    [second] = out
+    assert (second.from_region, second.to_region) == (EU, AP)
+    assert second.decided_at == first.decided_at + 60
+
+
+def test_no_target_is_reported_as_soon_as_the_last_target_fails_during_cooldown() -> None:
+    policy = make(cooldown_ms=60_000, stale_after_ms=1_000_000, window_ms=1_000_000)
+    healthy_world(policy)
+    observe(policy, US, ["a"], "unhealthy", T0 + 10, 3)
+    observe(policy, EU, ["a"], "unhealthy", T0 + 20, 3)
+    assert policy.summary().no_target is None  # AP is a target, the cooldown holds it back
+    policy.apply(health(AP, "a", "unhealthy", T0 + 30))  # ends AP's passing run: not up
+    assert policy.region_state(AP) == "suspect"
+    assert policy.summary().no_target is not None
 
 
 @pytest.mark.parametrize(
@@ -443,6 +502,16 @@ def test_failover_failed_makes_the_target_suspect_until_it_recovers() -> None:
         policy.apply(health(EU, "a", "healthy", T0 + 14 + i))
         states.append(policy.region_state(EU))
     assert states == ["suspect", "suspect", "up"]
+    assert policy.summary().regions[EU].suspect_since_failure is None
+
+
+def test_failure_reported_after_fresh_passing_observations_leaves_the_target_up() -> None:
+    policy = make()
+    healthy_world(policy)
+    [decision] = observe(policy, US, ["a"], "unhealthy", T0 + 10, 3)
+    observe(policy, EU, ["a"], "healthy", T0 + 20, 3)
+    policy.apply(failed(EU, T0 + 15, decision=decision.decision_id))  # a late report
+    assert policy.region_state(EU) == "up"
     assert policy.summary().regions[EU].suspect_since_failure is None
 
 

@@ -62,7 +62,6 @@ _INF = float("inf")
 # Time-based re-evaluation is scheduled this much early so float rounding can never make it
 # late; an early evaluation is merely redundant.
 _MARGIN = 1e-3
-_NO_DECISIONS: list[PlannedFailover] = []
 
 
 def decision_id(seq: int, from_region: str, to_region: str, evidence: list[str]) -> str:
@@ -136,7 +135,7 @@ class Policy:
         region = event.region
         runs = self._runs.get(region)
         if runs is None:
-            return _NO_DECISIONS
+            return []
         at = event.observed_at
         failing = event.status == "unhealthy"
         run = runs.get(event.source)
@@ -145,7 +144,7 @@ class Policy:
         else:
             times = run.times
             if at <= times[-1] or event.event_id == run.ids[-1]:
-                return _NO_DECISIONS  # duplicate or out of order for this observer
+                return []  # duplicate or out of order for this observer
             if run.failing is failing:
                 run.count += 1
                 run.ids.append(event.event_id)
@@ -163,9 +162,10 @@ class Policy:
         clock = st.clock
         if clock is None or at > clock:
             st.clock = clock = at
-        if at > self._last_seen.get(region, -_INF):
+        seen = self._last_seen.get(region)
+        if seen is None or at > seen:
             self._last_seen[region] = at
-        if not failing and region in st.failed_at:
+        if region in st.failed_at:
             self._clear_failed_if_recovered(region)
 
         if self._eager or clock >= self._wake_at:
@@ -177,20 +177,25 @@ class Policy:
                     return self._evaluate()
             elif failing and run.count >= self._threshold:
                 return self._evaluate()
-        elif self._blocked:
-            # A failing observation cannot make a region a target, only stop it being one.
-            if not failing or region in self._eligible:
-                return self._evaluate()
-            if run.count >= self._threshold:
-                expiry = run.times[-self._threshold] + self._window - _MARGIN
-                self._wake_at = min(self._wake_at, expiry)
-        return _NO_DECISIONS
+            else:
+                # The first observation of a never-observed region starts its staleness clock.
+                self._wake_at = min(self._wake_at, at + self._stale_after - _MARGIN)
+        elif self._blocked and (
+            # A failing observation can make a region a target only by ending its staleness
+            # (the other observers may be passing); otherwise it can only stop it being one.
+            not failing
+            or region in self._eligible
+            or seen is None
+            or clock - seen > self._stale_after
+        ):
+            return self._evaluate()
+        return []
 
     def _apply_failover_event(self, event: FailoverEvent) -> list[PlannedFailover]:
         st = self._state
         key = f"{event.actor}\x00{event.event_id}"
         if key in st.recent_events:
-            return _NO_DECISIONS  # redelivered
+            return []  # redelivered
         st.recent_events.append(key)
         del st.recent_events[:-MAX_RECENT_EVENTS]
         if st.clock is None or event.at > st.clock:
@@ -257,6 +262,7 @@ class Policy:
         if isinstance(event, FailoverFailed):
             # The target stays suspect until observed passing again after the failure.
             st.failed_at[open_.to_region] = event.at
+            self._clear_failed_if_recovered(open_.to_region)
 
     def _refuse(self, event: FailoverEvent, why: str, target: str | None = None) -> None:
         st = self._state
@@ -283,7 +289,7 @@ class Policy:
         st = self._state
         now = st.clock
         if now is None:
-            return _NO_DECISIONS
+            return []
         active = st.active
         reason, evidence = self._down(active, now)
         self._reason = reason
@@ -291,7 +297,7 @@ class Policy:
             st.no_target = None
             self._blocked = False
             self._wake_at = self._stale_deadline(active) - _MARGIN
-            return _NO_DECISIONS
+            return []
         self._blocked = True
         eligible = [
             r
@@ -302,11 +308,11 @@ class Policy:
         self._wake_at = self._next_change(now, eligible)
         if not eligible:
             st.no_target = f"{active} is down ({reason}) and no other region is up and not drained"
-            return _NO_DECISIONS
+            return []
         st.no_target = None
         last = st.last_decision
         if last is not None and now - last.decided_at < self._cooldown:
-            return _NO_DECISIONS
+            return []
         return [self._decide(active, eligible[0], reason, evidence)]
 
     def _decide(
