@@ -51,6 +51,14 @@ class Committed(msgspec.Struct, frozen=True):
     replayed: bool = False
 
 
+_msgpack = msgspec.msgpack.Encoder()
+
+
+def _pack_ids(ids: list[bytes]) -> bytes:
+    """Entry ids as a MessagePack array of strings (Redis's cmsgpack has no bin type)."""
+    return _msgpack.encode([i.decode() for i in ids])
+
+
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -101,16 +109,14 @@ class Committer:
             len(batch.state),
             len(batch.decisions),
             len(batch.dead_letters),
-            len(batch.acks[0]),
-            len(batch.acks[1]),
+            _pack_ids(batch.acks[0]),
+            _pack_ids(batch.acks[1]),
         ]
         for field, value in batch.state.items():
             args.append(field)
             args.append(value)
         args.extend(batch.decisions)
         args.extend(batch.dead_letters)
-        args.extend(batch.acks[0])
-        args.extend(batch.acks[1])
         reply = await self._script(keys=self._keys, args=args)
         return _parse(reply)
 

@@ -1,9 +1,11 @@
 """The ``coordinator`` consumer group on the input streams (DESIGN §5.1-5.2).
 
-Creation is idempotent; reads, claims and consumer pruning are fenced Lua scripts, so only
-the current leader under its epoch moves entries. Replies are parsed from the scripts' raw
-arrays (never redis-py's dict parsing) so every entry keeps its fields in order, with
-duplicates: a dead letter must carry the entry exactly as the producer wrote it.
+Creation is idempotent; reads, claims and consumer pruning are fenced, so only the current
+leader under its epoch moves entries: claims and pruning are Lua scripts, and a read is one
+MULTI/EXEC in which a Lua fence check creates the guard stream without which the native
+XREADGROUP that follows cannot read (see ``scripts.READ_GUARD``). Replies are kept as the
+raw arrays Redis sent (never redis-py's dict parsing) so every entry keeps its fields in
+order, with duplicates: a dead letter must carry the entry exactly as the producer wrote it.
 
 Entries are plain tuples (:class:`StreamEntry`) because the leader handles hundreds of
 thousands per second.
@@ -11,8 +13,8 @@ thousands per second.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 import msgspec
 import redis.asyncio as aioredis
@@ -40,6 +42,17 @@ class StreamEntry(NamedTuple):
     deliveries: int
 
 
+RawEntry = list[Any]
+"""``[entry_id, fields]`` exactly as Redis replied (fields None if deleted while pending)."""
+
+
+class RawRead(msgspec.Struct, frozen=True):
+    """One fenced read: each input stream's entries in id order, and the redelivered ids."""
+
+    entries: list[list[RawEntry]]
+    redelivered: list[list[bytes]]
+
+
 class ClaimPage(msgspec.Struct, frozen=True):
     """One XAUTOCLAIM step: the claimed entries in id order and where to continue."""
 
@@ -63,7 +76,11 @@ class ConsumerGroup:
         self.epoch = epoch
         self.streams = keys.input_streams
         self._index = {name.encode(): i for i, name in enumerate(self.streams)}
-        self._read = redis.register_script(scripts.READ_FENCED)
+        # Same connections, but XREADGROUP replies stay raw arrays (redis-py would turn
+        # each entry's fields into a dict, losing their order and any duplicates).
+        self._raw = aioredis.Redis(connection_pool=redis.connection_pool)
+        self._raw.set_response_callback("XREADGROUP", _raw_reply)
+        self._guard = keys.read_guard(owner)
         self._claim = redis.register_script(scripts.CLAIM_FENCED)
         self._prune = redis.register_script(scripts.PRUNE_CONSUMERS)
 
@@ -75,50 +92,74 @@ class ConsumerGroup:
         """
         await ensure_group(self.redis, self.keys)
 
+    async def read_raw(
+        self,
+        streams: Sequence[int],
+        count: int,
+        after: Sequence[bytes] | None = None,
+    ) -> RawRead | Fenced:
+        """Take up to ``count`` new entries from each of ``streams``, if still leader.
+
+        With ``after`` (the last id seen on each stream, aligned with ``streams``) our own
+        pending entries beyond those ids come first: that recovers a reply lost in transit;
+        their ids are listed in :attr:`RawRead.redelivered`. Entries stay the ``[id,
+        fields]`` lists Redis sent (the hot path allocates nothing per entry).
+        """
+        names = [self.streams[i] for i in streams]
+        guard = self._guard
+        read = ["XREADGROUP", "GROUP", GROUP, self.owner, "COUNT", count, "STREAMS", guard, *names]
+        async with self._raw.pipeline(transaction=True) as pipe:
+            pipe.eval(
+                scripts.READ_GUARD,
+                3,
+                self.keys.leader,
+                self.keys.epoch,
+                guard,
+                self.owner,
+                self.epoch,
+                GROUP,
+            )
+            if after is not None:
+                pipe.execute_command(*read, "0", *after)
+            pipe.execute_command(*read, *([">"] * (len(names) + 1)))
+            pipe.delete(guard)
+            replies = await pipe.execute(raise_on_error=False)
+        if isinstance(replies[0], Exception):
+            raise replies[0]
+        if int(replies[0]) == 0:
+            return FENCED
+        for reply in replies[1:-1]:
+            if isinstance(reply, Exception):
+                raise reply
+        history = replies[1] if after is not None else None
+        new = replies[-2]
+        result = RawRead(entries=[[] for _ in self.streams], redelivered=[[] for _ in self.streams])
+        # History (already delivered to us once) first: it is older than anything new.
+        for name, entries in _streams_of(history):
+            i = self._index.get(name)
+            if i is None:  # the guard stream, listed empty in a history read
+                continue
+            result.entries[i].extend(entries)
+            result.redelivered[i].extend(entry[0] for entry in entries)
+        for name, entries in _streams_of(new):
+            result.entries[self._index[name]].extend(entries)
+        return result
+
     async def read(
         self,
         streams: Sequence[int],
         count: int,
         after: Sequence[bytes] | None = None,
     ) -> list[list[StreamEntry]] | Fenced:
-        """Take up to ``count`` new entries from each of ``streams``, if still leader.
-
-        With ``after`` (the last id seen on each stream, aligned with ``streams``) our own
-        pending entries beyond those ids come first: that recovers a reply lost in transit.
-        Returns one list per input stream (all of them, empty when not read), in id order.
-        """
-        names = [self.streams[i] for i in streams]
-        args: list[bytes | str | int] = [
-            self.owner,
-            self.epoch,
-            GROUP,
-            count,
-            1 if after is not None else 0,
-        ]
-        if after is not None:
-            args.extend(after)
-        reply = await self._read(keys=[self.keys.leader, self.keys.epoch, *names], args=args)
-        if not isinstance(reply, list) or not reply:
-            raise ScriptError(f"read script answered {reply!r}")
-        if int(reply[0]) == 0:
-            return FENCED
-        out: list[list[StreamEntry]] = [[] for _ in self.streams]
-        # History (already delivered to us once) first: it is older than anything new.
-        self._collect(reply[1], out, deliveries=2)
-        self._collect(reply[2], out, deliveries=1)
+        """:meth:`read_raw` as :class:`StreamEntry` tuples, one list per input stream."""
+        got = await self.read_raw(streams, count, after)
+        if isinstance(got, Fenced):
+            return got
+        out: list[list[StreamEntry]] = []
+        for i, entries in enumerate(got.entries):
+            again = set(got.redelivered[i])
+            out.append([StreamEntry(i, e[0], e[1], 2 if e[0] in again else 1) for e in entries])
         return out
-
-    def _collect(self, reply: object, out: list[list[StreamEntry]], deliveries: int) -> None:
-        if not reply:
-            return
-        if not isinstance(reply, list):
-            raise ScriptError(f"read script answered {reply!r}")
-        index = self._index
-        for name, entries in reply:
-            i = index[name]
-            bucket = out[i]
-            for entry_id, fields in entries:
-                bucket.append(StreamEntry(i, entry_id, fields, deliveries))
 
     async def claim(self, stream: int, cursor: bytes, count: int) -> ClaimPage | Fenced:
         """Claim up to ``count`` pending entries of ``stream`` (any consumer) from ``cursor``."""
@@ -163,6 +204,19 @@ class ConsumerGroup:
             dict(zip(self.streams, after, strict=True)), count=1, block=max(1, block_ms)
         )
         return bool(reply)
+
+
+def _raw_reply(response: object, **_: object) -> object:
+    return response
+
+
+def _streams_of(reply: Any) -> Iterable[tuple[bytes, list[RawEntry]]]:
+    """``(stream, entries)`` pairs of an XREADGROUP reply: a map in RESP3, pairs in RESP2."""
+    if not reply:
+        return ()
+    if isinstance(reply, dict):
+        return reply.items()
+    return ((name, entries) for name, entries in reply)
 
 
 async def ensure_group(redis: aioredis.Redis, keys: Keys) -> None:

@@ -52,6 +52,14 @@ class Keys(msgspec.Struct, frozen=True):
         """Pub/sub channel the release script publishes on."""
         return f"{self.namespace}:leader:released"
 
+    def read_guard(self, owner: str) -> str:
+        """Transient key proving, inside one fenced read's transaction, that ``owner`` leads.
+
+        Created and deleted within the same MULTI/EXEC (see ``scripts.READ_GUARD``); it never
+        outlives the transaction.
+        """
+        return f"{self.namespace}:leader:guard:{owner}"
+
     @property
     def state(self) -> str:
         """Hash holding the complete policy state, written by the fenced commit only."""

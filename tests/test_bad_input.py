@@ -134,13 +134,14 @@ async def test_each_bad_entry_is_one_dead_letter_and_valid_events_around_it_appl
     try:
         for i in range(3):
             await redis_client.xadd(keys.health, health(f"us-{i}", "us", "o1", "healthy", T0 + i))
-        written: dict[str, tuple[str, str, list[bytes], str, str]] = {}
+        # Keyed by (stream, id): the two streams number their entries independently.
+        written: dict[tuple[str, str], tuple[str, str, list[bytes], str, str]] = {}
         eu_ids = []
         for i, case in enumerate(CASES):
             _, stream, fields, _, _ = case
             key = keys.health if stream == "health" else keys.events
             entry_id = await redis_client.execute_command("XADD", key, "*", *fields)
-            written[entry_id.decode()] = case
+            written[key, entry_id.decode()] = case
             await redis_client.xadd(
                 keys.health, health(f"eu-{i}", "eu", "o1", "unhealthy", T0 + 10 + i)
             )
@@ -156,10 +157,9 @@ async def test_each_bad_entry_is_one_dead_letter_and_valid_events_around_it_appl
     finally:
         await term.stop()
     letters = await dead_letters(redis_client, keys)
-    assert sorted(letter.entry_id for letter in letters) == sorted(written)  # once each
+    assert sorted((letter.stream, letter.entry_id) for letter in letters) == sorted(written)
     for letter in letters:
-        name, stream, fields, reason, encoding = written[letter.entry_id]
-        assert letter.stream == (keys.health if stream == "health" else keys.events), name
+        name, _, fields, reason, encoding = written[letter.stream, letter.entry_id]
         assert reason in letter.reason, (name, letter.reason)
         assert letter.reason, name
         assert letter.deliveries == 1, name

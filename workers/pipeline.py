@@ -13,9 +13,16 @@ batch sizes or leader changes: by entry id (``ms``, then ``seq``), ``health`` be
 stream, that stream may hold more entries just after the last one read, so no entry of
 the other stream with a larger id is applied yet; it stays buffered (delivered to us,
 unacked) for the next round. Claimed entries join the same buffers, so they too are merged
-in id order with what is read after them. (Producers that set explicit ids, or a clock
-stepping back between the two streams, can still interleave differently than a replay:
-ids are only compared across streams, never re-sorted within one.)
+in id order with what is read after them. The one exception: an entry that lands on one
+stream with an id below one already applied from the other (possible within a single
+millisecond, as each stream numbers its own entries; with explicit ids; or if the server
+clock steps back) is applied when it is read, after it.
+
+**Overlap.** While busy, the next fenced read is in flight while a batch is decoded and
+applied, and the previous batch's commit is in flight too; but a commit is sent only once
+the one before it is known to have landed, so commits land in order and a failed commit
+is never followed by a later one (the policy may run ahead in memory; a term that ends
+throws that away, and the next leader starts from the last commit).
 
 **Time.** The policy is fed wall time (``time.time()``) at most every ``FAILOVER_TICK_MS``
 between batches; tick decisions go out in the same commit as the batch they follow (with
@@ -31,6 +38,7 @@ unknown region are refused by the policy and kept in its state for ``status``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import time
@@ -58,7 +66,7 @@ from schemas.events import (
 from streams.commit import Batch, Committed, Committer, Fenced
 from streams.connection import call
 from streams.dead_letters import dead_letter, encode_dead_letter, pairs
-from streams.group import ZERO_ID, ConsumerGroup, StreamEntry, split_id
+from streams.group import ZERO_ID, ConsumerGroup, RawEntry, RawRead, split_id
 from streams.keys import Keys
 from workers.elector import Leadership
 from workers.policy import PlannedFailover, Policy, PolicyConfig, decode_state, encode_state
@@ -121,10 +129,12 @@ class LeaderPipeline:
         self._tick_s = settings.tick_ms / 1000
         self._deadline_s = settings.renew_deadline_ms / 1000
         self._streams = keys.input_streams
-        self._buffers: list[list[StreamEntry]] = [[], []]
+        self._buffers: list[list[RawEntry]] = [[], []]
+        # Delivery counts that are not 1 (claimed or redelivered entries), per stream.
+        self._deliveries: list[dict[bytes, int]] = [{}, {}]
         self._more = [True, True]
         self._seen = [ZERO_ID, ZERO_ID]
-        self._orphans: list[StreamEntry] = []
+        self._orphans: list[tuple[int, bytes]] = []
         self._state_bytes: bytes | None = None
         self._no_target: str | None = None
         self._last_refusal: object | None = None
@@ -140,33 +150,62 @@ class LeaderPipeline:
         if not await self._claim():
             return
         next_tick = time.monotonic()
-        while True:
-            read_any = await self._read()
-            if read_any is None:
-                return
-            work = self._apply(self._take_ready())
-            now = time.monotonic()
-            if now >= next_tick:
-                self._tick(work)
-                next_tick = now + self._tick_s
-            if not await self._commit(work):
-                return
-            if not read_any and not self._buffers[0] and not self._buffers[1]:
-                wait_ms = min(_MAX_BLOCK_MS, int((next_tick - time.monotonic()) * 1000) + 1)
-                if wait_ms > 0:
-                    await self._wait(wait_ms)
+        prefetch: asyncio.Task[bool | None] | None = None
+        inflight: asyncio.Task[bool] | None = None
+        try:
+            while True:
+                _honour_cancel()
+                if prefetch is None:
+                    read_any = await self._read()
+                else:
+                    read_any = await prefetch
+                    prefetch = None
+                if read_any is None:
+                    return
+                ready = self._take_ready()
+                if ready:
+                    # Busy: Redis serves the next read while this batch is applied.
+                    prefetch = asyncio.create_task(self._read(), name="prefetch")
+                    await asyncio.sleep(0)  # let it send before the CPU-bound apply
+                # Applying in memory may run ahead of the previous commit; sending may not:
+                # each commit goes out only once the one before it is known to have landed.
+                work = self._apply(ready)
+                now = time.monotonic()
+                if now >= next_tick:
+                    self._tick(work)
+                    next_tick = now + self._tick_s
+                sealed = self._seal(work)
+                if inflight is not None:
+                    committed = await inflight
+                    inflight = None
+                    if not committed:
+                        return
+                if sealed:
+                    inflight = asyncio.create_task(self._send(work), name="commit")
+                if prefetch is None and not read_any and not any(self._buffers):
+                    if inflight is not None:
+                        committed = await inflight
+                        inflight = None
+                        if not committed:
+                            return
+                    wait_ms = min(_MAX_BLOCK_MS, int((next_tick - time.monotonic()) * 1000) + 1)
+                    if wait_ms > 0:
+                        await self._wait(wait_ms)
+        finally:
+            # An abandoned read leaves its entries pending for the next term; an abandoned
+            # commit either landed whole or not at all.
+            for task in (prefetch, inflight):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
 
     async def _wait(self, block_ms: int) -> None:
         await self._io(lambda: self.group.wait(self._seen, block_ms), "wait")
 
     async def _io(self, op: Callable[[], Awaitable[T]], what: str) -> T:
         result = await call(op, what=what, deadline_s=self._deadline_s)
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            # Python 3.11's asyncio.wait_for (used inside redis-py) can swallow a cancel
-            # that lands as its inner call completes; the request is still counted, so
-            # honour it here or a demoted leader would keep running until fenced.
-            raise asyncio.CancelledError
+        _honour_cancel()
         return result
 
     async def _load(self) -> Policy:
@@ -220,8 +259,10 @@ class LeaderPipeline:
         page = await self._io(lambda: self.group.claim(stream, cursor, self._count), "claim")
         if isinstance(page, Fenced):
             return b""
-        self._buffers[stream].extend(page.entries)
-        self._orphans.extend(StreamEntry(stream, i, None, 0) for i in page.deleted)
+        for entry in page.entries:
+            self._buffers[stream].append([entry.entry_id, entry.fields])
+            self._deliveries[stream][entry.entry_id] = entry.deliveries
+        self._orphans.extend((stream, i) for i in page.deleted)
         return None if page.done else page.cursor
 
     # -- one round ----------------------------------------------------------------------
@@ -233,20 +274,20 @@ class LeaderPipeline:
             return True
         attempts = 0
 
-        async def op() -> list[list[StreamEntry]] | Fenced:
+        async def op() -> RawRead | Fenced:
             nonlocal attempts
             attempts += 1
             # A retry may follow a reply lost in transit: ask for our own pending entries
             # after the last ids we saw first, so none is stranded unapplied.
             after = [self._seen[i] for i in want] if attempts > 1 else None
             try:
-                return await self.group.read(want, self._count, after)
+                return await self.group.read_raw(want, self._count, after)
             except rex.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
                 log.warning("consumer group vanished (stream deleted?); recreating it")
                 await self.group.ensure()
-                return [[] for _ in self._streams]
+                return RawRead(entries=[[], []], redelivered=[[], []])
 
         got = await self._io(op, "read")
         if isinstance(got, Fenced):
@@ -254,78 +295,122 @@ class LeaderPipeline:
             return None
         arrived = False
         for i in want:
-            entries = got[i]
+            entries = got.entries[i]
             if entries:
                 arrived = True
                 self._buffers[i].extend(entries)
-                self._seen[i] = entries[-1].entry_id
+                self._seen[i] = entries[-1][0]
+                for entry_id in got.redelivered[i]:
+                    self._deliveries[i][entry_id] = 2  # at least: Redis counted one more
             self._more[i] = len(entries) >= self._count
         return arrived
 
-    def _take_ready(self) -> list[StreamEntry]:
-        """Remove and return the buffered entries that may be applied now, in order."""
+    def _take_ready(self) -> list[tuple[int, list[RawEntry]]]:
+        """Remove the entries that may be applied now: runs of one stream each, in order."""
         health, events = self._buffers
         if not events or not health:
             # One stream only: all of it is ready (an empty buffer after a read means that
             # stream had nothing more when both were read in the same atomic step).
-            ready = health or events
             self._buffers = [[], []]
-            return ready
+            if health:
+                return [(0, health)]
+            return [(1, events)] if events else []
         limit = _INF_KEY
         for i, buf in enumerate(self._buffers):
             if self._more[i]:
-                limit = min(limit, split_id(buf[-1].entry_id))
-        keyed: list[list[tuple[tuple[int, int], int, StreamEntry]]] = []
+                limit = min(limit, split_id(buf[-1][0]))
+        keyed: list[list[tuple[tuple[int, int], int, RawEntry]]] = []
         for i, buf in enumerate(self._buffers):
-            rows = [(split_id(e.entry_id), i, e) for e in buf]
+            rows = [(split_id(e[0]), i, e) for e in buf]
             cut = len(rows)
             while cut and rows[cut - 1][0] > limit:
                 cut -= 1
             keyed.append(rows[:cut])
             self._buffers[i] = buf[cut:]
-        return [row[2] for row in heapq.merge(*keyed)]
+        runs: list[tuple[int, list[RawEntry]]] = []
+        for _, i, entry in heapq.merge(*keyed):
+            if runs and runs[-1][0] == i:
+                runs[-1][1].append(entry)
+            else:
+                runs.append((i, [entry]))
+        return runs
 
-    def _apply(self, entries: list[StreamEntry]) -> _Work:
-        """Decode and apply ``entries`` in order; collect acks, decisions, dead letters."""
+    def _apply(self, runs: list[tuple[int, list[RawEntry]]]) -> _Work:
+        """Decode and apply the runs in order; collect acks, decisions, dead letters."""
         policy = self.policy
         assert policy is not None  # set by run() before the first round
         work = _Work()
         acks = work.batch.acks
-        if self._orphans:
-            for orphan in self._orphans:
-                self._dead(work, orphan, "entry was deleted from the stream while pending")
-            self._orphans = []
+        for stream, entry_id in self._orphans:
+            reason = "entry was deleted from the stream while pending"
+            self._dead(
+                work, stream=stream, entry_id=entry_id, fields=None, deliveries=0, reason=reason
+            )
+        self._orphans = []
         max_deliveries = self._max_deliveries
+        apply = policy.apply
+        planned_all = work.planned
         applied = 0
-        for entry in entries:
-            stream, entry_id, fields, deliveries = entry
-            acks[stream].append(entry_id)
-            if fields is None:
-                self._dead(work, entry, "entry was deleted from the stream while pending")
-                continue
-            if deliveries > max_deliveries:
-                reason = (
-                    f"delivered {deliveries} times, more than "
-                    f"FAILOVER_MAX_DELIVERIES={max_deliveries}"
-                )
-                self._dead(work, entry, reason)
-                continue
-            try:
-                event = _decode(stream, fields)
-            except DecodeError as exc:
-                self._dead(work, entry, exc.reason)
-                continue
-            planned = policy.apply(event)
-            applied += 1
-            if planned:
-                work.planned.extend(planned)
+        for stream, entries in runs:
+            acks[stream].extend([entry[0] for entry in entries])
+            counts = self._deliveries[stream]
+            for entry_id, fields in entries:
+                deliveries = counts.pop(entry_id, 1) if counts else 1
+                if fields is None:
+                    reason = "entry was deleted from the stream while pending"
+                    self._dead(
+                        work,
+                        stream=stream,
+                        entry_id=entry_id,
+                        fields=None,
+                        deliveries=deliveries,
+                        reason=reason,
+                    )
+                    continue
+                if deliveries > max_deliveries:
+                    reason = (
+                        f"delivered {deliveries} times, more than "
+                        f"FAILOVER_MAX_DELIVERIES={max_deliveries}"
+                    )
+                    self._dead(
+                        work,
+                        stream=stream,
+                        entry_id=entry_id,
+                        fields=fields,
+                        deliveries=deliveries,
+                        reason=reason,
+                    )
+                    continue
+                try:
+                    event = _decode(stream, fields)
+                except DecodeError as exc:
+                    self._dead(
+                        work,
+                        stream=stream,
+                        entry_id=entry_id,
+                        fields=fields,
+                        deliveries=deliveries,
+                        reason=exc.reason,
+                    )
+                    continue
+                planned = apply(event)
+                applied += 1
+                if planned:
+                    planned_all.extend(planned)
         self.stats.applied += applied
         return work
 
-    def _dead(self, work: _Work, entry: StreamEntry, reason: str) -> None:
-        letter = dead_letter(
-            self._streams[entry.stream], entry.entry_id, reason, entry.deliveries, entry.fields
-        )
+    def _dead(
+        self,
+        work: _Work,
+        *,
+        stream: int,
+        entry_id: bytes,
+        fields: list[bytes] | None,
+        deliveries: int,
+        reason: str,
+    ) -> None:
+        letter = dead_letter(self._streams[stream], entry_id, reason, deliveries, fields)
         work.letters.append(letter)
         work.batch.dead_letters.append(encode_dead_letter(letter))
 
@@ -335,16 +420,18 @@ class LeaderPipeline:
         work.planned.extend(planned)
         work.ticked = True
 
-    async def _commit(self, work: _Work) -> bool:
-        """Commit one round's work if it changed anything; False when fenced."""
+    def _seal(self, work: _Work) -> bool:
+        """Complete a round's batch (decisions, changed state); False if there is nothing."""
         batch = work.batch
         for plan in work.planned:
             batch.decisions.append(encode_data(self._stamp(plan)))
         if work.ticked or not batch.empty:
             self._add_state(batch)
-        if batch.empty:
-            return True
-        result = await self._commit_batch(batch)
+        return not batch.empty
+
+    async def _send(self, work: _Work) -> bool:
+        """Commit a sealed batch and log what it wrote; False when fenced."""
+        result = await self._commit_batch(work.batch)
         if isinstance(result, Fenced):
             return False
         self._report(work, result)
@@ -368,6 +455,7 @@ class LeaderPipeline:
         state = encode_state(self.policy.state)
         if state == self._state_bytes:
             return
+        self._state_bytes = state
         batch.state["policy"] = state
         batch.state["summary"] = _summary_encoder.encode(self.policy.summary())
         batch.state["epoch"] = b"%d" % self.epoch
@@ -380,8 +468,6 @@ class LeaderPipeline:
         if isinstance(result, Fenced):
             log.error("fenced on commit: batch abandoned, stepping down epoch=%s", self.epoch)
             return result
-        if "policy" in batch.state:
-            self._state_bytes = batch.state["policy"]
         self.stats.commits += 1
         return result
 
@@ -446,6 +532,19 @@ class _Work(msgspec.Struct):
     planned: list[PlannedFailover] = msgspec.field(default_factory=list)
     letters: list[DeadLetter] = msgspec.field(default_factory=list)
     ticked: bool = False
+
+
+def _honour_cancel() -> None:
+    """Raise CancelledError if this task was asked to cancel but the request got lost.
+
+    Python 3.11's asyncio.wait_for (used inside redis-py) can swallow a cancel that lands as
+    its inner call completes, and a task awaiting that one then gets a result instead; the
+    request is still counted by ``cancelling()``, so honour it here, or a demoted leader
+    would keep running until fenced.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _decode(stream: int, fields: list[bytes]) -> HealthEvent | FailoverEvent:
