@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import redis.asyncio as aioredis
+import redis.exceptions as rex
 
 from streams.commit import FENCED
 from streams.group import ZERO_ID, ConsumerGroup, ensure_group, last_delivered
@@ -211,3 +213,33 @@ async def test_wait_wakes_on_new_entries_and_times_out_quickly(
     assert time.monotonic() - start < 1.0
     await _add(redis_client, keys.events, b"data", b"y")
     assert await group.wait(after, 50) is True
+
+
+async def test_the_read_guard_never_outlives_its_transaction(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    group = await _lead(redis_client, keys, "a#1")
+    guard = keys.read_guard("a#1")
+    await _add(redis_client, keys.health, b"data", b"x")
+    assert await group.read([0, 1], 10) != [[], []]
+    assert await redis_client.exists(guard) == 0
+    await redis_client.delete(keys.leader)
+    assert await group.read([0, 1], 10) is FENCED
+    assert await redis_client.exists(guard) == 0
+
+
+async def test_without_its_guard_a_read_takes_nothing(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    """The Redis behaviour the fenced read rests on: XREADGROUP checks every stream's group
+    before serving any, so a missing guard fails the whole read."""
+    await ensure_group(redis_client, keys)
+    await _add(redis_client, keys.health, b"data", b"x")
+    guard = keys.read_guard("ghost#1")
+    with pytest.raises(rex.ResponseError, match="NOGROUP"):
+        await redis_client.execute_command(
+            "XREADGROUP", "GROUP", GROUP, "ghost#1", "COUNT", 10,
+            "STREAMS", guard, keys.health, keys.events, ">", ">", ">",
+        )  # fmt: skip
+    assert await _pending(redis_client, keys.health) == {}
+    assert await last_delivered(redis_client, keys) == [ZERO_ID, ZERO_ID]

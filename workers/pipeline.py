@@ -7,16 +7,8 @@ policy → one fenced commit per batch (state, decisions, dead letters, acks). F
 the term at once; Redis outages raise :class:`~schemas.errors.RedisUnavailable` out of
 :meth:`LeaderPipeline.run` and the elector steps down.
 
-**Order.** Entries are applied in a total order that depends only on the streams, not on
-batch sizes or leader changes: by entry id (``ms``, then ``seq``), ``health`` before
-``events`` on a tie. A batch is cut at a *horizon*: when a read filled its count on a
-stream, that stream may hold more entries just after the last one read, so no entry of
-the other stream with a larger id is applied yet; it stays buffered (delivered to us,
-unacked) for the next round. Claimed entries join the same buffers, so they too are merged
-in id order with what is read after them. The one exception: an entry that lands on one
-stream with an id below one already applied from the other (possible within a single
-millisecond, as each stream numbers its own entries; with explicit ids; or if the server
-clock steps back) is applied when it is read, after it.
+**Order.** Entries are applied in the order :mod:`workers.intake` defines: by entry id
+across both streams, independent of batch sizes and leader changes.
 
 **Overlap.** While busy, the next fenced read is in flight while a batch is decoded and
 applied, and the previous batch's commit is in flight too; but a commit is sent only once
@@ -39,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -66,9 +57,10 @@ from schemas.events import (
 from streams.commit import Batch, Committed, Committer, Fenced
 from streams.connection import call
 from streams.dead_letters import dead_letter, encode_dead_letter, pairs
-from streams.group import ZERO_ID, ConsumerGroup, RawEntry, RawRead, split_id
+from streams.group import ZERO_ID, ConsumerGroup, RawRead
 from streams.keys import Keys
 from workers.elector import Leadership
+from workers.intake import Intake, Run
 from workers.policy import PlannedFailover, Policy, PolicyConfig, decode_state, encode_state
 from workers.settings import Settings
 
@@ -79,7 +71,6 @@ T = TypeVar("T")
 _KINDS: tuple[StreamKind, StreamKind] = ("health", "events")
 _DATA = b"data"
 _MAX_BLOCK_MS = 100
-_INF_KEY = (float("inf"), 0)
 _EVENT_TYPES = (FailoverCompleted, FailoverFailed, ManualFailover, Drain, Restore)
 _summary_encoder = msgspec.json.Encoder()
 
@@ -129,12 +120,7 @@ class LeaderPipeline:
         self._tick_s = settings.tick_ms / 1000
         self._deadline_s = settings.renew_deadline_ms / 1000
         self._streams = keys.input_streams
-        self._buffers: list[list[RawEntry]] = [[], []]
-        # Delivery counts that are not 1 (claimed or redelivered entries), per stream.
-        self._deliveries: list[dict[bytes, int]] = [{}, {}]
-        self._more = [True, True]
-        self._seen = [ZERO_ID, ZERO_ID]
-        self._orphans: list[tuple[int, bytes]] = []
+        self.intake = Intake(len(self._streams))
         self._state_bytes: bytes | None = None
         self._no_target: str | None = None
         self._last_refusal: object | None = None
@@ -162,7 +148,7 @@ class LeaderPipeline:
                     prefetch = None
                 if read_any is None:
                     return
-                ready = self._take_ready()
+                ready = self.intake.take_ready()
                 if ready:
                     # Busy: Redis serves the next read while this batch is applied.
                     prefetch = asyncio.create_task(self._read(), name="prefetch")
@@ -182,7 +168,7 @@ class LeaderPipeline:
                         return
                 if sealed:
                     inflight = asyncio.create_task(self._send(work), name="commit")
-                if prefetch is None and not read_any and not any(self._buffers):
+                if prefetch is None and not read_any and self.intake.empty:
                     if inflight is not None:
                         committed = await inflight
                         inflight = None
@@ -201,7 +187,7 @@ class LeaderPipeline:
                         await task
 
     async def _wait(self, block_ms: int) -> None:
-        await self._io(lambda: self.group.wait(self._seen, block_ms), "wait")
+        await self._io(lambda: self.group.wait(self.intake.seen, block_ms), "wait")
 
     async def _io(self, op: Callable[[], Awaitable[T]], what: str) -> T:
         result = await call(op, what=what, deadline_s=self._deadline_s)
@@ -237,13 +223,13 @@ class LeaderPipeline:
                 if cursor == b"":
                     log.warning("fenced while claiming pending entries epoch=%s", self.epoch)
                     return False
-        claimed = len(self._buffers[0]) + len(self._buffers[1])
+        claimed = sum(len(buf) for buf in self.intake.buffers)
         self.stats.claimed = claimed
-        if claimed or self._orphans:
+        if claimed or self.intake.orphans:
             log.warning(
                 "claimed %s pending entries of earlier leaders (%s deleted while pending) epoch=%s",
                 claimed,
-                len(self._orphans),
+                len(self.intake.orphans),
                 self.epoch,
             )
         pruned = await self._io(self.group.prune, "prune consumers")
@@ -251,7 +237,7 @@ class LeaderPipeline:
             return False
         if pruned:
             log.info("deleted %s empty consumers of earlier leaders", pruned)
-        self._seen = await self._io(self.group.last_delivered, "read group position")
+        self.intake.seen = await self._io(self.group.last_delivered, "read group position")
         return True
 
     async def _claim_page(self, stream: int, cursor: bytes) -> bytes | None:
@@ -259,17 +245,14 @@ class LeaderPipeline:
         page = await self._io(lambda: self.group.claim(stream, cursor, self._count), "claim")
         if isinstance(page, Fenced):
             return b""
-        for entry in page.entries:
-            self._buffers[stream].append([entry.entry_id, entry.fields])
-            self._deliveries[stream][entry.entry_id] = entry.deliveries
-        self._orphans.extend((stream, i) for i in page.deleted)
+        self.intake.add_claimed(stream, page.entries, page.deleted)
         return None if page.done else page.cursor
 
     # -- one round ----------------------------------------------------------------------
 
     async def _read(self) -> bool | None:
         """Fill the buffers from the group; True if anything arrived, None when fenced."""
-        want = [i for i, buf in enumerate(self._buffers) if len(buf) < self._count]
+        want = self.intake.wanted(self._count)
         if not want:
             return True
         attempts = 0
@@ -279,7 +262,7 @@ class LeaderPipeline:
             attempts += 1
             # A retry may follow a reply lost in transit: ask for our own pending entries
             # after the last ids we saw first, so none is stranded unapplied.
-            after = [self._seen[i] for i in want] if attempts > 1 else None
+            after = [self.intake.seen[i] for i in want] if attempts > 1 else None
             try:
                 return await self.group.read_raw(want, self._count, after)
             except rex.ResponseError as exc:
@@ -293,67 +276,30 @@ class LeaderPipeline:
         if isinstance(got, Fenced):
             log.error("fenced on read: another leader took over epoch=%s", self.epoch)
             return None
-        arrived = False
         for i in want:
             entries = got.entries[i]
-            if entries:
-                arrived = True
-                self._buffers[i].extend(entries)
-                self._seen[i] = entries[-1][0]
-                for entry_id in got.redelivered[i]:
-                    self._deliveries[i][entry_id] = 2  # at least: Redis counted one more
-            self._more[i] = len(entries) >= self._count
-        return arrived
+            full = len(entries) >= self._count
+            self.intake.add(i, entries, full=full, redelivered=got.redelivered[i])
+        return any(got.entries[i] for i in want)
 
-    def _take_ready(self) -> list[tuple[int, list[RawEntry]]]:
-        """Remove the entries that may be applied now: runs of one stream each, in order."""
-        health, events = self._buffers
-        if not events or not health:
-            # One stream only: all of it is ready (an empty buffer after a read means that
-            # stream had nothing more when both were read in the same atomic step).
-            self._buffers = [[], []]
-            if health:
-                return [(0, health)]
-            return [(1, events)] if events else []
-        limit = _INF_KEY
-        for i, buf in enumerate(self._buffers):
-            if self._more[i]:
-                limit = min(limit, split_id(buf[-1][0]))
-        keyed: list[list[tuple[tuple[int, int], int, RawEntry]]] = []
-        for i, buf in enumerate(self._buffers):
-            rows = [(split_id(e[0]), i, e) for e in buf]
-            cut = len(rows)
-            while cut and rows[cut - 1][0] > limit:
-                cut -= 1
-            keyed.append(rows[:cut])
-            self._buffers[i] = buf[cut:]
-        runs: list[tuple[int, list[RawEntry]]] = []
-        for _, i, entry in heapq.merge(*keyed):
-            if runs and runs[-1][0] == i:
-                runs[-1][1].append(entry)
-            else:
-                runs.append((i, [entry]))
-        return runs
-
-    def _apply(self, runs: list[tuple[int, list[RawEntry]]]) -> _Work:
+    def _apply(self, runs: list[Run]) -> _Work:
         """Decode and apply the runs in order; collect acks, decisions, dead letters."""
         policy = self.policy
         assert policy is not None  # set by run() before the first round
         work = _Work()
         acks = work.batch.acks
-        for stream, entry_id in self._orphans:
+        for stream, entry_id in self.intake.take_orphans():
             reason = "entry was deleted from the stream while pending"
             self._dead(
                 work, stream=stream, entry_id=entry_id, fields=None, deliveries=0, reason=reason
             )
-        self._orphans = []
         max_deliveries = self._max_deliveries
         apply = policy.apply
         planned_all = work.planned
         applied = 0
         for stream, entries in runs:
             acks[stream].extend([entry[0] for entry in entries])
-            counts = self._deliveries[stream]
+            counts = self.intake.deliveries[stream]
             for entry_id, fields in entries:
                 deliveries = counts.pop(entry_id, 1) if counts else 1
                 if fields is None:

@@ -1,0 +1,344 @@
+"""Throughput and decision latency of the leader pipeline, with its ceiling, in one run.
+
+    python -m bench.pipeline [--events 200000] [--batches 500,2000] [--repeat 3]
+                             [--rate 2000] [--decisions 60] [--json]
+
+Starts its own Redis on a free loopback port. Rows:
+
+* ``bare-loop`` (the ceiling): redis-py ``XREADGROUP`` + ``XACK`` over the same pre-filled
+  ``NS:health`` (its own group), each entry decoded with msgspec — what a consumer does with
+  no fencing, no policy, no state and no dead letters;
+* ``pipeline``: the whole leader pipeline (fenced Lua read, decode, pure policy, one fenced
+  commit per batch with state, decisions and acks) over the same entries;
+* ``decision-latency``: a ``python -m workers.coordinator`` process follows ``NS:health`` fed
+  at a steady ``--rate`` events/s by 3 regions x 4 observers; every 0.3 s the active region
+  fails by quorum; latency is from the ``XADD`` of the entry that completed the evidence to
+  the decision: ``server`` = decision entry id - trigger entry id (Redis clock, 1 ms
+  resolution), ``client`` = trigger XADD sent -> decision seen by a blocking XREAD.
+
+Throughput rows are measured for each batch size (``FAILOVER_BATCH_SIZE``; the bare loop
+uses the same COUNT) and take the best of ``--repeat`` alternating passes (the machine is
+shared and noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import msgspec
+import redis.asyncio as aioredis
+
+from schemas.codec import decode_entry, encode_data
+from schemas.events import FailoverDecision, HealthEvent
+from streams.connection import connect
+from streams.group import split_id
+from streams.keys import GROUP, Keys
+from streams.lease import Acquired, Lease
+from streams.server import RedisServer
+from workers.elector import Leadership
+from workers.pipeline import LeaderPipeline
+from workers.settings import load_settings
+
+REGIONS = ("eu-west", "us-east", "ap-south")
+OBSERVERS = ("probe-fra", "probe-iad", "probe-sin", "probe-gru", "probe-syd")
+
+
+def _pct(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return {
+        "p50_ms": round(statistics.median(ordered), 2),
+        "p99_ms": round(p99, 2),
+        "max_ms": round(ordered[-1], 2),
+        "n": len(ordered),
+    }
+
+
+def _history(n: int) -> list[bytes]:
+    """``n`` realistic health events: mostly healthy, some degraded, a few outages.
+
+    Their times end about now (the pipeline's ticks feed wall time to the policy), spaced
+    as if ``n`` events had arrived over a few seconds.
+    """
+    rng = random.Random(7)
+    t0 = time.time() - n * 1e-5
+    out = []
+    per_round = len(REGIONS) * len(OBSERVERS)
+    for i in range(n):
+        rnd, k = divmod(i, per_round)
+        region = REGIONS[k // len(OBSERVERS)]
+        observer = OBSERVERS[k % len(OBSERVERS)]
+        status = "healthy"
+        if rng.random() < 0.03:
+            status = "degraded"
+        # Every 1000 rounds the region that should be active by then has a 5-round outage.
+        if rnd >= 1000 and rnd % 1000 < 5 and region == REGIONS[(rnd // 1000 - 1) % 2]:
+            status = "unhealthy"
+        event = HealthEvent(
+            event_id=f"{observer}:{region}:{rnd}",
+            region=region,
+            source=observer,
+            status=status,  # type: ignore[arg-type]
+            observed_at=t0 + i * 1e-5,
+            latency_ms=round(rng.uniform(5, 80), 2),
+            detail="HTTP 200" if status == "healthy" else "HTTP 503",
+        )
+        out.append(encode_data(event))
+    return out
+
+
+async def _fill(r: aioredis.Redis, stream: str, datas: list[bytes]) -> None:
+    for start in range(0, len(datas), 5000):
+        async with r.pipeline(transaction=False) as pipe:
+            for data in datas[start : start + 5000]:
+                pipe.xadd(stream, {b"data": data})
+            await pipe.execute()
+
+
+async def _bare(r: aioredis.Redis, keys: Keys, n: int, batch: int) -> float:
+    """The ceiling: XREADGROUP + msgspec decode + XACK, nothing else."""
+    group = f"bare-{time.monotonic_ns()}"
+    await r.xgroup_create(keys.health, group, id="0")
+    decoder = msgspec.json.Decoder(HealthEvent)
+    done = 0
+    start = time.perf_counter()
+    while done < n:
+        reply = await r.xreadgroup(group, "bare", {keys.health: ">"}, count=batch)
+        if not reply:
+            break
+        entries = reply[0][1]
+        for _, fields in entries:
+            decoder.decode(fields[b"data"])
+        await r.xack(keys.health, group, *[entry_id for entry_id, _ in entries])
+        done += len(entries)
+    elapsed = time.perf_counter() - start
+    await r.xgroup_destroy(keys.health, group)
+    assert done == n, (done, n)
+    return n / elapsed
+
+
+async def _pipeline(r: aioredis.Redis, url: str, keys: Keys, n: int, batch: int) -> dict[str, Any]:
+    """The whole leader pipeline over the pre-filled stream, from a fresh group and state."""
+    await r.delete(keys.state, keys.decisions, keys.dlq, keys.leader)
+    groups = [g["name"] for g in await r.xinfo_groups(keys.health)]
+    if GROUP.encode() in groups:
+        await r.xgroup_destroy(keys.health, GROUP)
+    settings = load_settings(
+        {
+            "FAILOVER_REDIS_URL": url,
+            "FAILOVER_NAMESPACE": keys.namespace,
+            "FAILOVER_REGIONS": ",".join(REGIONS),
+            "FAILOVER_QUORUM": "2",
+            "FAILOVER_BATCH_SIZE": str(batch),
+            "FAILOVER_COOLDOWN_MS": "0",
+            "FAILOVER_WINDOW_MS": "600000",
+            "FAILOVER_STALE_AFTER_MS": "600000",
+        }
+    )
+    result = await Lease(r, keys, "bench#1", 60_000).acquire()
+    assert isinstance(result, Acquired)
+    now = time.monotonic()
+    leadership = Leadership("bench#1", result.epoch, now, now)
+    pipeline = LeaderPipeline(r, keys, settings, leadership)
+    start = time.perf_counter()
+    task = asyncio.create_task(pipeline.run())
+    while pipeline.stats.applied + pipeline.stats.dead_letters < n:
+        if task.done():
+            task.result()
+            raise RuntimeError("pipeline ended early")
+        await asyncio.sleep(0.002)
+    # The last batch is applied; wait for its commit (acks) to land.
+    while (await r.xpending(keys.health, GROUP))["pending"]:
+        await asyncio.sleep(0.001)
+    elapsed = time.perf_counter() - start
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return {
+        "events_per_s": n / elapsed,
+        "decisions": pipeline.stats.decisions,
+        "commits": pipeline.stats.commits,
+    }
+
+
+async def _latency(url: str, rate: int, decisions: int) -> dict[str, Any]:
+    """Decision latency with a real coordinator process at a steady event rate."""
+    keys = Keys("{lat}")
+    env = {
+        **os.environ,
+        "FAILOVER_REDIS_URL": url,
+        "FAILOVER_NAMESPACE": keys.namespace,
+        "FAILOVER_REGIONS": "eu,us,ap",
+        "FAILOVER_INSTANCE_ID": "bench",
+        "FAILOVER_QUORUM": "2",
+        "FAILOVER_THRESHOLD": "3",
+        "FAILOVER_RECOVERY_THRESHOLD": "3",
+        "FAILOVER_COOLDOWN_MS": "50",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.coordinator"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    producer = connect(url)
+    follower = connect(url, socket_timeout=5)
+    sent: dict[str, tuple[bytes, float]] = {}  # event id -> (entry id, send time)
+    server_ms: list[float] = []
+    client_ms: list[float] = []
+    observers = ("o1", "o2", "o3", "o4")
+    stop = asyncio.Event()
+    seen_decisions: list[tuple[bytes, FailoverDecision, float]] = []
+
+    async def follow() -> None:
+        last = b"0-0"
+        while not stop.is_set():
+            reply = await follower.xread({keys.decisions: last}, block=100)
+            seen = time.perf_counter()
+            for _, entries in reply or []:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    decision = decode_entry(fields, stream="decisions")
+                    if isinstance(decision, FailoverDecision):
+                        seen_decisions.append((entry_id, decision, seen))
+            if len(seen_decisions) >= decisions:
+                stop.set()
+
+    async def produce() -> None:
+        per_round = 3 * len(observers)
+        period = per_round / rate
+        rnd = 0
+        outage = 0
+        failing: str | None = None
+        failing_until = 0
+        next_at = time.perf_counter() + 0.5  # let the coordinator get elected
+        while not stop.is_set():
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            next_at += period
+            if rnd % 50 == 0 and rnd >= 100:
+                failing = "eu" if outage % 2 == 0 else "us"  # the active region
+                failing_until = rnd + 3
+                outage += 1
+            async with producer.pipeline(transaction=False) as pipe:
+                ids = []
+                for region in ("eu", "us", "ap"):
+                    for observer in observers:
+                        status = (
+                            "unhealthy"
+                            if region == failing and rnd < failing_until
+                            else ("healthy")
+                        )
+                        event_id = f"{observer}-{region}-{rnd}"
+                        ids.append(event_id)
+                        event = HealthEvent(event_id, region, observer, status, time.time())  # type: ignore[arg-type]
+                        pipe.xadd(keys.health, {b"data": encode_data(event)})
+                start = time.perf_counter()
+                entry_ids = await pipe.execute()
+            for event_id, entry_id in zip(ids, entry_ids, strict=True):
+                sent[event_id] = (entry_id, start)
+            rnd += 1
+
+    try:
+        started = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(follow(), produce()), timeout=180)
+        elapsed = time.perf_counter() - started
+    finally:
+        stop.set()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        await producer.aclose()
+        await follower.aclose()
+    for entry_id, decision, seen in seen_decisions:
+        # The trigger is the newest entry of the evidence: it completed the quorum.
+        trigger = max(decision.evidence, key=lambda e: split_id(sent[e][0]))
+        trigger_id, trigger_sent = sent[trigger]
+        server_ms.append(float(split_id(entry_id)[0] - split_id(trigger_id)[0]))
+        client_ms.append((seen - trigger_sent) * 1000)
+    events = len(sent)
+    return {
+        "events": events,
+        "achieved_rate": round(events / elapsed),
+        "server": _pct(server_ms),
+        "client": _pct(client_ms),
+        "coordinator_exit": proc.returncode,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--batches", default="500,2000", help="comma-separated batch sizes")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rate", type=int, default=2000)
+    parser.add_argument("--decisions", type=int, default=60)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    logging.getLogger("workers").setLevel(logging.CRITICAL)  # decisions would flood stdout
+    batches = [int(b) for b in args.batches.split(",")]
+    server = RedisServer()
+    server.start()
+    throughput = []
+    try:
+        r = connect(server.url, socket_timeout=30)
+        keys = Keys("{bench}")
+        await _fill(r, keys.health, _history(args.events))
+        for batch in batches:
+            bare, pipe, runs = [], [], []
+            for _ in range(args.repeat):
+                bare.append(await _bare(r, keys, args.events, batch))
+                run = await _pipeline(r, server.url, keys, args.events, batch)
+                pipe.append(run["events_per_s"])
+                runs.append(run)
+            throughput.append(
+                {
+                    "batch": batch,
+                    "bare_loop_events_per_s": round(max(bare)),
+                    "pipeline_events_per_s": round(max(pipe)),
+                    "ratio": round(max(pipe) / max(bare), 3),
+                    "all_bare": [round(x) for x in bare],
+                    "all_pipeline": [round(x) for x in pipe],
+                    "commits": runs[0]["commits"],
+                    "decisions": runs[0]["decisions"],
+                }
+            )
+        await r.aclose()
+        latency = await _latency(server.url, args.rate, args.decisions)
+    finally:
+        server.stop()
+    result = {"events": args.events, "throughput": throughput, "decision_latency": latency}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{args.events} pre-filled health events; best of {args.repeat} passes")
+    for row in throughput:
+        print(
+            f"batch {row['batch']:>5}: bare-loop {row['bare_loop_events_per_s']:>9,} events/s"
+            f"  pipeline {row['pipeline_events_per_s']:>9,} events/s"
+            f"  = {row['ratio']:.2f} x bare  ({row['commits']} commits)"
+        )
+    lat = latency
+    print(
+        f"decision latency at {lat['achieved_rate']} events/s over {lat['server']['n']} "
+        f"decisions: server p50 {lat['server']['p50_ms']} ms p99 {lat['server']['p99_ms']} ms; "
+        f"client p50 {lat['client']['p50_ms']} ms p99 {lat['client']['p99_ms']} ms"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
