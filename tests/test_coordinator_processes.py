@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from schemas.events import (
 )
 from streams.group import split_id
 from streams.keys import GROUP, Keys
-from streams.server import RedisServer
+from streams.server import RedisServer, free_port
 from workers.policy import Policy, PolicyConfig
 
 pytestmark = pytest.mark.chaos
@@ -349,3 +350,33 @@ def test_coordinator_keeps_running_through_a_redis_outage(
         codes = fleet.stop_all()
         r.close()
     assert codes == {"solo": 0}, fleet.tails()
+
+
+def test_coordinator_serves_its_metrics(own_redis_server: RedisServer, tmp_path: Path) -> None:
+    fleet = Fleet(own_redis_server.url, tmp_path)
+    port = free_port()
+    fleet.env["FAILOVER_METRICS_PORT"] = str(port)
+    keys = Keys(NAMESPACE)
+    r = redis.Redis(port=own_redis_server.port)
+    try:
+        fleet.start("m1")
+        _leader(r, keys)
+        r.xadd(keys.health, {b"data": b"not json"})
+        deadline = time.monotonic() + 10
+        text = ""
+        while 'failover_dead_lettered_total{instance="m1"} 1.0' not in text:
+            assert time.monotonic() < deadline, text + fleet.tails()
+            time.sleep(0.1)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as rsp:
+                    text = rsp.read().decode()
+            except OSError:
+                continue
+        assert 'failover_is_leader{instance="m1"} 1.0' in text
+        assert 'failover_decisions_total{instance="m1",type="leader_changed"} 1.0' in text
+        assert 'failover_commits_total{instance="m1",outcome="ok"}' in text
+        assert 'failover_commit_latency_seconds_count{instance="m1"}' in text
+    finally:
+        codes = fleet.stop_all()
+        r.close()
+    assert codes == {"m1": 0}, fleet.tails()

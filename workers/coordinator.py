@@ -7,6 +7,8 @@ are handled here only: SIGTERM/SIGINT stop reading, abandon or finish the batch 
 simply expires) and the process still exits 0, with a warning. Redis outages are ridden
 out: the leader steps down and the process keeps campaigning. An unknown exception is a
 bug: it is logged and the process exits 1 (after handing the lease on). Bad settings exit 2.
+With ``FAILOVER_METRICS_PORT`` set, Prometheus metrics (is-leader, commits and their
+latency, decisions, dead letters) are served at ``/metrics``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from streams.connection import connect
 from streams.keys import Keys
 from streams.lease import make_owner_id
 from workers.elector import Elector, ElectorTiming, Leadership
+from workers.metrics import CoordinatorMetrics
+from workers.metrics import serve as serve_metrics
 from workers.pipeline import LeaderPipeline
 from workers.settings import Settings, load_settings
 
@@ -37,10 +41,18 @@ async def serve(settings: Settings) -> int:
     owner = make_owner_id(settings.instance_id)
     keys = Keys(settings.namespace)
     redis = connect(settings.redis_url, client_name=f"coordinator:{owner}")
-    elector = Elector(redis, keys, owner, ElectorTiming.from_settings(settings))
+    metrics = CoordinatorMetrics(settings.instance_id)
+    elector = Elector(
+        redis,
+        keys,
+        owner,
+        ElectorTiming.from_settings(settings),
+        on_elected=lambda _: metrics.elected(),
+        on_demoted=lambda _, __: metrics.demoted(),
+    )
 
     async def lead(leadership: Leadership) -> None:
-        await LeaderPipeline(redis, keys, settings, leadership).run()
+        await LeaderPipeline(redis, keys, settings, leadership, metrics=metrics).run()
 
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
@@ -59,6 +71,9 @@ async def serve(settings: Settings) -> int:
         settings.namespace,
         ",".join(settings.regions),
         settings.redacted_url,
+    )
+    exporter = (
+        serve_metrics(metrics.registry, settings.metrics_port) if settings.metrics_port else None
     )
     runner = asyncio.create_task(elector.run(lead), name="elector")
     stopper = asyncio.create_task(stop_requested.wait(), name="stop-requested")
@@ -88,6 +103,8 @@ async def serve(settings: Settings) -> int:
         stopper.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        if exporter is not None:
+            exporter.close()
         with contextlib.suppress(Exception):
             await redis.aclose()
 

@@ -61,6 +61,7 @@ from streams.group import ZERO_ID, ConsumerGroup, RawRead
 from streams.keys import Keys
 from workers.elector import Leadership
 from workers.intake import Intake, Run
+from workers.metrics import CoordinatorMetrics
 from workers.policy import PlannedFailover, Policy, PolicyConfig, decode_state, encode_state
 from workers.settings import Settings
 
@@ -96,8 +97,10 @@ class LeaderPipeline:
         leadership: Leadership,
         *,
         clock: Callable[[], float] = time.time,
+        metrics: CoordinatorMetrics | None = None,
     ) -> None:
         self.redis = redis
+        self.metrics = metrics
         self.keys = keys
         self.settings = settings
         self.owner = leadership.owner
@@ -212,6 +215,8 @@ class LeaderPipeline:
         if isinstance(result, Fenced):
             return False
         log.info("leader_changed epoch=%s leader=%s", self.epoch, self.owner)
+        if self.metrics is not None:
+            self.metrics.decided("leader_changed")
         return True
 
     async def _claim(self) -> bool:
@@ -367,7 +372,7 @@ class LeaderPipeline:
         work.ticked = True
 
     def _seal(self, work: _Work) -> bool:
-        """Complete a round's batch (decisions, changed state); False if there is nothing."""
+        """Complete a round's batch (decisions, state); False if there is nothing to commit."""
         batch = work.batch
         for plan in work.planned:
             batch.decisions.append(encode_data(self._stamp(plan)))
@@ -396,21 +401,24 @@ class LeaderPipeline:
         )
 
     def _add_state(self, batch: Batch) -> None:
-        """Put the policy state into ``batch`` if it changed since the last commit."""
+        """Stamp ``batch`` with who commits it, and the policy state if it changed."""
         assert self.policy is not None
-        state = encode_state(self.policy.state)
-        if state == self._state_bytes:
-            return
-        self._state_bytes = state
-        batch.state["policy"] = state
-        batch.state["summary"] = _summary_encoder.encode(self.policy.summary())
         batch.state["epoch"] = b"%d" % self.epoch
         batch.state["leader"] = self.owner.encode()
         batch.state["updated_at"] = repr(self._clock()).encode()
+        state = encode_state(self.policy.state)
+        if state != self._state_bytes:
+            self._state_bytes = state
+            batch.state["policy"] = state
+            batch.state["summary"] = _summary_encoder.encode(self.policy.summary())
 
     async def _commit_batch(self, batch: Batch) -> Committed | Fenced:
         token = self.committer.next_token()
+        start = time.perf_counter()
         result = await self._io(lambda: self.committer.commit(batch, token), "commit")
+        if self.metrics is not None:
+            fenced = isinstance(result, Fenced)
+            self.metrics.committed(time.perf_counter() - start, fenced=fenced)
         if isinstance(result, Fenced):
             log.error("fenced on commit: batch abandoned, stepping down epoch=%s", self.epoch)
             return result
@@ -443,6 +451,9 @@ class LeaderPipeline:
                 self.epoch,
             )
         self.stats.dead_letters += len(work.letters)
+        if self.metrics is not None:
+            self.metrics.decided("failover", len(work.planned))
+            self.metrics.dead_lettered(len(work.letters))
         self._report_policy_notes()
 
     def _report_policy_notes(self) -> None:
