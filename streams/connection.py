@@ -2,6 +2,14 @@
 
 Retries happen here and only here: exponential backoff with jitter, bounded by a deadline on
 the monotonic clock; after it, callers see :class:`~schemas.errors.RedisUnavailable`.
+
+Cancellation trap (Python 3.11): redis-py sends every command through ``asyncio.wait_for``
+when a socket timeout is set, and 3.11's ``wait_for`` returns normally -- dropping the
+cancellation -- when the outer task is cancelled in the same loop iteration as the send
+completes (CPython gh-86296, fixed in 3.12). A cancelled task can thus carry on as if
+nothing happened, at any Redis command, not only long blocking ones. :func:`call` re-raises
+such a lost cancellation; :func:`reraise_lost_cancel` and :func:`cancel_and_wait` are for
+code that talks to Redis or stops tasks outside it.
 """
 
 from __future__ import annotations
@@ -10,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -179,6 +187,39 @@ def _gave_up(what: str, cause: object, elapsed: float, attempts: int) -> RedisUn
     )
 
 
+def reraise_lost_cancel(baseline: int = 0) -> None:
+    """Raise CancelledError if the current task was cancelled but the cancel got lost.
+
+    The task's ``cancelling()`` count still remembers a cancel that a racing
+    ``asyncio.wait_for`` dropped (see the module doc). ``baseline`` is the count the caller
+    started from: non-zero in code that runs while handling an earlier cancellation.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling() > baseline:
+        raise asyncio.CancelledError
+
+
+async def cancel_and_wait(*tasks: asyncio.Task[Any], grace_s: float = 0.5) -> None:
+    """Cancel ``tasks`` and wait until every one of them has finished.
+
+    A task still running ``grace_s`` after its cancel is cancelled again (with a warning),
+    and again: a cancel lost in redis-py (see the module doc) would otherwise leave the
+    caller waiting forever. Exceptions stay on the tasks for the caller to inspect; they
+    are marked retrieved, none is raised here.
+    """
+    pending = {task for task in tasks if not task.done()}
+    for task in pending:
+        task.cancel()
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=grace_s)
+        for task in pending:
+            log.warning("task %s ignored its cancellation; cancelling it again", task.get_name())
+            task.cancel()
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()
+
+
 async def call(
     op: Callable[[], Awaitable[T]],
     *,
@@ -192,8 +233,30 @@ async def call(
     Non-retriable errors propagate at once (they are bugs or contract violations). A call
     hung on a paused server is cut by the same deadline, so the caller's clock is honoured.
     Each failed attempt is logged with its number; the final :class:`RedisUnavailable`
-    names the last error and how many attempts were made.
+    names the last error and how many attempts were made. A cancellation of the caller
+    that redis-py lost on the way is raised here (see the module doc).
     """
+    task = asyncio.current_task()
+    baseline = task.cancelling() if task is not None else 0
+    try:
+        result = await _call(op, what, deadline_s, initial_backoff_s, max_backoff_s)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        if task is not None and task.cancelling() > baseline:
+            raise asyncio.CancelledError from exc
+        raise
+    reraise_lost_cancel(baseline)
+    return result
+
+
+async def _call(
+    op: Callable[[], Awaitable[T]],
+    what: str,
+    deadline_s: float,
+    initial_backoff_s: float,
+    max_backoff_s: float,
+) -> T:
     start = time.monotonic()
     seen = _Attempts()
     try:

@@ -28,7 +28,11 @@ class Acquired(msgspec.Struct, frozen=True):
 
 
 class Held(msgspec.Struct, frozen=True):
-    """Someone (``owner``) holds the lease for ``pttl_ms`` more milliseconds."""
+    """Someone (``owner``) holds the lease for ``pttl_ms`` more milliseconds.
+
+    A lease key without expiry (set by hand) is reported with a full TTL, so followers back
+    off for a retry period instead of spinning on it.
+    """
 
     owner: str
     pttl_ms: int
@@ -68,7 +72,8 @@ class Lease:
         if int(reply[0]) == 1:
             return Acquired(epoch=int(reply[1]))
         holder = _text(reply[1]) if reply[1] is not None else ""
-        return Held(owner=holder, pttl_ms=max(int(reply[2]), 0))
+        pttl = int(reply[2])
+        return Held(owner=holder, pttl_ms=self.ttl_ms if pttl == -1 else max(pttl, 0))
 
     async def renew(self, epoch: int) -> bool:
         """Extend the lease by its TTL if we still own it under ``epoch``."""
@@ -77,9 +82,16 @@ class Lease:
         )
         return int(reply) == 1
 
-    async def release(self) -> bool:
-        """Delete the lease if we own it and tell followers; False if it was not ours."""
-        reply = await self._release(keys=[self.keys.leader], args=[self.owner, self.keys.released])
+    async def release(self, epoch: int | None = None) -> bool:
+        """Delete the lease if we own it (under ``epoch``, if given) and tell followers.
+
+        Returns False if it was not ours. Pass the epoch whenever it is known: a release
+        from an earlier term that reaches Redis late must not delete a newer term's lease.
+        """
+        reply = await self._release(
+            keys=[self.keys.leader, self.keys.epoch],
+            args=[self.owner, self.keys.released, "" if epoch is None else epoch],
+        )
         return int(reply) == 1
 
 

@@ -11,14 +11,21 @@ from __future__ import annotations
 # gets an epoch strictly greater than every earlier one (INCR never goes back, even when
 # the same owner acquires again). Contention returns the holder and its remaining PTTL so
 # a follower can sleep exactly until expiry.
+# Re-entrant for the same owner: if the lease already holds this owner (an earlier acquire
+# whose reply was lost -- timed out on a slow or paused server, or a connection dropped after
+# sending -- still ran), the owner takes it again under a NEW epoch and a full TTL instead of
+# waiting out its own ghost lease. The new epoch fences anything still in flight from the
+# owner's earlier term (renew, release and fenced writes all check the epoch).
 # KEYS: leader, epoch. ARGV: owner, ttl_ms.
-# Returns {1, epoch} on success, {0, holder, pttl_ms} when held.
+# Returns {1, epoch} on success, {0, holder, pttl_ms} when held by another owner.
 ACQUIRE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   local epoch = redis.call('INCR', KEYS[2])
   return {1, epoch}
 end
-return {0, redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
+return {0, holder, redis.call('PTTL', KEYS[1])}
 """
 
 # Guarantees: the TTL is extended only while the caller still holds the lease under the
@@ -33,12 +40,16 @@ end
 return 0
 """
 
-# Guarantees: only the owner can delete the lease; on delete, followers are told at once on
-# the release channel instead of waiting for the TTL.
-# KEYS: leader. ARGV: owner, release channel.
-# Returns 1 if released, 0 if the caller was not the owner.
+# Guarantees: only the owner can delete the lease, and, when an epoch is given, only under
+# that epoch: a release from an earlier term that reaches Redis late (sent to a paused
+# server, then the same owner re-acquired) cannot delete the owner's newer lease. On delete,
+# followers are told at once on the release channel instead of waiting for the TTL.
+# KEYS: leader, epoch (needed only with an epoch). ARGV: owner, release channel, epoch or ''.
+# Returns 1 if released, 0 if the caller was not the owner (or not under that epoch).
 RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local epoch = ARGV[3]
+if redis.call('GET', KEYS[1]) == ARGV[1]
+    and (epoch == nil or epoch == '' or redis.call('GET', KEYS[2]) == epoch) then
   redis.call('DEL', KEYS[1])
   redis.call('PUBLISH', ARGV[2], ARGV[1])
   return 1

@@ -21,8 +21,8 @@ import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions as rex
 
-from schemas.errors import RedisUnavailable
-from streams.connection import call, is_retriable
+from schemas.errors import ConfigError, RedisUnavailable
+from streams.connection import call, cancel_and_wait, is_retriable, reraise_lost_cancel
 from streams.keys import Keys
 from streams.lease import Acquired, Lease
 from workers.settings import MIN_REELECT_MS, Settings
@@ -47,6 +47,30 @@ class ElectorTiming(msgspec.Struct, frozen=True):
     reelect_jitter_ms: int = 2000
     min_reelect_ms: int = MIN_REELECT_MS
     follower_jitter_ms: int = 10
+
+    def __post_init__(self) -> None:
+        """Refuse timings that would let a leader outlive its lease or spin."""
+        if not 0 < self.renew_interval_ms < self.renew_deadline_ms < self.ttl_ms:
+            raise ConfigError(
+                "elector timing: need 0 < renew_interval_ms < renew_deadline_ms < ttl_ms, got "
+                f"{self.renew_interval_ms} / {self.renew_deadline_ms} / {self.ttl_ms}"
+            )
+        if self.retry_period_ms <= 0:
+            raise ConfigError(
+                f"elector timing: retry_period_ms must be > 0, got {self.retry_period_ms}"
+            )
+        negative = [
+            name
+            for name in (
+                "reelect_delay_ms",
+                "reelect_jitter_ms",
+                "min_reelect_ms",
+                "follower_jitter_ms",
+            )
+            if getattr(self, name) < 0
+        ]
+        if negative:
+            raise ConfigError(f"elector timing: {', '.join(negative)} must be >= 0")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ElectorTiming:
@@ -95,6 +119,10 @@ class Elector:
         self.lease = Lease(redis, keys, owner, timing.ttl_ms)
         self.leadership: Leadership | None = None
         self.leadership_changes = 0
+        # Monotonic *send* time of the last renew Redis confirmed (or of the acquisition) in
+        # the current or most recent term: the lease lives in Redis until at least this +
+        # ttl, and the leader steps down by this + renew_deadline. None before any term.
+        self.renewed_at: float | None = None
         self._on_elected = on_elected
         self._on_demoted = on_demoted
         self._stopping = asyncio.Event()
@@ -110,7 +138,12 @@ class Elector:
         self._stopping.set()
 
     async def run(self, work: Work) -> None:
-        """Campaign and lead until :meth:`stop`; an unexpected error in ``work`` propagates."""
+        """Campaign and lead until :meth:`stop`; an unexpected error in ``work`` propagates.
+
+        Cancelling ``run`` is a crash, not a shutdown: leader work is cancelled and awaited,
+        but the lease is not released (followers take over when it expires) and
+        ``on_demoted`` is not called. Use :meth:`stop` for a clean handoff.
+        """
         listener = asyncio.create_task(self._listen_for_release(), name="lease-release-listener")
         try:
             while not self._stopping.is_set():
@@ -122,9 +155,10 @@ class Elector:
                     return
                 await self._pause_before_reelection()
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            await cancel_and_wait(listener)
+            failure = None if listener.cancelled() else listener.exception()
+            if failure is not None:
+                raise failure  # the listener only dies of bugs (e.g. a refused password)
 
     async def _campaign(self) -> Leadership | None:
         retry_s = self.timing.retry_period_ms / 1000
@@ -155,6 +189,7 @@ class Elector:
 
     async def _lead(self, leadership: Leadership, work: Work) -> DemotionReason:
         self.leadership = leadership
+        self.renewed_at = leadership.acquired_at
         self.leadership_changes += 1
         log.info("elected leader owner=%s epoch=%s", leadership.owner, leadership.epoch)
         if self._on_elected is not None:
@@ -164,15 +199,23 @@ class Elector:
         stop_task = asyncio.create_task(self._stopping.wait(), name="stop-wait")
         crash: BaseException | None = None
         try:
-            await asyncio.wait(
-                {work_task, renew_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for task in (work_task, renew_task, stop_task):
-                task.cancel()
-            await asyncio.gather(work_task, renew_task, stop_task, return_exceptions=True)
+            try:
+                await asyncio.wait(
+                    {work_task, renew_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                await cancel_and_wait(work_task, renew_task, stop_task)
+        except asyncio.CancelledError:
+            # run() was cancelled (a crash): the work is gone, so is_leader must say so.
+            self.leadership = None
+            raise
         reason: DemotionReason
-        if renew_task.done() and not renew_task.cancelled() and renew_task.exception() is None:
+        if renew_task.done() and not renew_task.cancelled() and renew_task.exception() is not None:
+            # The renew loop returns a reason; anything it raises is a bug (a ScriptError, a
+            # non-retriable reply): step down, hand the lease on, then let the bug surface.
+            crash = renew_task.exception()
+            reason = "work_ended"
+        elif renew_task.done() and not renew_task.cancelled():
             reason = renew_task.result()
         elif stop_task.done() and not stop_task.cancelled():
             reason = "shutdown"
@@ -188,7 +231,7 @@ class Elector:
         if self._on_demoted is not None:
             self._on_demoted(leadership, reason)
         if reason != "lost":
-            await self._release()
+            await self._release(leadership.epoch)
         if crash is not None and not isinstance(crash, RedisUnavailable):
             # An unknown exception in leader work is a bug: let the process die loudly
             # (the supervisor restarts it), after handing the lease on.
@@ -221,15 +264,21 @@ class Elector:
                 log.error("lease lost: no longer owner epoch=%s", leadership.epoch)
                 return "lost"
             last_good = sent
+            self.renewed_at = sent
 
-    async def _release(self) -> None:
+    async def _release(self, epoch: int) -> None:
         try:
-            async with asyncio.timeout(min(1.0, self.timing.renew_interval_ms / 1000)):
-                released = await self.lease.release()
-        except (TimeoutError, rex.RedisError, OSError) as exc:
-            log.warning("could not release the lease (it will expire on its own): %s", exc)
+            released = await call(
+                lambda: self.lease.release(epoch),
+                what="release",
+                deadline_s=min(1.0, self.timing.renew_interval_ms / 1000),
+            )
+        except RedisUnavailable as exc:
+            log.warning(
+                "could not release the lease epoch=%s (it will expire on its own): %s", epoch, exc
+            )
             return
-        log.info("lease %s", "released" if released else "was no longer ours")
+        log.info("lease epoch=%s %s", epoch, "released" if released else "was no longer ours")
 
     async def _pause_before_reelection(self) -> None:
         timing = self.timing
@@ -244,13 +293,11 @@ class Elector:
         events = [self._stopping.wait()]
         if wake_on_release:
             events.append(self._released.wait())
-        tasks = [asyncio.ensure_future(e) for e in events]
+        tasks = [asyncio.create_task(e) for e in events]
         try:
             await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(*tasks)
 
     async def _listen_for_release(self) -> None:
         """Set ``_released`` whenever the release script publishes; reconnect on errors."""
@@ -258,9 +305,11 @@ class Elector:
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(self.keys.released)
+                reraise_lost_cancel()
                 while True:
                     # Short timeout: cancellation must not wait on a long blocking read.
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+                    reraise_lost_cancel()
                     if message is not None:
                         self._released.set()
             except (rex.RedisError, OSError) as exc:
