@@ -225,8 +225,12 @@ class Elector:
         else:
             reason = "work_ended"
         self.leadership = None
-        log.warning(
-            "stepped down owner=%s epoch=%s reason=%s", leadership.owner, leadership.epoch, reason
+        log.log(
+            logging.INFO if reason == "shutdown" else logging.WARNING,
+            "stepped down owner=%s epoch=%s reason=%s",
+            leadership.owner,
+            leadership.epoch,
+            reason,
         )
         if self._on_demoted is not None:
             self._on_demoted(leadership, reason)
