@@ -63,7 +63,11 @@ class Lease:
         self._release = redis.register_script(scripts.RELEASE)
 
     async def acquire(self) -> Acquired | Held:
-        """Try once to take the lease; return the new epoch or who holds it."""
+        """Try once to take the lease; return the new epoch or who holds it.
+
+        Re-entrant: if the lease already names this owner (an earlier acquire ran but its
+        reply was lost), it is taken again under a new epoch, which fences that earlier term.
+        """
         reply = await self._acquire(
             keys=[self.keys.leader, self.keys.epoch], args=[self.owner, self.ttl_ms]
         )
