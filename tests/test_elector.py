@@ -82,7 +82,8 @@ async def test_leader_renews_and_releases_on_stop(
         renewed = member.elector.renewed_at
         assert renewed is not None and renewed > leadership.acquired_at + 0.25
         pttl = await redis_client.pttl(keys.leader)
-        assert pttl > 600 - 100 - 150, pttl  # kept fresh: never far below one interval's wear
+        # Kept fresh: without renewals it would be under 150 ms by now.
+        assert pttl > 250, pttl
         await fleet.stop(member)
     finally:
         await fleet.close()

@@ -298,7 +298,7 @@ async def test_sigterm_hands_over_to_a_follower_promptly(
 async def test_sigkill_leader_process_is_replaced_only_after_its_ttl(
     redis_server: RedisServer, redis_client: aioredis.Redis, keys: Keys
 ) -> None:
-    ttl_s, interval_s = 1.5, 0.3  # the process renews every TTL/5
+    ttl_s = 1.5
     proc = _Proc(redis_server.url, keys.namespace, 1500)
     fleet = Fleet(redis_server.url, keys, _timing(1500))
     try:
@@ -313,11 +313,12 @@ async def test_sigkill_leader_process_is_replaced_only_after_its_ttl(
         assert pttl > 0  # nothing released it
         follower = await fleet.leader(timeout=5)
         latency = fleet.term_of(follower).start - killed
-        # The lease was last renewed at most one interval (plus scheduling) before the
-        # kill, so the takeover waits for most of a TTL, and not much more than the
-        # lease's remaining time.
-        assert latency >= ttl_s - interval_s - 0.2, (latency, pttl_before)
+        # Not before the lease ran out: it still had pttl to live when read after the kill
+        # (10 ms: PTTL's rounding and Redis's wall clock vs our monotonic one) ...
         assert latency >= pttl / 1000 - 0.01, (latency, pttl)
+        # ... and the dead leader had renewed it recently (every 0.3 s), so that was a good
+        # part of the 1.5 s TTL: the wait really was for the lease, not a formality.
+        assert pttl > 500, (pttl_before, pttl)
         assert latency < ttl_s + 0.4, latency
     finally:
         proc.close()
