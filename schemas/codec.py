@@ -17,6 +17,7 @@ from schemas.events import (
     AnyEntry,
     DeadLetter,
     Drain,
+    Event,
     FailoverCompleted,
     FailoverDecision,
     FailoverFailed,
@@ -80,6 +81,27 @@ def decode_entry(fields: Fields, *, stream: StreamKind) -> AnyEntry:
         kind = type(entry).__struct_config__.tag
         raise DecodeError(f"a {kind!s} entry does not belong on the {stream} stream")
     return entry
+
+
+def check_event_time(event: Event, entry_id: bytes, max_ahead_ms: int) -> None:
+    """Raise DecodeError if ``event`` claims a time over ``max_ahead_ms`` after its arrival.
+
+    The arrival time is the entry id's millisecond part, stamped by the Redis server at
+    ``XADD``: a producer whose clock runs ahead would otherwise drag the policy clock into
+    the future and make every other region look stale. Deterministic from the history, so
+    a replay judges an entry exactly as the leader did. ``max_ahead_ms`` 0 turns it off.
+    """
+    if max_ahead_ms <= 0:
+        return
+    at = event.observed_at if type(event) is HealthEvent else event.at  # type: ignore[union-attr]
+    arrived_ms = int(entry_id[: entry_id.index(b"-")])
+    ahead_ms = at * 1000.0 - arrived_ms
+    if ahead_ms > max_ahead_ms:
+        raise DecodeError(
+            f"event time {at:.3f} is {ahead_ms / 1000:.3f}s ahead of its arrival in Redis"
+            f" (entry id {entry_id.decode()}): the producer's clock is off by more than"
+            f" FAILOVER_MAX_CLOCK_SKEW_MS={max_ahead_ms}"
+        )
 
 
 def encode_data(entry: AnyEntry) -> bytes:

@@ -22,7 +22,11 @@ from workers.settings import Settings, load_settings
 
 
 def settings_for(url: str, namespace: str, **overrides: Any) -> Settings:
-    """Settings for a test leader: three regions, fast ticks, a long stale time."""
+    """Settings for a test leader: three regions, fast ticks, a long stale time.
+
+    The clock-skew guard is off: these tests write synthetic event times (a fixed T0, not
+    the Redis clock); ``tests/test_bad_input.py`` tests the guard with it on.
+    """
     env = {
         "FAILOVER_REDIS_URL": url,
         "FAILOVER_NAMESPACE": namespace,
@@ -30,6 +34,7 @@ def settings_for(url: str, namespace: str, **overrides: Any) -> Settings:
         "FAILOVER_TICK_MS": "50",
         "FAILOVER_STALE_AFTER_MS": "600000",
         "FAILOVER_COOLDOWN_MS": "0",
+        "FAILOVER_MAX_CLOCK_SKEW_MS": "0",
     }
     env.update({f"FAILOVER_{k.upper()}": str(v) for k, v in overrides.items()})
     return load_settings(env)

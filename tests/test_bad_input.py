@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 import redis.asyncio as aioredis
 
@@ -190,3 +192,45 @@ async def test_valid_entries_with_unknown_fields_are_applied_not_dead_lettered(
         await term.stop()
     assert await redis_client.xlen(keys.dlq) == 0
     assert term.pipeline.stats.applied == 2
+
+
+async def test_event_from_a_clock_running_ahead_is_a_dead_letter_not_a_stale_failover(
+    redis_client: aioredis.Redis, redis_server: RedisServer, keys: Keys
+) -> None:
+    # One probe an hour ahead would otherwise drag the policy clock forward and make the
+    # active region (heard from a moment ago) look stale: a failover on a broken clock.
+    settings = settings_for(
+        redis_server.url, keys.namespace, max_clock_skew_ms=5000, stale_after_ms=30000
+    )
+    term = await start_term(redis_client, keys, settings)
+    now = time.time()
+    try:
+        for region in ("eu", "us", "ap"):
+            for i in range(3):
+                await redis_client.xadd(
+                    keys.health, health(f"{region}-{i}", region, "o1", "healthy", now + i * 0.01)
+                )
+        skewed = await redis_client.xadd(
+            keys.health, health("future", "us", "o2", "healthy", now + 3600)
+        )
+        await redis_client.xadd(
+            keys.health, health("slightly-ahead", "ap", "o2", "healthy", now + 2)
+        )
+
+        async def done() -> bool:
+            return await backlog(redis_client, keys) == 0
+
+        await eventually(done, what="caught up")
+        await asyncio.sleep(0.2)  # several ticks: a clock dragged an hour ahead would decide
+    finally:
+        await term.stop()
+    (letter,) = await dead_letters(redis_client, keys)
+    assert letter.entry_id == skewed.decode()
+    assert "ahead of its arrival" in letter.reason
+    assert "FAILOVER_MAX_CLOCK_SKEW_MS=5000" in letter.reason
+    assert await failovers(redis_client, keys) == []
+    assert term.pipeline.policy is not None
+    clock = term.pipeline.policy.summary().clock
+    assert clock is not None and clock < now + 60
+    # Nine on-time events and the one 2 s ahead (within the allowed skew) were applied.
+    assert term.pipeline.stats.applied == 10

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from schemas.codec import (
     DATA_FIELD,
     MAX_DATA_BYTES,
+    check_event_time,
     decode_data,
     decode_entry,
     encode_data,
@@ -435,3 +436,20 @@ async def test_duplicate_fields_survive_a_raw_read(
 def test_base64_is_standard_alphabet() -> None:
     raw, _ = raw_from_fields([(b"\xfb\xff", b"\xfe")])
     assert raw == [(base64.b64encode(b"\xfb\xff").decode(), base64.b64encode(b"\xfe").decode())]
+
+
+def test_event_time_ahead_of_arrival_is_refused_beyond_the_skew() -> None:
+    arrived_ms = 1_795_000_000_000
+    entry_id = f"{arrived_ms}-3".encode()
+
+    def health_at(t: float) -> HealthEvent:
+        return HealthEvent(event_id="e", region="eu", source="p", status="healthy", observed_at=t)
+
+    check_event_time(health_at(arrived_ms / 1000 + 5.0), entry_id, 5000)  # at the bound
+    check_event_time(health_at(arrived_ms / 1000 - 3600), entry_id, 5000)  # late is fine
+    with pytest.raises(DecodeError, match=r"5\.001s ahead .*FAILOVER_MAX_CLOCK_SKEW_MS=5000"):
+        check_event_time(health_at(arrived_ms / 1000 + 5.001), entry_id, 5000)
+    drain = Drain(event_id="d", region="eu", actor="op", at=arrived_ms / 1000 + 60)
+    with pytest.raises(DecodeError, match="ahead of its arrival"):
+        check_event_time(drain, entry_id, 5000)
+    check_event_time(drain, entry_id, 0)  # 0 turns the check off

@@ -38,6 +38,7 @@ def test_defaults_follow_the_design() -> None:
     assert (s.max_deliveries, s.batch_size) == (5, 500)
     assert (s.reelect_delay_ms, s.reelect_jitter_ms) == (5000, 2000)
     assert (s.shutdown_timeout_ms, s.tick_ms, s.metrics_port) == (5000, 1000, 0)
+    assert s.max_clock_skew_ms == 5000
     assert s.probe_targets == ()
     assert s.kafka == KafkaSettings()
 
@@ -63,6 +64,7 @@ def test_every_variable_is_read() -> None:
         "FAILOVER_REELECT_JITTER_MS": "2000",
         "FAILOVER_SHUTDOWN_TIMEOUT_MS": "1500",
         "FAILOVER_TICK_MS": "250",
+        "FAILOVER_MAX_CLOCK_SKEW_MS": "1500",
         "FAILOVER_METRICS_PORT": "9100",
         "FAILOVER_DECISIONS_MAXLEN": "10000",
         "FAILOVER_DLQ_MAXLEN": "500",
@@ -89,6 +91,7 @@ def test_every_variable_is_read() -> None:
     assert (s.recovery_threshold, s.cooldown_ms, s.max_deliveries, s.batch_size) == (5, 0, 7, 100)
     assert (s.reelect_delay_ms, s.reelect_jitter_ms) == (3000, 2000)
     assert (s.shutdown_timeout_ms, s.tick_ms, s.metrics_port) == (1500, 250, 9100)
+    assert s.max_clock_skew_ms == 1500
     assert (s.decisions_maxlen, s.dlq_maxlen) == (10000, 500)
     assert s.probe_targets == (
         ProbeTarget(region="a", url="https://a.example/health"),
@@ -113,6 +116,13 @@ def test_renew_timings_default_from_the_ttl() -> None:
         2000,
         1000,
     )
+
+
+def test_clock_skew_defaults_inside_the_stale_time() -> None:
+    # The guard must stay well inside stale_after, or a clock running ahead by less than
+    # the allowed skew could still make a healthy region look stale.
+    assert load_settings({**BASE, "FAILOVER_STALE_AFTER_MS": "4000"}).max_clock_skew_ms == 2000
+    assert load_settings({**BASE, "FAILOVER_MAX_CLOCK_SKEW_MS": "0"}).max_clock_skew_ms == 0
 
 
 def test_blank_values_mean_unset() -> None:
@@ -183,6 +193,12 @@ BAD_VALUES = [
     ({"FAILOVER_BATCH_SIZE": "100001"}, "BATCH_SIZE", "<= 100000"),
     ({"FAILOVER_SHUTDOWN_TIMEOUT_MS": "10"}, "SHUTDOWN_TIMEOUT_MS", ">= 100"),
     ({"FAILOVER_TICK_MS": "1"}, "TICK_MS", ">= 10"),
+    ({"FAILOVER_MAX_CLOCK_SKEW_MS": "-1"}, "MAX_CLOCK_SKEW_MS", ">= 0"),
+    (
+        {"FAILOVER_MAX_CLOCK_SKEW_MS": "30000"},
+        "MAX_CLOCK_SKEW_MS",
+        "< FAILOVER_STALE_AFTER_MS (30000) or 0",
+    ),
     ({"FAILOVER_METRICS_PORT": "70000"}, "METRICS_PORT", "<= 65535"),
     ({"FAILOVER_DLQ_MAXLEN": "-3"}, "DLQ_MAXLEN", ">= 0"),
     ({"FAILOVER_PROBE_TARGETS": "eu-west-1"}, "PROBE_TARGETS", "region=http(s)://"),

@@ -340,7 +340,14 @@ async def cmd_replay(ctx: Context) -> int:
     streams = await read_range(ctx.redis, ctx.keys, first, last, deadline_s=ctx.deadline_s)
     merged = merge(streams)
     start, end = bounds(merged, first, a.to_id)
-    result = replay(merged, config, tick_ms=tick_ms, start=start, end=end)
+    result = replay(
+        merged,
+        config,
+        tick_ms=tick_ms,
+        start=start,
+        end=end,
+        max_clock_skew_ms=ctx.settings.max_clock_skew_ms,
+    )
     recorded = await ctx.io(
         lambda: ctx.redis.xrange(ctx.keys.decisions, min=first, max=last, count=1000), "decisions"
     )

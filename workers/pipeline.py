@@ -40,7 +40,7 @@ import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions as rex
 
-from schemas.codec import StreamKind, decode_data, decode_entry, encode_data
+from schemas.codec import StreamKind, check_event_time, decode_data, decode_entry, encode_data
 from schemas.errors import DecodeError
 from schemas.events import (
     DeadLetter,
@@ -120,6 +120,7 @@ class LeaderPipeline:
         self._clock = clock
         self._count = settings.batch_size
         self._max_deliveries = settings.max_deliveries
+        self._max_skew_ms = settings.max_clock_skew_ms
         self._tick_s = settings.tick_ms / 1000
         self._deadline_s = settings.renew_deadline_ms / 1000
         self._streams = keys.input_streams
@@ -299,6 +300,7 @@ class LeaderPipeline:
                 work, stream=stream, entry_id=entry_id, fields=None, deliveries=0, reason=reason
             )
         max_deliveries = self._max_deliveries
+        max_skew_ms = self._max_skew_ms
         apply = policy.apply
         planned_all = work.planned
         applied = 0
@@ -334,6 +336,7 @@ class LeaderPipeline:
                     continue
                 try:
                     event = _decode(stream, fields)
+                    check_event_time(event, entry_id, max_skew_ms)
                 except DecodeError as exc:
                     self._dead(
                         work,

@@ -18,7 +18,7 @@ from typing import cast
 import msgspec
 import redis.asyncio as aioredis
 
-from schemas.codec import decode_entry
+from schemas.codec import check_event_time, decode_entry
 from schemas.errors import ConfigError, DecodeError
 from schemas.events import HealthEvent
 from streams.connection import call
@@ -92,6 +92,7 @@ def replay(
     tick_ms: int,
     start: float | None,
     end: float | None,
+    max_clock_skew_ms: int = 0,
 ) -> ReplayResult:
     """Apply ``entries`` (merged) to a fresh policy with simulated ticks; pure."""
     policy = Policy(config)
@@ -123,6 +124,7 @@ def replay(
         tick_until(at)
         try:
             event = decode_entry(fields, stream=kind)  # type: ignore[arg-type]
+            check_event_time(event, entry_id, max_clock_skew_ms)  # type: ignore[arg-type]
         except DecodeError as exc:
             undecodable.append(Undecodable(kind, entry_id.decode(), exc.reason))
             continue

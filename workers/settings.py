@@ -81,6 +81,7 @@ class Settings(msgspec.Struct, frozen=True):
     reelect_jitter_ms: int = 2000
     shutdown_timeout_ms: int = 5000
     tick_ms: int = 1000
+    max_clock_skew_ms: int = 5000
     metrics_port: int = 0
     decisions_maxlen: int = 0
     dlq_maxlen: int = 0
@@ -325,6 +326,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f" (delay {delay})",
             str(jitter),
         )
+    stale_after = reader.integer("STALE_AFTER_MS", 30000, minimum=1, unit=ms)
+    skew = reader.optional_integer("MAX_CLOCK_SKEW_MS", minimum=0, maximum=MAX_DURATION_MS, unit=ms)
+    if skew is None:
+        # A producer clock running ahead moves the policy clock ahead; it must stay well
+        # inside stale_after or it could make healthy regions look stale.
+        skew = min(5000, stale_after // 2)
+    elif skew >= stale_after:
+        reader.fail(
+            "MAX_CLOCK_SKEW_MS",
+            f"must be < FAILOVER_STALE_AFTER_MS ({stale_after}) or 0 to turn the check off",
+            str(skew),
+        )
     settings = Settings(
         regions=regions,
         redis_url=url,
@@ -336,7 +349,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         threshold=reader.integer("THRESHOLD", 3, minimum=1),
         quorum=reader.integer("QUORUM", 1, minimum=1),
         window_ms=reader.integer("WINDOW_MS", 60000, minimum=1, unit=ms),
-        stale_after_ms=reader.integer("STALE_AFTER_MS", 30000, minimum=1, unit=ms),
+        stale_after_ms=stale_after,
         recovery_threshold=reader.integer("RECOVERY_THRESHOLD", 3, minimum=1),
         cooldown_ms=reader.integer("COOLDOWN_MS", 60000, minimum=0, unit=ms),
         max_deliveries=reader.integer("MAX_DELIVERIES", 5, minimum=1),
@@ -345,6 +358,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         reelect_jitter_ms=jitter,
         shutdown_timeout_ms=reader.integer("SHUTDOWN_TIMEOUT_MS", 5000, minimum=100, unit=ms),
         tick_ms=reader.integer("TICK_MS", 1000, minimum=10, unit=ms),
+        max_clock_skew_ms=skew,
         metrics_port=reader.integer("METRICS_PORT", 0, minimum=0, maximum=65535),
         decisions_maxlen=reader.integer("DECISIONS_MAXLEN", 0, minimum=0),
         dlq_maxlen=reader.integer("DLQ_MAXLEN", 0, minimum=0),
