@@ -10,6 +10,8 @@ kills the server once the process that started it is gone.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
 import signal
@@ -20,6 +22,9 @@ import time
 from pathlib import Path
 
 import redis
+
+# prctl(2) option: the signal the kernel sends this process when its parent dies.
+_PR_SET_PDEATHSIG = 1
 
 
 def find_server_binary() -> str:
@@ -161,3 +166,19 @@ class RedisServer:
                 self.proc.wait(timeout=5)
         self._unwatch()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for children that must not outlive their parent (Linux: SIGTERM).
+
+    The demo and the process tests start coordinators in their own sessions (so a Ctrl-C
+    reaches only the parent, which stops them in order); if the parent is SIGKILLed it
+    cannot, and the kernel delivers SIGTERM instead, which a coordinator handles by
+    releasing its lease and exiting. Call ``Popen`` from the main thread: the signal fires
+    when the thread that forked exits. Elsewhere than Linux it does nothing.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass

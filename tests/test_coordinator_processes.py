@@ -36,7 +36,7 @@ from schemas.events import (
 )
 from streams.group import split_id
 from streams.keys import GROUP, Keys
-from streams.server import RedisServer, free_port
+from streams.server import RedisServer, die_with_parent, free_port
 from workers.policy import Policy, PolicyConfig
 
 pytestmark = pytest.mark.chaos
@@ -100,6 +100,8 @@ class Fleet:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=Path(__file__).resolve().parent.parent,
+            # A killed test run must not leave coordinators behind (main thread: safe).
+            preexec_fn=die_with_parent,  # noqa: PLW1509
         )
         log.close()
 

@@ -95,3 +95,38 @@ def test_server_dies_with_the_process_that_started_it() -> None:
         if owner.poll() is None:
             owner.kill()
             owner.wait(timeout=10)
+
+
+def test_children_started_with_die_with_parent_get_sigterm_when_it_is_killed() -> None:
+    """The demo's coordinators stop (and release their lease) if the demo is SIGKILLed."""
+    code = (
+        "import subprocess, sys, time\n"
+        "from streams.server import die_with_parent\n"
+        "child = subprocess.Popen(\n"
+        "    [sys.executable, '-c',\n"
+        "     'import signal, sys, time\\n'\n"
+        "     'signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\\n'\n"
+        "     'print(\"ready\", flush=True)\\n'\n"
+        "     'time.sleep(60)\\n'],\n"
+        "    start_new_session=True, preexec_fn=die_with_parent, stdout=subprocess.PIPE)\n"
+        "child.stdout.readline()\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert owner.stdout is not None
+        pid = int(owner.stdout.readline())
+        assert _alive(pid)
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while _alive(pid):
+            assert time.monotonic() < deadline, f"orphaned child {pid} still running"
+            time.sleep(0.05)
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait(timeout=10)

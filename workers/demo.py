@@ -33,7 +33,7 @@ from schemas.events import FailoverCompleted, FailoverDecision, HealthEvent, Lea
 from streams.connection import connect
 from streams.keys import Keys
 from streams.lease import read_lease
-from streams.server import RedisServer
+from streams.server import RedisServer, die_with_parent
 from workers.settings import Settings
 from workers.status import StatusReport, gather_status
 
@@ -168,6 +168,7 @@ class Demo:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    preexec_fn=die_with_parent,  # noqa: PLW1509 - called from the main thread
                 )
 
     def cleanup(self) -> list[int]:
