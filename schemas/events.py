@@ -28,60 +28,41 @@ class HealthEvent(msgspec.Struct, frozen=True, tag="health", tag_field="type"):
     detail: str | None = None
 
 
-class FailoverCompleted(msgspec.Struct, frozen=True, tag="failover_completed", tag_field="type"):
+class _FailoverEventFields(msgspec.Struct, frozen=True):
+    """Fields every failover event carries (DESIGN §3)."""
+
+    event_id: NonEmpty
+    region: NonEmpty
+    actor: NonEmpty
+    at: UnixTime
+    detail: str | None = None
+    decision_id: NonEmpty | None = None
+
+
+class FailoverCompleted(
+    _FailoverEventFields, frozen=True, tag="failover_completed", tag_field="type"
+):
     """An executor reports that traffic now runs in ``region`` (the decision's target)."""
 
-    event_id: NonEmpty
-    region: NonEmpty
-    actor: NonEmpty
-    at: UnixTime
-    detail: str | None = None
-    decision_id: NonEmpty | None = None
 
-
-class FailoverFailed(msgspec.Struct, frozen=True, tag="failover_failed", tag_field="type"):
+class FailoverFailed(_FailoverEventFields, frozen=True, tag="failover_failed", tag_field="type"):
     """An executor reports that moving traffic to ``region`` failed."""
 
-    event_id: NonEmpty
-    region: NonEmpty
-    actor: NonEmpty
-    at: UnixTime
-    detail: str | None = None
-    decision_id: NonEmpty | None = None
 
-
-class ManualFailover(msgspec.Struct, frozen=True, tag="manual_failover", tag_field="type"):
+class ManualFailover(
+    _FailoverEventFields, frozen=True, kw_only=True, tag="manual_failover", tag_field="type"
+):
     """An operator asks to leave the active ``region`` for ``target``."""
 
-    event_id: NonEmpty
-    region: NonEmpty
-    actor: NonEmpty
-    at: UnixTime
     target: NonEmpty
-    detail: str | None = None
-    decision_id: NonEmpty | None = None
 
 
-class Drain(msgspec.Struct, frozen=True, tag="drain", tag_field="type"):
+class Drain(_FailoverEventFields, frozen=True, tag="drain", tag_field="type"):
     """An operator forbids ``region`` as a failover target."""
 
-    event_id: NonEmpty
-    region: NonEmpty
-    actor: NonEmpty
-    at: UnixTime
-    detail: str | None = None
-    decision_id: NonEmpty | None = None
 
-
-class Restore(msgspec.Struct, frozen=True, tag="restore", tag_field="type"):
+class Restore(_FailoverEventFields, frozen=True, tag="restore", tag_field="type"):
     """An operator allows a drained ``region`` as a target again."""
-
-    event_id: NonEmpty
-    region: NonEmpty
-    actor: NonEmpty
-    at: UnixTime
-    detail: str | None = None
-    decision_id: NonEmpty | None = None
 
 
 class LeaderChanged(msgspec.Struct, frozen=True, tag="leader_changed", tag_field="type"):

@@ -224,7 +224,7 @@ def test_fleet_survives_kill_stop_and_term_with_exact_decisions(
             if rnd == 300:
                 # Not racing a health entry in the same millisecond keeps the replay exact.
                 time.sleep(0.005)
-                manual = ManualFailover("m-1", "eu", "operator", time.time(), "ap")
+                manual = ManualFailover("m-1", "eu", "operator", time.time(), target="ap")
                 r.xadd(keys.events, encode_entry(manual))
                 time.sleep(0.005)
             if rnd == 60:

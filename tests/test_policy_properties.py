@@ -312,7 +312,7 @@ def histories(draw: st.DrawFn) -> tuple[PolicyConfig, list[Item]]:
         elif kind == "manual":
             _, from_active, r, t = step
             source_region = policy.state.active if from_active else region(r)
-            emit(ManualFailover(ident, source_region, "op", now, region(t)))
+            emit(ManualFailover(ident, source_region, "op", now, target=region(t)))
         elif kind in ("completed", "failed"):
             _, mode, r, lag = step
             open_ = policy.state.open_failover
