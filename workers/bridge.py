@@ -25,7 +25,6 @@ import asyncio
 import logging
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ from schemas.errors import ConfigError, FailoverError, RedisUnavailable
 from streams.connection import call, connect
 from streams.kafka import KafkaSecurity, aiokafka_security, ensure_topics, split_bootstrap
 from streams.keys import Keys
+from workers.process import stop_on_signals
 from workers.settings import KafkaSettings, Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -296,11 +296,7 @@ def main() -> None:
         sys.exit(2)
 
     async def _main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        if not await run_bridge(settings, stop):
+        if not await run_bridge(settings, stop_on_signals()):
             # faust is stuck (its consumer thread is no daemon, its tasks may ignore
             # cancellation): leave now; nothing unwritten was committed.
             logging.shutdown()

@@ -11,10 +11,8 @@ detail), never a crash. Two probers in different places are two observers for th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
-import signal
 import ssl
 import sys
 import time
@@ -29,6 +27,7 @@ from schemas.errors import ConfigError, RedisUnavailable
 from schemas.events import HealthEvent, Status
 from streams.connection import call, connect
 from streams.keys import Keys
+from workers.process import every, stop_on_signals
 from workers.settings import ProbeTarget, Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -234,21 +233,11 @@ class Prober:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run a round every ``probe_interval_ms`` (monotonic schedule) until ``stop``."""
-        interval = self.settings.probe_interval_ms / 1000
-        next_at = time.monotonic()
-        while not stop.is_set():
-            await self.round()
-            next_at = max(next_at + interval, time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(next_at - time.monotonic()):
-                    await stop.wait()
+        await every(self.settings.probe_interval_ms / 1000, stop, self.round)
 
 
 async def _main(settings: Settings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     redis = connect(settings.redis_url, client_name=f"prober:{settings.instance_id}")
     log.info(
         "prober %s: %d targets every %sms, redis %s",

@@ -9,9 +9,7 @@ Burrow-style status of the coordinator group on each input stream over the last
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 import time
 
@@ -23,6 +21,7 @@ from streams.keys import Keys
 from streams.lag import LagReport, LagSampler
 from workers.lag_status import GroupSample, LagWindow, Verdict
 from workers.metrics import LagMetrics, MetricsServer, serve
+from workers.process import every, stop_on_signals
 from workers.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -67,24 +66,18 @@ class LagMonitor:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sample on a monotonic schedule until ``stop``; an outage is logged and skipped."""
-        interval = self.settings.lag_interval_ms / 1000
-        next_at = time.monotonic()
-        while not stop.is_set():
+
+        async def step() -> None:
             try:
                 await self.sample()
             except RedisUnavailable as exc:
                 log.warning("lag sample failed: %s", exc)
-            next_at = max(next_at + interval, time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(next_at - time.monotonic()):
-                    await stop.wait()
+
+        await every(self.settings.lag_interval_ms / 1000, stop, step)
 
 
 async def _main(settings: Settings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     redis = connect(settings.redis_url, client_name=f"lagmon:{settings.instance_id}")
     monitor = LagMonitor(redis, settings)
     server: MetricsServer | None = None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ from streams.kafka import aiokafka_security, ensure_topics, split_bootstrap
 from streams.keys import Keys
 from streams.lease import make_owner_id
 from workers.bridge import configure_logging, security_of
+from workers.process import stop_on_signals
 from workers.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -338,11 +338,7 @@ def main() -> None:
         sys.exit(2)
 
     async def _main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await run_mirror(settings, stop)
+        await run_mirror(settings, stop_on_signals())
 
     try:
         asyncio.run(_main())
