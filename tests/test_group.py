@@ -191,11 +191,14 @@ async def test_prune_deletes_only_empty_old_consumers(
     new = await _lead(redis_client, keys, "new#3")
     await redis_client.xgroup_createconsumer(keys.health, GROUP, "new#3")
     assert await idle.prune() is FENCED
-    assert await new.prune() == 1  # idle#2 goes; old#1 still holds an entry
+    # idle#2 goes, old#1 still holds an entry. (The count also covers consumers on the
+    # events stream: Valkey 8 registers a reader there even when it read nothing, Redis 7.0
+    # does not, so the exact consumer sets below are what this test pins.)
+    assert await new.prune() >= 1
     assert await _pending(redis_client, keys.health) == {b"old#1": 1, b"new#3": 0}
     page = await new.claim(0, ZERO_ID, 10)
     assert page is not FENCED
-    assert await new.prune() == 1
+    assert await new.prune() >= 1
     assert await _pending(redis_client, keys.health) == {b"new#3": 1}
     assert await _pending(redis_client, keys.events) == {}
 
