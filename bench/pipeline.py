@@ -17,8 +17,8 @@ Starts its own Redis on a free loopback port. Rows:
   resolution), ``client`` = trigger XADD sent -> decision seen by a blocking XREAD.
 
 Throughput rows are measured for each batch size (``FAILOVER_BATCH_SIZE``; the bare loop
-uses the same COUNT) and take the best of ``--repeat`` alternating passes (the machine is
-shared and noisy).
+uses the same COUNT) and report the median and the best of ``--repeat`` alternating passes (the
+machine is shared and noisy).
 """
 
 from __future__ import annotations
@@ -284,7 +284,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batches", default="500,2000", help="comma-separated batch sizes")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--rate", type=int, default=2000)
     parser.add_argument("--decisions", type=int, default=60)
     parser.add_argument("--json", action="store_true")
@@ -311,6 +311,9 @@ async def main() -> None:
                     "bare_loop_events_per_s": round(max(bare)),
                     "pipeline_events_per_s": round(max(pipe)),
                     "ratio": round(max(pipe) / max(bare), 3),
+                    "median_bare_loop_events_per_s": round(statistics.median(bare)),
+                    "median_pipeline_events_per_s": round(statistics.median(pipe)),
+                    "median_ratio": round(statistics.median(pipe) / statistics.median(bare), 3),
                     "all_bare": [round(x) for x in bare],
                     "all_pipeline": [round(x) for x in pipe],
                     "commits": runs[0]["commits"],
@@ -325,13 +328,15 @@ async def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{args.events} pre-filled health events; best of {args.repeat} passes")
+    print(f"{args.events} pre-filled health events; {args.repeat} alternating passes each")
     for row in throughput:
-        print(
-            f"batch {row['batch']:>5}: bare-loop {row['bare_loop_events_per_s']:>9,} events/s"
-            f"  pipeline {row['pipeline_events_per_s']:>9,} events/s"
-            f"  = {row['ratio']:.2f} x bare  ({row['commits']} commits)"
-        )
+        for label, suffix in (("median", "median_"), ("best  ", "")):
+            print(
+                f"batch {row['batch']:>5} {label}: bare-loop"
+                f" {row[suffix + 'bare_loop_events_per_s']:>9,} events/s  pipeline"
+                f" {row[suffix + 'pipeline_events_per_s']:>9,} events/s"
+                f"  = {row[suffix + 'ratio']:.2f} x bare  ({row['commits']} commits)"
+            )
     lat = latency
     print(
         f"decision latency at {lat['achieved_rate']} events/s over {lat['server']['n']} "
