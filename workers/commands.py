@@ -1,0 +1,425 @@
+"""The ``failoverctl`` commands: each takes a :class:`Context` and returns its exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, TextIO
+
+import msgspec
+import redis.asyncio as aioredis
+
+from schemas.codec import decode_entry, encode_entry
+from schemas.errors import ConfigError, DecodeError
+from schemas.events import (
+    Drain,
+    FailoverCompleted,
+    FailoverDecision,
+    FailoverFailed,
+    HealthEvent,
+    LeaderChanged,
+    ManualFailover,
+    Restore,
+)
+from streams.connection import call, connect
+from streams.keys import Keys
+from workers.dlq import drop_dead_letters, list_dead_letters, replay_dead_letters
+from workers.health import probe_all
+from workers.policy import PolicyConfig
+from workers.replay import bounds, merge, parse_id, read_range, replay
+from workers.settings import Settings
+from workers.status import gather_status, render_status, status_json
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EVENT_TYPES: dict[str, type] = {
+    "manual_failover": ManualFailover,
+    "drain": Drain,
+    "restore": Restore,
+    "failover_completed": FailoverCompleted,
+    "failover_failed": FailoverFailed,
+}
+_FOLLOW_BLOCK_MS = 200
+
+
+class Context:
+    """What every command gets: settings, key names, a lazily opened client, the output."""
+
+    def __init__(self, settings: Settings, args: argparse.Namespace, out: TextIO) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.namespace)
+        self.args = args
+        self.out = out
+        self.deadline_s: float = args.timeout
+        self._redis: aioredis.Redis | None = None
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The client, created on first use."""
+        if self._redis is None:
+            timeout = max(0.1, min(self.deadline_s, 2.0))
+            self._redis = connect(self.settings.redis_url, socket_timeout=timeout)
+        return self._redis
+
+    async def io(self, op: Callable[[], Awaitable[Any]], what: str) -> Any:
+        """Run one Redis operation under the retry policy and the command's deadline."""
+        return await call(op, what=what, deadline_s=self.deadline_s)
+
+    def print(self, text: str = "") -> None:
+        """Write one line (flushed: follow mode is often piped)."""
+        print(text, file=self.out, flush=True)
+
+    def emit_json(self, data: object) -> None:
+        """Write one JSON document on one line."""
+        self.print(json.dumps(data, default=str))
+
+    async def close(self) -> None:
+        """Close the client if one was opened."""
+        if self._redis is not None:
+            await self._redis.aclose()
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _me() -> str:
+    return f"failoverctl@{socket.gethostname()}"
+
+
+# -- status ---------------------------------------------------------------------------
+
+
+async def cmd_status(ctx: Context) -> int:
+    """Leader, epoch, lease, active region, regions, lag, dead letters, lag status."""
+    report = await gather_status(ctx.redis, ctx.settings, deadline_s=ctx.deadline_s)
+    if ctx.args.json:
+        ctx.emit_json(status_json(report))
+    else:
+        ctx.print(render_status(report))
+    return EXIT_OK
+
+
+# -- emit -----------------------------------------------------------------------------
+
+
+def _check_region(settings: Settings, region: str, what: str) -> None:
+    if region not in settings.regions:
+        raise ConfigError(
+            f"{what} {region!r} is not one of FAILOVER_REGIONS ({', '.join(settings.regions)})"
+        )
+
+
+def _build(kind: type, fields: dict[str, Any]) -> Any:
+    clean = {k: v for k, v in fields.items() if v is not None}
+    try:
+        return msgspec.convert(clean, kind)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid {kind.__name__}: {exc}") from None
+
+
+async def cmd_emit(ctx: Context) -> int:
+    """Validate and append one health or failover event, exactly as any producer would."""
+    a, s = ctx.args, ctx.settings
+    _check_region(s, a.region, "--region")
+    event: Any
+    if a.what == "health":
+        stream, kind = ctx.keys.health, "health"
+        event = _build(
+            HealthEvent,
+            {
+                "event_id": uuid.uuid4().hex if a.event_id is None else a.event_id,
+                "region": a.region,
+                "source": _me() if a.source is None else a.source,
+                "status": a.status,
+                "observed_at": a.observed_at if a.observed_at is not None else time.time(),
+                "latency_ms": a.latency_ms,
+                "detail": a.detail,
+            },
+        )
+    else:
+        stream, kind = ctx.keys.events, "events"
+        if a.target is not None and a.type != "manual_failover":
+            raise ConfigError(f"--target applies to manual_failover only, not {a.type}")
+        if a.target is not None:
+            _check_region(s, a.target, "--target")
+        event = _build(
+            EVENT_TYPES[a.type],
+            {
+                "event_id": uuid.uuid4().hex if a.event_id is None else a.event_id,
+                "region": a.region,
+                "actor": _me() if a.actor is None else a.actor,
+                "at": a.at if a.at is not None else time.time(),
+                "target": a.target,
+                "detail": a.detail,
+                "decision_id": a.decision_id,
+            },
+        )
+    fields = encode_entry(event)
+    try:  # the exact check the leader applies, so what we write is never a dead letter
+        decode_entry(fields, stream=kind)  # type: ignore[arg-type]
+    except DecodeError as exc:
+        raise ConfigError(f"event would be a dead letter: {exc.reason}") from None
+    entry_id = _text(await ctx.io(lambda: ctx.redis.xadd(stream, fields), "emit"))  # type: ignore[arg-type]
+    if a.json:
+        ctx.emit_json({"id": entry_id, "stream": stream, "entry": msgspec.to_builtins(event)})
+    else:
+        ctx.print(f"{entry_id} {stream} {fields[b'data'].decode()}")
+    return EXIT_OK
+
+
+# -- decisions ------------------------------------------------------------------------
+
+
+def _show_decision(ctx: Context, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+    eid = _text(entry_id)
+    try:
+        d = decode_entry(fields, stream="decisions")
+    except DecodeError as exc:
+        if ctx.args.json:
+            ctx.emit_json({"id": eid, "error": exc.reason})
+        else:
+            ctx.print(f"{eid}  undecodable: {exc.reason}")
+        return
+    if ctx.args.json:
+        ctx.emit_json({"id": eid, **msgspec.to_builtins(d)})
+    elif isinstance(d, LeaderChanged):
+        ctx.print(f"{eid}  {_iso(d.at)}  leader_changed  epoch={d.epoch} leader={d.leader}")
+    elif isinstance(d, FailoverDecision):
+        evidence = ",".join(d.evidence[:6]) + (",..." if len(d.evidence) > 6 else "")
+        ctx.print(
+            f"{eid}  {_iso(d.decided_at)}  failover  {d.from_region} -> {d.to_region}"
+            f"  reason={d.reason} epoch={d.epoch} leader={d.leader}"
+            f" decision={d.decision_id} evidence={evidence}"
+        )
+
+
+async def cmd_decisions(ctx: Context) -> int:
+    """Print the decisions stream (optionally the last N, or after an id); --follow tails it."""
+    a, key = ctx.args, ctx.keys.decisions
+    last = parse_id(a.since, what="--since") if a.since else None
+    if a.last is not None:
+        page = await ctx.io(lambda: ctx.redis.xrevrange(key, count=a.last), "decisions")
+        entries = list(reversed(page))
+    else:
+        low = f"({last}" if last else "-"
+        entries = []
+        while True:
+            page = await ctx.io(partial(ctx.redis.xrange, key, min=low, count=1000), "read")
+            entries.extend(page)
+            if len(page) < 1000:
+                break
+            low = "(" + _text(page[-1][0])
+    for entry_id, fields in entries:
+        _show_decision(ctx, entry_id, fields)
+    if not a.follow:
+        if not entries and not a.json:
+            ctx.print("no decisions" + (f" after {last}" if last else ""))
+        return EXIT_OK
+    cursor = _text(entries[-1][0]) if entries else (last or "0-0")
+    while True:
+        # Short blocks: Ctrl-C (task cancellation) is honoured within one block.
+        reply = await ctx.io(
+            partial(ctx.redis.xread, {key: cursor}, count=100, block=_FOLLOW_BLOCK_MS), "follow"
+        )
+        for _, stream_entries in reply or []:
+            for entry_id, fields in stream_entries:
+                _show_decision(ctx, entry_id, fields)
+                cursor = _text(entry_id)
+
+
+# -- dead letters ---------------------------------------------------------------------
+
+
+async def cmd_dlq_list(ctx: Context) -> int:
+    """List dead letters: where they came from, why, and the raw entry."""
+    rows = await list_dead_letters(
+        ctx.redis, ctx.keys, count=ctx.args.count, deadline_s=ctx.deadline_s
+    )
+    if ctx.args.json:
+        ctx.emit_json(
+            [{"id": r.id, "age_s": r.age_s, **msgspec.to_builtins(r.letter)} if r.letter
+             else {"id": r.id, "error": r.error} for r in rows]
+        )  # fmt: skip
+        return EXIT_OK
+    if not rows:
+        ctx.print("no dead letters")
+    for row in rows:
+        letter = row.letter
+        if letter is None:
+            ctx.print(f"{row.id}  {row.error}")
+            continue
+        raw = json.dumps(letter.raw)
+        raw = raw if len(raw) <= 80 else raw[:77] + "..."
+        ctx.print(
+            f"{row.id}  {row.age_s:.0f}s ago  {letter.stream} {letter.entry_id}"
+            f"  deliveries={letter.deliveries}  {letter.reason}  raw={raw}"
+        )
+    return EXIT_OK
+
+
+async def cmd_dlq_replay(ctx: Context) -> int:
+    """Put dead letters back on their source stream and remove them, atomically, one by one."""
+    a = ctx.args
+    if a.all == bool(a.ids):
+        raise ConfigError("give dead letter ids, or --all (not both)")
+    ids = None if a.all else [parse_id(i, what="dead letter id") for i in a.ids]
+    results = await replay_dead_letters(ctx.redis, ctx.keys, ids, deadline_s=ctx.deadline_s)
+    if a.json:
+        ctx.emit_json(msgspec.to_builtins(results))
+    else:
+        for r in results:
+            if r.result == "replayed":
+                ctx.print(f"{r.id}  replayed onto {r.stream} as {r.new_id}")
+            else:
+                ctx.print(f"{r.id}  not replayed: {r.reason or r.result}")
+        if not results:
+            ctx.print("no dead letters")
+    return EXIT_OK if all(r.result == "replayed" for r in results) else EXIT_FAILED
+
+
+async def cmd_dlq_drop(ctx: Context) -> int:
+    """Delete dead letters for good."""
+    ids = [parse_id(i, what="dead letter id") for i in ctx.args.ids]
+    dropped = await drop_dead_letters(ctx.redis, ctx.keys, ids, deadline_s=ctx.deadline_s)
+    if ctx.args.json:
+        ctx.emit_json([{"id": i, "dropped": d} for i, d in zip(ids, dropped, strict=True)])
+    else:
+        for i, d in zip(ids, dropped, strict=True):
+            ctx.print(f"{i}  {'dropped' if d else 'not found'}")
+    return EXIT_OK if all(dropped) else EXIT_FAILED
+
+
+# -- replay ---------------------------------------------------------------------------
+
+
+def _policy_config(ctx: Context) -> PolicyConfig:
+    a, s = ctx.args, ctx.settings
+
+    def pick(override: int | None, default: int) -> int:
+        return default if override is None else override
+
+    return PolicyConfig(
+        regions=tuple(s.regions),
+        threshold=pick(a.threshold, s.threshold),
+        quorum=pick(a.quorum, s.quorum),
+        window_ms=pick(a.window_ms, s.window_ms),
+        stale_after_ms=pick(a.stale_after_ms, s.stale_after_ms),
+        recovery_threshold=pick(a.recovery_threshold, s.recovery_threshold),
+        cooldown_ms=pick(a.cooldown_ms, s.cooldown_ms),
+    )
+
+
+async def cmd_replay(ctx: Context) -> int:
+    """Run the pure policy over recorded history; print the decisions it would make."""
+    a = ctx.args
+    first = parse_id(a.from_id, what="--from")
+    last = parse_id(a.to_id, what="--to") if a.to_id else "+"
+    config = _policy_config(ctx)
+    tick_ms = a.tick_ms or ctx.settings.tick_ms
+    streams = await read_range(ctx.redis, ctx.keys, first, last, deadline_s=ctx.deadline_s)
+    merged = merge(streams)
+    start, end = bounds(merged, first, a.to_id)
+    result = replay(
+        merged,
+        config,
+        tick_ms=tick_ms,
+        start=start,
+        end=end,
+        max_clock_skew_ms=ctx.settings.max_clock_skew_ms,
+    )
+    recorded = await ctx.io(
+        lambda: ctx.redis.xrange(ctx.keys.decisions, min=first, max=last, count=1000), "decisions"
+    )
+    recorded_failovers = []
+    for _, fields in recorded:
+        try:
+            entry = decode_entry(fields, stream="decisions")
+        except DecodeError:
+            continue
+        if isinstance(entry, FailoverDecision):
+            recorded_failovers.append(entry)
+    if a.json:
+        ctx.emit_json(
+            msgspec.to_builtins(result)
+            | {"recorded": [msgspec.to_builtins(d) for d in recorded_failovers]}
+        )
+        return EXIT_OK
+    c = result.config
+    ctx.print(
+        f"replayed {result.applied['health']} health and {result.applied['events']} failover"
+        f" events from {first} to {last} ({len(result.undecodable)} undecodable,"
+        f" {result.ticks} ticks of {tick_ms}ms); nothing was written"
+    )
+    ctx.print(
+        f"policy: threshold={c.threshold} quorum={c.quorum} window={c.window_ms}ms"
+        f" stale_after={c.stale_after_ms}ms recovery={c.recovery_threshold}"
+        f" cooldown={c.cooldown_ms}ms"
+    )
+    ctx.print("decisions it would make:" if result.decisions else "it would make no decision")
+    for r in result.decisions:
+        planned = r.decision
+        ctx.print(
+            f"  {_iso(planned.decided_at)}  {planned.decision_id}"
+            f"  {planned.from_region} -> {planned.to_region}  {planned.reason}"
+            f"  after {r.trigger}  evidence={','.join(planned.evidence[:6])}"
+        )
+    states = ", ".join(f"{n} {info.state}" for n, info in result.summary.regions.items())
+    ctx.print(f"final: active {result.summary.active_region}; {states}")
+    if result.undecodable:
+        ctx.print(f"undecodable (would be dead letters): {len(result.undecodable)}")
+    ctx.print("recorded failover decisions in the range:" if recorded_failovers else
+              "no failover decision was recorded in the range")  # fmt: skip
+    for d in recorded_failovers:
+        ctx.print(
+            f"  {_iso(d.decided_at)}  {d.decision_id}  {d.from_region} -> {d.to_region}"
+            f"  {d.reason}  epoch={d.epoch}"
+        )
+    return EXIT_OK
+
+
+# -- check ----------------------------------------------------------------------------
+
+
+async def cmd_check(ctx: Context) -> int:
+    """Probe every configured endpoint once; 0 when all pass (healthy or degraded), else 1."""
+    s = ctx.settings
+    if not s.probe_targets:
+        raise ConfigError("FAILOVER_PROBE_TARGETS: no endpoints configured to check")
+    timeout_ms = ctx.args.timeout_ms or s.probe_timeout_ms
+    results = await probe_all(
+        s.probe_targets, timeout_ms=timeout_ms, expect_status=s.probe_expect_status
+    )
+    ok = all(r.status != "unhealthy" for r in results)
+    if ctx.args.json:
+        ctx.emit_json({"ok": ok, "results": msgspec.to_builtins(results)})
+        return EXIT_OK if ok else EXIT_FAILED
+    width = max(len(r.url) for r in results)
+    for r in results:
+        ctx.print(
+            f"{r.region:<12} {r.url:<{width}}  {r.status:<9} {r.latency_ms:8.1f}ms  {r.detail}"
+        )
+    bad = sum(r.status == "unhealthy" for r in results)
+    ctx.print("all endpoints pass" if ok else f"{bad} of {len(results)} endpoints unhealthy")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+COMMANDS: dict[str, Callable[[Context], Awaitable[int]]] = {
+    "status": cmd_status,
+    "emit": cmd_emit,
+    "decisions": cmd_decisions,
+    "dlq list": cmd_dlq_list,
+    "dlq replay": cmd_dlq_replay,
+    "dlq drop": cmd_dlq_drop,
+    "replay": cmd_replay,
+    "check": cmd_check,
+}
