@@ -83,6 +83,7 @@ class ConsumerGroup:
         self._guard = keys.read_guard(owner)
         self._claim = redis.register_script(scripts.CLAIM_FENCED)
         self._prune = redis.register_script(scripts.PRUNE_CONSUMERS)
+        self._trim = redis.register_script(scripts.TRIM_INPUT)
 
     async def ensure(self) -> None:
         """Create the group on both input streams (and the streams) unless they exist.
@@ -186,6 +187,18 @@ class ConsumerGroup:
         )
         if not isinstance(reply, list) or not reply:
             raise ScriptError(f"prune script answered {reply!r}")
+        if int(reply[0]) == 0:
+            return FENCED
+        return int(reply[1])
+
+    async def trim(self, retention_ms: int) -> int | Fenced:
+        """Drop input entries older than ``retention_ms`` that every group has acked."""
+        reply = await self._trim(
+            keys=[self.keys.leader, self.keys.epoch, *self.streams],
+            args=[self.owner, self.epoch, retention_ms],
+        )
+        if not isinstance(reply, list) or not reply:
+            raise ScriptError(f"trim script answered {reply!r}")
         if int(reply[0]) == 0:
             return FENCED
         return int(reply[1])

@@ -59,6 +59,18 @@ return 0
 
 # Shared Lua helper for the scripts below: the fence. The caller's write or read goes ahead
 # only while it still owns the lease under the epoch it was granted.
+# Stream ids compared as numbers (ms, then seq), without float rounding of 13+ digits.
+_ID_LT = """
+local function id_lt(a, b)
+  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
+  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
+  if #ams ~= #bms then return #ams < #bms end
+  if ams ~= bms then return ams < bms end
+  if #aseq ~= #bseq then return #aseq < #bseq end
+  return aseq < bseq
+end
+"""
+
 _FENCE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[2]) ~= ARGV[2] then
   return {0}
@@ -161,6 +173,7 @@ return {1, deleted}
 # Returns {0} fenced, {2} already committed, else {1, decision ids, dead-letter ids, acked}.
 COMMIT = (
     _FENCE
+    + _ID_LT
     + """
 -- Refuse before the first write rather than fail halfway: Redis does not roll back a
 -- script that errors, so a wrong key type must stop the commit while nothing is written.
@@ -172,14 +185,6 @@ for k = 3, 7 do
   end
 end
 if redis.call('HGET', KEYS[3], 'commit') == ARGV[4] then return {2} end
-local function id_lt(a, b)
-  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
-  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
-  if #ams ~= #bms then return #ams < #bms end
-  if ams ~= bms then return ams < bms end
-  if #aseq ~= #bseq then return #aseq < #bseq end
-  return aseq < bseq
-end
 local function trim(key, maxlen)
   if maxlen <= 0 then return end
   local len = redis.call('XLEN', key)
@@ -349,3 +354,47 @@ local new_id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
 redis.call('XDEL', KEYS[1], ARGV[1])
 return {1, new_id}
 """
+
+# Guarantees: the input streams are trimmed only of entries that every consumer group of
+# the stream has been delivered AND has acknowledged, and that are older than the retention
+# (on the server's clock); an entry still undelivered or pending for any group is never
+# removed, and a stream with no group is left whole (nobody has read it yet). Only the
+# current leader under its epoch trims. MINID with '~' removes whole macro nodes only, so
+# it may keep a few more entries than the cut, never fewer.
+# KEYS: leader, epoch, stream1..N. ARGV: owner, epoch, retention_ms.
+# Returns {0} when fenced, else {1, entries removed}.
+TRIM_INPUT = (
+    _FENCE
+    + _ID_LT
+    + """
+local now = redis.call('TIME')
+local horizon = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+    - tonumber(ARGV[3])
+if horizon <= 0 then return {1, 0} end
+local removed = 0
+for k = 3, #KEYS do
+  local key = KEYS[k]
+  if redis.call('TYPE', key).ok == 'stream' then
+    local groups = redis.call('XINFO', 'GROUPS', key)
+    if #groups > 0 then
+      local cut = string.format('%d-0', horizon)
+      for _, g in ipairs(groups) do
+        local f = {}
+        for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+        -- The first entry after last-delivered is undelivered: keep it and all after.
+        local delivered = f['last-delivered-id']
+        local ms, seq = string.match(delivered, '^(%d+)-(%d+)$')
+        local after = ms .. '-' .. string.format('%d', tonumber(seq) + 1)
+        if id_lt(after, cut) then cut = after end
+        if f['pending'] > 0 then
+          local oldest = redis.call('XPENDING', key, f['name'])[2]
+          if id_lt(oldest, cut) then cut = oldest end
+        end
+      end
+      removed = removed + redis.call('XTRIM', key, 'MINID', '~', cut)
+    end
+  end
+end
+return {1, removed}
+"""
+)

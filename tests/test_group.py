@@ -246,3 +246,52 @@ async def test_without_its_guard_a_read_takes_nothing(
         )  # fmt: skip
     assert await _pending(redis_client, keys.health) == {}
     assert await last_delivered(redis_client, keys) == [ZERO_ID, ZERO_ID]
+
+
+async def _old_entries(redis: aioredis.Redis, stream: str, n: int) -> None:
+    """``n`` entries with ids 1-0 .. n-0 (1970: older than any retention)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for i in range(1, n + 1):
+            pipe.xadd(stream, {b"data": b"x"}, id=f"{i}-0")
+        await pipe.execute()
+
+
+async def test_trim_drops_only_old_entries_every_group_has_acked(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    group = await _lead(redis_client, keys, "a#1")
+    await _old_entries(redis_client, keys.health, 600)
+    got = await group.read([0], 500)  # 1..500 delivered, 501..600 undelivered
+    assert got is not FENCED and len(got[0]) == 500
+    await redis_client.xack(keys.health, GROUP, *[f"{i}-0" for i in range(1, 301)])
+    # A second group (say an auditor) that has read nothing holds everything back...
+    await redis_client.xgroup_create(keys.health, "auditor", id="0")
+    assert await group.trim(1000) == 0
+    assert await redis_client.xlen(keys.health) == 600
+    await redis_client.xgroup_destroy(keys.health, "auditor")
+    # ...without it, only what precedes the oldest pending entry (301-0) may go.
+    removed = await group.trim(1000)
+    assert isinstance(removed, int) and removed > 0
+    kept = await redis_client.xrange(keys.health, "301-0", "+")
+    assert len(kept) == 300  # every pending (301..500) and undelivered (501..600) entry
+    assert await redis_client.xlen(keys.health) == 600 - removed
+    assert await _pending(redis_client, keys.health) == {b"a#1": 200}
+
+
+async def test_trim_keeps_entries_inside_the_retention_and_is_fenced(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    old = await _lead(redis_client, keys, "old#1")
+    await _old_entries(redis_client, keys.health, 600)
+    got = await old.read([0], 600)
+    assert got is not FENCED
+    await redis_client.xack(keys.health, GROUP, *[f"{i}-0" for i in range(1, 601)])
+    new = await _lead(redis_client, keys, "new#2")
+    assert await old.trim(1) is FENCED  # an ex-leader removes nothing
+    assert await redis_client.xlen(keys.health) == 600
+    # All acked; a retention reaching back to ~250 ms after 1970 (plus the few ms until the
+    # script runs) must keep every entry from 300-0 on, and may drop whole nodes before.
+    seconds, micros = await redis_client.time()
+    removed = await new.trim(int(seconds) * 1000 + int(micros) // 1000 - 250)
+    assert isinstance(removed, int) and removed > 0
+    assert len(await redis_client.xrange(keys.health, "300-0", "+")) == 301

@@ -306,3 +306,28 @@ async def test_redis_outage_raises_redis_unavailable_within_the_deadline(
     finally:
         own_redis_server.resume()
         await redis.aclose()
+
+
+async def test_the_leader_trims_acked_input_older_than_the_retention(
+    redis_client: aioredis.Redis, redis_server: RedisServer, keys: Keys
+) -> None:
+    # Without trimming, NS:health grows by every probe round forever and Redis runs out of
+    # memory: the leader drops what the group has acked once it is older than the retention.
+    settings = settings_for(redis_server.url, keys.namespace, input_retention_ms=200)
+    async with redis_client.pipeline(transaction=False) as pipe:
+        for i in range(1000):
+            pipe.xadd(keys.health, health(f"h{i}", "us", "o1", "healthy", T0 + i))
+        await pipe.execute()
+    term = await start_term(redis_client, keys, settings)
+    try:
+        await eventually(lambda: _caught_up(redis_client, keys), what="caught up")
+        await asyncio.sleep(0.3)  # older than the retention now
+
+        async def trimmed() -> bool:
+            return bool(await redis_client.xlen(keys.health) < 1000)
+
+        await eventually(trimmed, what="the next trim (every 10 ticks)")
+    finally:
+        await term.stop()
+    assert term.pipeline.stats.applied == 1000  # every entry was applied before it went
+    assert await backlog(redis_client, keys) == 0

@@ -39,6 +39,7 @@ def test_defaults_follow_the_design() -> None:
     assert (s.reelect_delay_ms, s.reelect_jitter_ms) == (5000, 2000)
     assert (s.shutdown_timeout_ms, s.tick_ms, s.metrics_port) == (5000, 1000, 0)
     assert s.max_clock_skew_ms == 5000
+    assert s.input_retention_ms == 86_400_000
     assert s.probe_targets == ()
     assert s.kafka == KafkaSettings()
 
@@ -68,6 +69,7 @@ def test_every_variable_is_read() -> None:
         "FAILOVER_METRICS_PORT": "9100",
         "FAILOVER_DECISIONS_MAXLEN": "10000",
         "FAILOVER_DLQ_MAXLEN": "500",
+        "FAILOVER_INPUT_RETENTION_MS": "3600000",
         "FAILOVER_PROBE_TARGETS": "a=https://a.example/health, b=tcp://b.example:443",
         "FAILOVER_PROBE_INTERVAL_MS": "1000",
         "FAILOVER_PROBE_TIMEOUT_MS": "300",
@@ -93,6 +95,7 @@ def test_every_variable_is_read() -> None:
     assert (s.shutdown_timeout_ms, s.tick_ms, s.metrics_port) == (1500, 250, 9100)
     assert s.max_clock_skew_ms == 1500
     assert (s.decisions_maxlen, s.dlq_maxlen) == (10000, 500)
+    assert s.input_retention_ms == 3_600_000
     assert s.probe_targets == (
         ProbeTarget(region="a", url="https://a.example/health"),
         ProbeTarget(region="b", url="tcp://b.example:443"),
@@ -201,6 +204,7 @@ BAD_VALUES = [
     ),
     ({"FAILOVER_METRICS_PORT": "70000"}, "METRICS_PORT", "<= 65535"),
     ({"FAILOVER_DLQ_MAXLEN": "-3"}, "DLQ_MAXLEN", ">= 0"),
+    ({"FAILOVER_INPUT_RETENTION_MS": "-1"}, "INPUT_RETENTION_MS", ">= 0"),
     ({"FAILOVER_PROBE_TARGETS": "eu-west-1"}, "PROBE_TARGETS", "region=http(s)://"),
     ({"FAILOVER_PROBE_TARGETS": "=http://x"}, "PROBE_TARGETS", "region=http(s)://"),
     ({"FAILOVER_PROBE_TARGETS": "eu-west-1=ftp://x"}, "PROBE_TARGETS", "region=http(s)://"),

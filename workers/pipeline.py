@@ -72,6 +72,9 @@ T = TypeVar("T")
 _KINDS: tuple[StreamKind, StreamKind] = ("health", "events")
 _DATA = b"data"
 _MAX_BLOCK_MS = 100
+# Input retention is enforced every this many ticks (10 s by default): trimming is cheap,
+# but there is no need to pay it on every round.
+_TRIM_EVERY_TICKS = 10
 _EVENT_TYPES = (FailoverCompleted, FailoverFailed, ManualFailover, Drain, Restore)
 _summary_encoder = msgspec.json.Encoder()
 
@@ -122,6 +125,7 @@ class LeaderPipeline:
         self._max_deliveries = settings.max_deliveries
         self._max_skew_ms = settings.max_clock_skew_ms
         self._tick_s = settings.tick_ms / 1000
+        self._retention_ms = settings.input_retention_ms
         self._deadline_s = settings.renew_deadline_ms / 1000
         self._streams = keys.input_streams
         self.intake = Intake(len(self._streams))
@@ -139,7 +143,7 @@ class LeaderPipeline:
             return
         if not await self._claim():
             return
-        next_tick = time.monotonic()
+        next_tick = next_trim = time.monotonic()
         prefetch: asyncio.Task[bool | None] | None = None
         inflight: asyncio.Task[bool] | None = None
         try:
@@ -164,6 +168,10 @@ class LeaderPipeline:
                 if now >= next_tick:
                     self._tick(work)
                     next_tick = now + self._tick_s
+                if self._retention_ms and now >= next_trim:
+                    next_trim = now + self._tick_s * _TRIM_EVERY_TICKS
+                    if not await self._trim():
+                        return
                 sealed = self._seal(work)
                 if inflight is not None:
                     committed = await inflight
@@ -189,6 +197,20 @@ class LeaderPipeline:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
+
+    async def _trim(self) -> bool:
+        """Bound the input streams by the retention; False when fenced."""
+        removed = await self._io(lambda: self.group.trim(self._retention_ms), "trim")
+        if isinstance(removed, Fenced):
+            return False
+        if removed:
+            log.info(
+                "trimmed %s acked input entries older than %sms epoch=%s",
+                removed,
+                self._retention_ms,
+                self.epoch,
+            )
+        return True
 
     async def _wait(self, block_ms: int) -> None:
         await self._io(lambda: self.group.wait(self.intake.seen, block_ms), "wait")

@@ -85,6 +85,7 @@ class Settings(msgspec.Struct, frozen=True):
     metrics_port: int = 0
     decisions_maxlen: int = 0
     dlq_maxlen: int = 0
+    input_retention_ms: int = 86_400_000
     probe_targets: tuple[ProbeTarget, ...] = ()
     probe_interval_ms: int = 5000
     probe_timeout_ms: int = 2000
@@ -362,6 +363,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         metrics_port=reader.integer("METRICS_PORT", 0, minimum=0, maximum=65535),
         decisions_maxlen=reader.integer("DECISIONS_MAXLEN", 0, minimum=0),
         dlq_maxlen=reader.integer("DLQ_MAXLEN", 0, minimum=0),
+        input_retention_ms=reader.integer(
+            "INPUT_RETENTION_MS", 86_400_000, minimum=0, maximum=90 * 86_400_000, unit=ms
+        ),
         probe_targets=_probe_targets(reader, regions),
         probe_interval_ms=reader.integer("PROBE_INTERVAL_MS", 5000, minimum=100, unit=ms),
         probe_timeout_ms=reader.integer("PROBE_TIMEOUT_MS", 2000, minimum=10, unit=ms),
