@@ -42,7 +42,7 @@ from streams.connection import call, connect
 from streams.keys import Keys
 from streams.lease import Acquired, Lease, make_owner_id
 from streams.server import RedisServer
-from workers.elector import DemotionReason, Elector, ElectorTiming, Leadership
+from workers.coordinator.elector import DemotionReason, Elector, ElectorTiming, Leadership
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -50,8 +50,8 @@ from streams.group import split_id
 from streams.keys import GROUP, Keys
 from streams.lease import Acquired, Lease
 from streams.server import RedisServer
-from workers.elector import Leadership
-from workers.pipeline import LeaderPipeline
+from workers.coordinator.elector import Leadership
+from workers.coordinator.pipeline import LeaderPipeline
 from workers.settings import load_settings
 
 REGIONS = ("eu-west", "us-east", "ap-south")

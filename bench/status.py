@@ -8,7 +8,7 @@ writer thread appending in pipelines of 50 while measuring. Rows:
 
 * ``ping``: a PING round trip (the baseline: the network and event-loop floor);
 * ``lag-sample``: one :class:`streams.lag.LagSampler` snapshot (what lagmon does per interval);
-* ``status-read``: :func:`workers.status.gather_status` (what ``failoverctl status`` reads);
+* ``status-read``: :func:`workers.ops.status.gather_status` (what ``failoverctl status`` reads);
 * ``server-cost``: Redis CPU per snapshot from ``INFO commandstats`` (usec per EVALSHA), per
   stream, with Redis reporting the lag and with the lag NULL (counted, capped);
 * ``failoverctl-status``: the whole command as a process (interpreter start dominates).
@@ -38,8 +38,8 @@ from streams.connection import connect
 from streams.keys import GROUP, Keys
 from streams.lag import LagSampler
 from streams.server import RedisServer
+from workers.ops.status import gather_status
 from workers.settings import load_settings
-from workers.status import gather_status
 
 REGIONS = "us-east,eu-west,ap-south"
 

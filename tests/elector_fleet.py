@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from streams.connection import cancel_and_wait, connect
 from streams.keys import Keys
 from streams.lease import make_owner_id
-from workers.elector import DemotionReason, Elector, ElectorTiming, Leadership
+from workers.coordinator.elector import DemotionReason, Elector, ElectorTiming, Leadership
 
 
 @dataclass

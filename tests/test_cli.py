@@ -30,12 +30,12 @@ from streams import scripts
 from streams.connection import connect
 from streams.keys import GROUP, Keys
 from streams.server import RedisServer, free_port
-from workers.cli import main
-from workers.health import ProbeResult, RegionSnapshot
-from workers.policy import Policy, PolicyConfig
-from workers.replay import merge
+from workers.ops.cli import main
+from workers.ops.replay import merge
+from workers.ops.status import gather_status
+from workers.policy.rules import Policy, PolicyConfig
+from workers.probe.prober import ProbeResult, RegionSnapshot
 from workers.settings import load_settings
-from workers.status import gather_status
 
 REGIONS = "us-east,eu-west,ap-south"
 
@@ -364,7 +364,7 @@ def test_decisions_follow_prints_new_entries_and_ends_on_ctrl_c(
     env: dict[str, str], r: sync_redis.Redis, keys: Keys
 ) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "decisions", "--follow", "--json"],
+        [sys.executable, "-m", "workers.ops.cli", "decisions", "--follow", "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

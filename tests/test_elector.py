@@ -1,4 +1,4 @@
-"""workers.elector against a real Redis: terms, step-downs, takeover, handoff, and a 5-way race.
+"""The elector against a real Redis: terms, step-downs, takeover, handoff, and a 5-way race.
 
 Timings are short (TTL 0.3-3 s) and set through ElectorTiming directly. Some tests lower
 ``min_reelect_ms`` below the production floor (1000 ms, which settings enforce) so rounds
@@ -21,7 +21,7 @@ from streams.keys import Keys
 from streams.lease import Acquired, Held, Lease
 from streams.server import RedisServer
 from tests.elector_fleet import Fleet
-from workers.elector import DemotionReason, Elector, ElectorTiming, Leadership
+from workers.coordinator.elector import DemotionReason, Elector, ElectorTiming, Leadership
 
 FAST = ElectorTiming(
     ttl_ms=600,

@@ -26,7 +26,7 @@ from streams.connection import connect
 from streams.keys import Keys
 from streams.server import RedisServer
 from tests.elector_fleet import Fleet, Member, Term
-from workers.elector import ElectorTiming
+from workers.coordinator.elector import ElectorTiming
 
 pytestmark = pytest.mark.chaos
 

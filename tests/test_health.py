@@ -20,7 +20,7 @@ from schemas.events import HealthEvent
 from streams.connection import connect
 from streams.keys import Keys
 from streams.server import RedisServer, free_port
-from workers.health import Prober, RegionSnapshot, probe, probe_all
+from workers.probe.prober import Prober, RegionSnapshot, probe, probe_all
 from workers.settings import ProbeTarget, Settings
 
 TIMEOUT_MS = 300

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.group import StreamEntry
-from workers.intake import Intake
+from workers.coordinator.intake import Intake
 
 
 class _Streams:

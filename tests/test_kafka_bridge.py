@@ -26,7 +26,7 @@ from tests.kafka_fixtures import (
     until,
     workers,  # noqa: F401 - fixture
 )
-from workers.bridge import faust_credentials
+from workers.kafka.bridge import faust_credentials
 
 pytestmark = pytest.mark.kafka
 

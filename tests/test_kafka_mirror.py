@@ -25,7 +25,7 @@ from tests.kafka_fixtures import (
     until,
     workers,  # noqa: F401 - fixture
 )
-from workers.mirror import MIRROR_GROUP, run_mirror
+from workers.kafka.mirror import MIRROR_GROUP, run_mirror
 from workers.settings import Settings, load_settings
 
 pytestmark = pytest.mark.kafka

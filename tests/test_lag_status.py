@@ -10,7 +10,7 @@ from streams.keys import GROUP, Keys
 from streams.lag import LagSampler
 from streams.lease import Lease
 from streams.server import RedisServer
-from workers.lag_status import (
+from workers.monitor.lag_status import (
     GroupSample,
     LagWindow,
     Verdict,
@@ -18,7 +18,7 @@ from workers.lag_status import (
     evaluate_instant,
     worst,
 )
-from workers.lagmon import LagMonitor
+from workers.monitor.lagmon import LagMonitor
 from workers.settings import Settings
 
 

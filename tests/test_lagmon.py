@@ -19,8 +19,8 @@ from streams.keys import GROUP, Keys
 from streams.lag import LagSampler, id_ms
 from streams.lease import Lease
 from streams.server import RedisServer, free_port
-from workers.lagmon import LagMonitor
-from workers.metrics import CoordinatorMetrics, serve
+from workers.monitor.lagmon import LagMonitor
+from workers.monitor.metrics import CoordinatorMetrics, serve
 from workers.settings import Settings
 
 

@@ -29,8 +29,8 @@ from tests.pipeline_helpers import (
     summary,
     take_lease,
 )
-from workers.pipeline import LeaderPipeline
-from workers.policy import decode_state
+from workers.coordinator.pipeline import LeaderPipeline
+from workers.policy.rules import decode_state
 
 T0 = 1_800_000_000.0
 
@@ -51,7 +51,7 @@ async def test_leader_writes_leader_changed_first_then_decisions_with_its_epoch(
     keys: Keys,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="workers.pipeline")
+    caplog.set_level(logging.INFO, logger="workers.coordinator.pipeline")
     settings = settings_for(redis_server.url, keys.namespace)
     term = await start_term(redis_client, keys, settings)
     try:

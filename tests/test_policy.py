@@ -19,7 +19,7 @@ from schemas.events import (
     ManualFailover,
     Restore,
 )
-from workers.policy import (
+from workers.policy.rules import (
     PlannedFailover,
     Policy,
     PolicyConfig,

@@ -23,7 +23,7 @@ from schemas.events import (
     ManualFailover,
     Restore,
 )
-from workers.policy import PlannedFailover, Policy, PolicyConfig, decode_state, encode_state
+from workers.policy.rules import PlannedFailover, Policy, PolicyConfig, decode_state, encode_state
 
 T0 = 1_700_000_000.0
 UNKNOWN = "mars"

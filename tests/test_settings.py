@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from schemas.errors import ConfigError
-from workers.elector import ElectorTiming
+from workers.coordinator.elector import ElectorTiming
 from workers.settings import (
     DEFAULT_REDIS_URL,
     MAX_DURATION_MS,

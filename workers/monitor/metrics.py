@@ -22,7 +22,7 @@ from prometheus_client import (
 
 from streams.keys import GROUP, Keys
 from streams.lag import LagReport
-from workers.lag_status import STATUSES, Verdict
+from workers.monitor.lag_status import STATUSES, Verdict
 
 # Commit latency is a Lua script round trip: sub-millisecond on a quiet server, tens of ms
 # under load or across regions.

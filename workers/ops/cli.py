@@ -21,7 +21,7 @@ import redis.exceptions as rex
 
 from schemas.errors import ConfigError, RedisUnavailable
 from streams.connection import redact, validate_url
-from workers.commands import COMMANDS, EVENT_TYPES, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Context
+from workers.ops.commands import COMMANDS, EVENT_TYPES, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Context
 from workers.settings import Settings, load_settings
 
 # -- parser ---------------------------------------------------------------------------
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     if args.command == "demo":
-        from workers.demo import run_demo  # noqa: PLC0415 - only the demo needs it
+        from workers.ops.demo import run_demo  # noqa: PLC0415 - only the demo needs it
 
         return run_demo(args.seconds, out=out)
     url = "<unknown>"

@@ -7,7 +7,7 @@ policy → one fenced commit per batch (state, decisions, dead letters, acks). F
 the term at once; Redis outages raise :class:`~schemas.errors.RedisUnavailable` out of
 :meth:`LeaderPipeline.run` and the elector steps down.
 
-**Order.** Entries are applied in the order :mod:`workers.intake` defines: by entry id
+**Order.** Entries are applied in the order :mod:`workers.coordinator.intake` defines: by entry id
 across both streams, independent of batch sizes and leader changes.
 
 **Overlap.** While busy, the next fenced read is in flight while a batch is decoded and
@@ -59,10 +59,10 @@ from streams.connection import call
 from streams.dead_letters import dead_letter, encode_dead_letter, pairs
 from streams.group import ZERO_ID, ConsumerGroup, RawRead
 from streams.keys import Keys
-from workers.elector import Leadership
-from workers.intake import Intake, Run
-from workers.metrics import CoordinatorMetrics
-from workers.policy import PlannedFailover, Policy, PolicyConfig, decode_state, encode_state
+from workers.coordinator.elector import Leadership
+from workers.coordinator.intake import Intake, Run
+from workers.monitor.metrics import CoordinatorMetrics
+from workers.policy.rules import PlannedFailover, Policy, PolicyConfig, decode_state, encode_state
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)

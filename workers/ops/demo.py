@@ -34,8 +34,8 @@ from streams.connection import connect
 from streams.keys import Keys
 from streams.lease import read_lease
 from streams.server import RedisServer, die_with_parent
+from workers.ops.status import StatusReport, gather_status
 from workers.settings import Settings
-from workers.status import StatusReport, gather_status
 
 REGIONS = ("us-east", "eu-west", "ap-south")
 OBSERVERS = ("observer-1", "observer-2")

@@ -28,7 +28,7 @@ from schemas.events import (
     ManualFailover,
     Restore,
 )
-from workers.policy_state import (
+from workers.policy.state import (
     MAX_RECENT_EVENTS,
     MAX_REFUSED,
     ObserverRun,

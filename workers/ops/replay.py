@@ -2,7 +2,8 @@
 
 Entries of ``NS:health`` and ``NS:events`` in an id range are merged in the order the
 leader applies them (entry id, ``health`` before ``events`` on a tie, see
-:mod:`workers.pipeline`) and fed to a fresh :class:`~workers.policy.Policy`, optionally with
+:mod:`workers.coordinator.pipeline`) and fed to a fresh
+:class:`~workers.policy.rules.Policy`, optionally with
 other knobs. The coordinator's ticks are simulated every ``tick_ms`` on the entries' id
 clock, from the start of the range to its end. Nothing is written.
 """
@@ -23,7 +24,7 @@ from schemas.errors import ConfigError, DecodeError
 from schemas.events import HealthEvent
 from streams.connection import call
 from streams.keys import Keys
-from workers.policy import PlannedFailover, Policy, PolicyConfig, PolicySummary
+from workers.policy.rules import PlannedFailover, Policy, PolicyConfig, PolicySummary
 
 _ID = re.compile(r"^(\d+)(?:-(\d+))?$")
 _KINDS = ("health", "events")

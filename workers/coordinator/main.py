@@ -23,10 +23,10 @@ from schemas.errors import ConfigError
 from streams.connection import connect
 from streams.keys import Keys
 from streams.lease import make_owner_id
-from workers.elector import Elector, ElectorTiming, Leadership
-from workers.metrics import CoordinatorMetrics
-from workers.metrics import serve as serve_metrics
-from workers.pipeline import LeaderPipeline
+from workers.coordinator.elector import Elector, ElectorTiming, Leadership
+from workers.coordinator.pipeline import LeaderPipeline
+from workers.monitor.metrics import CoordinatorMetrics
+from workers.monitor.metrics import serve as serve_metrics
 from workers.settings import Settings, load_settings
 
 log = logging.getLogger("workers.coordinator")

@@ -3,7 +3,7 @@
 The lease, the epoch, the stream lag and the committed policy summary come from one atomic
 script call (:mod:`streams.lag`); the prober snapshots are read concurrently with it. The
 lag status here is evaluated from that one snapshot (STOP, STALL or OK, see
-:func:`workers.lag_status.evaluate_instant`); WARN needs a window and is the lag monitor's.
+:func:`workers.monitor.lag_status.evaluate_instant`); WARN needs a window and is the lag monitor's.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from schemas.errors import DecodeError
 from streams.connection import call
 from streams.keys import Keys
 from streams.lag import LagReport, LagSampler
-from workers.health import RegionSnapshot
-from workers.lag_status import GroupSample, Verdict, evaluate_instant, worst
-from workers.policy import PolicySummary
+from workers.monitor.lag_status import GroupSample, Verdict, evaluate_instant, worst
+from workers.policy.rules import PolicySummary
+from workers.probe.prober import RegionSnapshot
 from workers.settings import Settings
 
 _summary_decoder = msgspec.json.Decoder(PolicySummary)

@@ -29,12 +29,12 @@ from schemas.events import (
 )
 from streams.connection import call, connect
 from streams.keys import Keys
-from workers.dlq import drop_dead_letters, list_dead_letters, replay_dead_letters
-from workers.health import probe_all
-from workers.policy import PolicyConfig
-from workers.replay import bounds, merge, parse_id, read_range, replay
+from workers.ops.dlq import drop_dead_letters, list_dead_letters, replay_dead_letters
+from workers.ops.replay import bounds, merge, parse_id, read_range, replay
+from workers.ops.status import gather_status, render_status, status_json
+from workers.policy.rules import PolicyConfig
+from workers.probe.prober import probe_all
 from workers.settings import Settings
-from workers.status import gather_status, render_status, status_json
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EVENT_TYPES: dict[str, type] = {

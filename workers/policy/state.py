@@ -2,7 +2,7 @@
 
 ``PolicyState`` is everything the policy knows (DESIGN §5.5): a new leader that decodes the
 last committed state continues exactly where the previous leader stopped. It is plain data;
-the rules that change it live in :mod:`workers.policy`.
+the rules that change it live in :mod:`workers.policy.rules`.
 """
 
 from __future__ import annotations

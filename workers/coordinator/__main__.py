@@ -1,0 +1,5 @@
+"""``python -m workers.coordinator``: one member of the coordinator fleet (DESIGN §7)."""
+
+from workers.coordinator.main import main
+
+main()

@@ -1,0 +1,117 @@
+"""The lag monitor (``python -m workers.lagmon``): stream lag and leader metrics for Prometheus.
+
+Every ``FAILOVER_LAG_INTERVAL_MS`` it takes one snapshot (one script round trip, see
+:mod:`streams.lag`), updates the metrics served on ``FAILOVER_METRICS_PORT`` and the
+Burrow-style status of the coordinator group on each input stream over the last
+``FAILOVER_LAG_WINDOW`` samples; each status change is logged once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+
+import redis.asyncio as aioredis
+
+from schemas.errors import ConfigError, RedisUnavailable
+from streams.connection import call, connect
+from streams.keys import Keys
+from streams.lag import LagReport, LagSampler
+from workers.monitor.lag_status import GroupSample, LagWindow, Verdict
+from workers.monitor.metrics import LagMetrics, MetricsServer, serve
+from workers.runtime import every, stop_on_signals
+from workers.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+class LagMonitor:
+    """Samples one namespace and keeps a window of samples per input stream."""
+
+    def __init__(
+        self, redis: aioredis.Redis, settings: Settings, metrics: LagMetrics | None = None
+    ) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.namespace)
+        self.sampler = LagSampler(redis, self.keys)
+        self.metrics = metrics or LagMetrics(self.keys)
+        self.windows = {s: LagWindow(settings.lag_window) for s in self.keys.input_streams}
+        self.verdicts: dict[str, Verdict] = {}
+
+    async def sample(self) -> tuple[LagReport, dict[str, Verdict]]:
+        """Take one snapshot, evaluate every window, update metrics, log status changes."""
+        deadline_s = max(self.settings.lag_interval_ms / 1000, 0.5)
+        start = time.monotonic()
+        report = await call(self.sampler.sample, what="lag sample", deadline_s=deadline_s)
+        elapsed = time.monotonic() - start
+        verdicts = {
+            s.stream: self.windows[s.stream].add(GroupSample.of(report, s)) for s in report.streams
+        }
+        for stream, verdict in verdicts.items():
+            before = self.verdicts.get(stream)
+            if before is None or before.status != verdict.status:
+                log.log(
+                    logging.INFO if verdict.status == "OK" else logging.WARNING,
+                    "lag status %s on %s: %s (epoch=%s)",
+                    verdict.status,
+                    stream,
+                    verdict.reason,
+                    report.epoch,
+                )
+        self.verdicts = verdicts
+        self.metrics.record(report, verdicts, elapsed)
+        return report, verdicts
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sample on a monotonic schedule until ``stop``; an outage is logged and skipped."""
+
+        async def step() -> None:
+            try:
+                await self.sample()
+            except RedisUnavailable as exc:
+                log.warning("lag sample failed: %s", exc)
+
+        await every(self.settings.lag_interval_ms / 1000, stop, step)
+
+
+async def _main(settings: Settings) -> None:
+    stop = stop_on_signals()
+    redis = connect(settings.redis_url, client_name=f"lagmon:{settings.instance_id}")
+    monitor = LagMonitor(redis, settings)
+    server: MetricsServer | None = None
+    if settings.metrics_port:
+        server = serve(monitor.metrics.registry, settings.metrics_port)
+        log.info("metrics on :%s/metrics", server.port)
+    else:
+        log.warning("FAILOVER_METRICS_PORT is 0: lag statuses are logged, no metrics served")
+    log.info(
+        "lag monitor on %s namespace %s every %sms, window %s",
+        settings.redacted_url,
+        settings.namespace,
+        settings.lag_interval_ms,
+        settings.lag_window,
+    )
+    try:
+        await monitor.run(stop)
+    finally:
+        if server is not None:
+            server.close()
+        await redis.aclose()
+
+
+def main() -> int:
+    """Process entry point: exit 2 on bad settings, 0 after SIGTERM/SIGINT."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    asyncio.run(_main(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Operator tooling: failoverctl commands, status, dead letters, replay and the demo."""

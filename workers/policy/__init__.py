@@ -1,0 +1,1 @@
+"""The failover policy: pure (imports schemas only), time is an argument."""

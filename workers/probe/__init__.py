@@ -1,0 +1,1 @@
+"""The health prober: probes region endpoints and publishes health events."""
