@@ -67,7 +67,7 @@ def _text(value: object) -> str:
 
 
 class Committer:
-    """Commits batches for one leader term (owner + epoch) through the COMMIT script."""
+    """Commits batches for one leader term (owner + epoch) through ``streams/lua/commit.lua``."""
 
     def __init__(
         self,

@@ -133,7 +133,7 @@ def _state(reply: object) -> StateFields | None:
 
 
 class LagSampler:
-    """Takes lag snapshots of one namespace through the ``LAG_SNAPSHOT`` script."""
+    """Takes lag snapshots of one namespace through ``streams/lua/lag_snapshot.lua``."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, *, count_cap: int = COUNT_CAP) -> None:
         self.keys = keys
