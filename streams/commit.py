@@ -27,28 +27,31 @@ FENCED = Fenced()
 
 
 class Batch(msgspec.Struct):
-    """Everything one commit writes; ``acks`` holds entry ids per input stream, in order."""
+    """Everything one commit writes; ``acks`` maps an input stream's index (in
+    :attr:`Keys.input_streams`) to the entry ids to acknowledge on it, in order."""
 
     state: dict[str, bytes] = msgspec.field(default_factory=dict)
     decisions: list[bytes] = msgspec.field(default_factory=list)
     dead_letters: list[bytes] = msgspec.field(default_factory=list)
-    acks: tuple[list[bytes], list[bytes]] = msgspec.field(default_factory=lambda: ([], []))
+    acks: dict[int, list[bytes]] = msgspec.field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
         """True when committing would write nothing but the commit token."""
-        return not (
-            self.state or self.decisions or self.dead_letters or self.acks[0] or self.acks[1]
-        )
+        return not (self.state or self.decisions or self.dead_letters or any(self.acks.values()))
 
 
 class Committed(msgspec.Struct, frozen=True):
-    """The batch is in Redis; ``replayed`` when an earlier attempt of it had already landed."""
+    """The batch is in Redis, with the ids of its entries.
+
+    When a retry finds that an earlier attempt of the batch had already landed, the ids are
+    those that attempt wrote (empty if they are no longer the streams' newest entries) and
+    ``acked`` is 0.
+    """
 
     decision_ids: list[str]
     dead_letter_ids: list[str]
     acked: int
-    replayed: bool = False
 
 
 _msgpack = msgspec.msgpack.Encoder()
@@ -64,7 +67,7 @@ def _text(value: object) -> str:
 
 
 class Committer:
-    """Commits batches for one leader term (owner + epoch) through the COMMIT script."""
+    """Commits batches for one leader term (owner + epoch) through ``streams/lua/commit.lua``."""
 
     def __init__(
         self,
@@ -81,8 +84,10 @@ class Committer:
         self.epoch = epoch
         self.decisions_maxlen = decisions_maxlen
         self.dlq_maxlen = dlq_maxlen
-        self._script = redis.register_script(scripts.COMMIT)
+        self._script = scripts.register(redis, "commit")
         self._seq = 0
+        self._inputs = len(keys.input_streams)
+        # The order commit.lua documents: leader, epoch, state, decisions, dlq, inputs.
         self._keys = [
             keys.leader,
             keys.epoch,
@@ -99,6 +104,8 @@ class Committer:
 
     async def commit(self, batch: Batch, token: str) -> Committed | Fenced:
         """Write ``batch`` atomically if still leader under our epoch, else write nothing."""
+        if any(not 0 <= stream < self._inputs for stream in batch.acks):
+            raise ValueError(f"acks for unknown input streams: {sorted(batch.acks)}")
         args: list[bytes | str | int] = [
             self.owner,
             self.epoch,
@@ -109,8 +116,8 @@ class Committer:
             len(batch.state),
             len(batch.decisions),
             len(batch.dead_letters),
-            _pack_ids(batch.acks[0]),
-            _pack_ids(batch.acks[1]),
+            self._inputs,
+            *[_pack_ids(batch.acks.get(stream, [])) for stream in range(self._inputs)],
         ]
         for field, value in batch.state.items():
             args.append(field)
@@ -127,14 +134,12 @@ def _parse(reply: object) -> Committed | Fenced:
     code = int(reply[0])
     if code == 0:
         return FENCED
-    if code == 2:
-        return Committed(decision_ids=[], dead_letter_ids=[], acked=0, replayed=True)
-    if code != 1 or len(reply) != 4:
+    if (code, len(reply)) not in ((1, 4), (2, 3)):
         raise ScriptError(f"commit script answered {reply!r}")
     decision_ids: Sequence[object] = reply[1]
     dead_ids: Sequence[object] = reply[2]
     return Committed(
         decision_ids=[_text(i) for i in decision_ids],
         dead_letter_ids=[_text(i) for i in dead_ids],
-        acked=int(reply[3]),
+        acked=int(reply[3]) if code == 1 else 0,
     )

@@ -3,7 +3,7 @@
 Creation is idempotent; reads, claims and consumer pruning are fenced, so only the current
 leader under its epoch moves entries: claims and pruning are Lua scripts, and a read is one
 MULTI/EXEC in which a Lua fence check creates the guard stream without which the native
-XREADGROUP that follows cannot read (see ``scripts.READ_GUARD``). Replies are kept as the
+XREADGROUP that follows cannot read (see ``streams/lua/read_guard.lua``). Replies are kept as the
 raw arrays Redis sent (never redis-py's dict parsing) so every entry keeps its fields in
 order, with duplicates: a dead letter must carry the entry exactly as the producer wrote it.
 
@@ -81,9 +81,10 @@ class ConsumerGroup:
         self._raw = aioredis.Redis(connection_pool=redis.connection_pool)
         self._raw.set_response_callback("XREADGROUP", _raw_reply)
         self._guard = keys.read_guard(owner)
-        self._claim = redis.register_script(scripts.CLAIM_FENCED)
-        self._prune = redis.register_script(scripts.PRUNE_CONSUMERS)
-        self._trim = redis.register_script(scripts.TRIM_INPUT)
+        self._guard_sha: str | None = None  # read_guard, once loaded on the server
+        self._claim = scripts.register(redis, "claim")
+        self._prune = scripts.register(redis, "prune")
+        self._trim = scripts.register(redis, "trim_input")
 
     async def ensure(self) -> None:
         """Create the group on both input streams (and the streams) unless they exist.
@@ -107,24 +108,15 @@ class ConsumerGroup:
         fields]`` lists Redis sent (the hot path allocates nothing per entry).
         """
         names = [self.streams[i] for i in streams]
-        guard = self._guard
-        read = ["XREADGROUP", "GROUP", GROUP, self.owner, "COUNT", count, "STREAMS", guard, *names]
-        async with self._raw.pipeline(transaction=True) as pipe:
-            pipe.eval(
-                scripts.READ_GUARD,
-                3,
-                self.keys.leader,
-                self.keys.epoch,
-                guard,
-                self.owner,
-                self.epoch,
-                GROUP,
-            )
-            if after is not None:
-                pipe.execute_command(*read, "0", *after)
-            pipe.execute_command(*read, *([">"] * (len(names) + 1)))
-            pipe.delete(guard)
-            replies = await pipe.execute(raise_on_error=False)
+        sha = self._guard_sha
+        if sha is None:
+            sha = self._guard_sha = await scripts.load(self.redis, "read_guard")
+        replies = await self._fenced_read(sha, names, count, after)
+        if isinstance(replies[0], rex.NoScriptError):
+            # The server lost its scripts (restart, SCRIPT FLUSH); the failed guard made the
+            # whole read take nothing, so loading again and retrying once is safe.
+            sha = self._guard_sha = await scripts.load(self.redis, "read_guard")
+            replies = await self._fenced_read(sha, names, count, after)
         if isinstance(replies[0], Exception):
             raise replies[0]
         if int(replies[0]) == 0:
@@ -146,21 +138,30 @@ class ConsumerGroup:
             result.entries[self._index[name]].extend(entries)
         return result
 
-    async def read(
-        self,
-        streams: Sequence[int],
-        count: int,
-        after: Sequence[bytes] | None = None,
-    ) -> list[list[StreamEntry]] | Fenced:
-        """:meth:`read_raw` as :class:`StreamEntry` tuples, one list per input stream."""
-        got = await self.read_raw(streams, count, after)
-        if isinstance(got, Fenced):
-            return got
-        out: list[list[StreamEntry]] = []
-        for i, entries in enumerate(got.entries):
-            again = set(got.redelivered[i])
-            out.append([StreamEntry(i, e[0], e[1], 2 if e[0] in again else 1) for e in entries])
-        return out
+    async def _fenced_read(
+        self, sha: str, names: list[str], count: int, after: Sequence[bytes] | None
+    ) -> list[Any]:
+        """One MULTI/EXEC: the guard script, the history read (with ``after``), the new
+        read, the guard's deletion; replies (errors included) in that order."""
+        guard = self._guard
+        read = ["XREADGROUP", "GROUP", GROUP, self.owner, "COUNT", count, "STREAMS", guard, *names]
+        async with self._raw.pipeline(transaction=True) as pipe:
+            pipe.evalsha(
+                sha,
+                3,
+                self.keys.leader,
+                self.keys.epoch,
+                guard,
+                self.owner,
+                self.epoch,
+                GROUP,
+            )
+            if after is not None:
+                pipe.execute_command(*read, "0", *after)
+            pipe.execute_command(*read, *([">"] * (len(names) + 1)))
+            pipe.delete(guard)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
 
     async def claim(self, stream: int, cursor: bytes, count: int) -> ClaimPage | Fenced:
         """Claim up to ``count`` pending entries of ``stream`` (any consumer) from ``cursor``."""

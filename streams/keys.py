@@ -55,8 +55,8 @@ class Keys(msgspec.Struct, frozen=True):
     def read_guard(self, owner: str) -> str:
         """Transient key proving, inside one fenced read's transaction, that ``owner`` leads.
 
-        Created and deleted within the same MULTI/EXEC (see ``scripts.READ_GUARD``); it never
-        outlives the transaction.
+        Created and deleted within the same MULTI/EXEC (see ``streams/lua/read_guard.lua``);
+        it never outlives the transaction.
         """
         return f"{self.namespace}:leader:guard:{owner}"
 

@@ -133,12 +133,12 @@ def _state(reply: object) -> StateFields | None:
 
 
 class LagSampler:
-    """Takes lag snapshots of one namespace through the ``LAG_SNAPSHOT`` script."""
+    """Takes lag snapshots of one namespace through ``streams/lua/lag_snapshot.lua``."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, *, count_cap: int = COUNT_CAP) -> None:
         self.keys = keys
         self.count_cap = count_cap
-        self._script = redis.register_script(scripts.LAG_SNAPSHOT)
+        self._script = scripts.register(redis, "lag_snapshot")
 
     async def sample(self, *, with_state: bool = False) -> LagReport:
         """One round trip: the lease, the group's lag on every input stream, DLQ size."""

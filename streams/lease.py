@@ -58,9 +58,9 @@ class Lease:
         self.keys = keys
         self.owner = owner
         self.ttl_ms = ttl_ms
-        self._acquire = redis.register_script(scripts.ACQUIRE)
-        self._renew = redis.register_script(scripts.RENEW)
-        self._release = redis.register_script(scripts.RELEASE)
+        self._acquire = scripts.register(redis, "acquire")
+        self._renew = scripts.register(redis, "renew")
+        self._release = scripts.register(redis, "release")
 
     async def acquire(self) -> Acquired | Held:
         """Try once to take the lease; return the new epoch or who holds it.
@@ -86,15 +86,15 @@ class Lease:
         )
         return int(reply) == 1
 
-    async def release(self, epoch: int | None = None) -> bool:
-        """Delete the lease if we own it (under ``epoch``, if given) and tell followers.
+    async def release(self, epoch: int) -> bool:
+        """Delete the lease if we own it under ``epoch`` and tell followers.
 
-        Returns False if it was not ours. Pass the epoch whenever it is known: a release
-        from an earlier term that reaches Redis late must not delete a newer term's lease.
+        Returns False if it was not ours: a release from an earlier term that reaches Redis
+        late must not delete a newer term's lease.
         """
         reply = await self._release(
             keys=[self.keys.leader, self.keys.epoch],
-            args=[self.owner, self.keys.released, "" if epoch is None else epoch],
+            args=[self.owner, self.keys.released, epoch],
         )
         return int(reply) == 1
 

@@ -454,7 +454,7 @@ def test_dlq_replay_script_is_a_no_op_when_the_letter_changed(
     r: sync_redis.Redis, keys: Keys
 ) -> None:
     a = _dead(r, keys, keys.health, [(b"data", b"{}")])
-    script = r.register_script(scripts.DLQ_REPLAY)
+    script = r.register_script(scripts.source("dlq_replay"))
     reply = script(keys=[keys.dlq, keys.health], args=[a, b"other data", b"data", b"{}"])
     assert reply == [0, b"changed"]
     assert r.xlen(keys.health) == 0 and r.xlen(keys.dlq) == 1

@@ -12,6 +12,7 @@ from streams.commit import FENCED, Batch, Committed, Committer
 from streams.group import ConsumerGroup
 from streams.keys import GROUP, Keys
 from streams.lease import Acquired, Lease
+from tests.group_reads import read_entries
 
 
 async def _lead(redis: aioredis.Redis, keys: Keys, owner: str) -> tuple[ConsumerGroup, Committer]:
@@ -28,7 +29,7 @@ async def _fill(redis: aioredis.Redis, group: ConsumerGroup, n: int) -> tuple[li
     for stream in group.streams:
         for i in range(n):
             await redis.xadd(stream, {b"data": str(i).encode()})
-    got = await group.read([0, 1], n)
+    got = await read_entries(group, [0, 1], n)
     assert got is not FENCED
     return tuple([e.entry_id for e in entries] for entries in got)
 
@@ -70,12 +71,11 @@ async def test_commit_writes_state_decisions_dead_letters_and_acks_together(
         state={"policy": b"P", "summary": b"S"},
         decisions=[leader, _decision(committer.epoch, 1)],
         dead_letters=[_letter(1)],
-        acks=(health[:2], events),
+        acks={0: health[:2], 1: events},
     )
     result = await committer.commit(batch, committer.next_token())
     assert isinstance(result, Committed)
     assert result.acked == 5
-    assert not result.replayed
     state = await redis_client.hgetall(keys.state)
     assert state[b"policy"] == b"P" and state[b"summary"] == b"S"
     decisions = await redis_client.xrange(keys.decisions)
@@ -96,7 +96,7 @@ async def test_fenced_commit_writes_nothing(redis_client: aioredis.Redis, keys: 
         state={"policy": b"after"},
         decisions=[_decision(old.epoch, 1)],
         dead_letters=[_letter(1)],
-        acks=(health, events),
+        acks={0: health, 1: events},
     )
     await redis_client.delete(keys.leader)  # lease expired, nobody holds it
     assert await old.commit(batch, old.next_token()) is FENCED
@@ -116,16 +116,19 @@ async def test_a_retried_commit_is_applied_once(redis_client: aioredis.Redis, ke
     group, committer = await _lead(redis_client, keys, "a#1")
     health, _ = await _fill(redis_client, group, 2)
     batch = Batch(
-        state={"policy": b"P"}, decisions=[_decision(committer.epoch, 1)], acks=(health, [])
+        state={"policy": b"P"}, decisions=[_decision(committer.epoch, 1)], acks={0: health}
     )
     token = committer.next_token()
     first = await committer.commit(batch, token)
     second = await committer.commit(batch, token)  # as if the first reply had been lost
-    assert isinstance(first, Committed) and not first.replayed
-    assert isinstance(second, Committed) and second.replayed
+    assert isinstance(first, Committed) and first.acked == 2
+    # The retry writes nothing and names the entries the first attempt wrote.
+    assert isinstance(second, Committed) and second.acked == 0
+    assert second.decision_ids == first.decision_ids and len(first.decision_ids) == 1
     assert await redis_client.xlen(keys.decisions) == 1
     third = await committer.commit(batch, committer.next_token())
-    assert isinstance(third, Committed) and not third.replayed
+    assert isinstance(third, Committed) and third.acked == 0  # already acked by the first
+    assert third.decision_ids != first.decision_ids
     assert await redis_client.xlen(keys.decisions) == 2
 
 
@@ -139,7 +142,7 @@ async def test_commit_refuses_before_writing_when_a_key_has_the_wrong_type(
         state={"policy": b"P"},
         decisions=[_decision(committer.epoch, 1)],
         dead_letters=[_letter(1)],
-        acks=(health, []),
+        acks={0: health},
     )
     with pytest.raises(rex.ResponseError, match="WRONGTYPE"):
         await committer.commit(batch, committer.next_token())
@@ -155,10 +158,10 @@ async def test_commit_acks_a_batch_larger_than_the_lua_stack(
         for i in range(9000):
             pipe.xadd(keys.health, {b"data": str(i).encode()})
         await pipe.execute()
-    got = await group.read([0], 9000)
+    got = await read_entries(group, [0], 9000)
     assert got is not FENCED
     ids = [e.entry_id for e in got[0]]
-    result = await committer.commit(Batch(acks=(ids, [])), committer.next_token())
+    result = await committer.commit(Batch(acks={0: ids}), committer.next_token())
     assert isinstance(result, Committed) and result.acked == 9000
     assert await _pending_count(redis_client, keys.health) == 0
 
@@ -220,3 +223,55 @@ async def test_trimming_never_drops_entries_a_group_still_needs(
     assert length < len(written) - 100
     left = [i.decode() for i, _ in await redis_client.xrange(keys.decisions)]
     assert left == written[-length:]
+
+
+class _ThreeInputs(Keys, frozen=True):
+    """A namespace with a third input stream: the commit takes any number."""
+
+    @property
+    def input_streams(self) -> tuple[str, str, str]:  # type: ignore[override]
+        return (self.health, self.events, f"{self.namespace}:extra")
+
+
+async def test_commit_acks_on_any_number_of_input_streams(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    three = _ThreeInputs(keys.namespace)
+    await redis_client.delete(three.leader)
+    lease = await Lease(redis_client, three, "a#1", 30_000).acquire()
+    assert isinstance(lease, Acquired)
+    ids: dict[int, list[bytes]] = {}
+    for index, stream in enumerate(three.input_streams):
+        await redis_client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        for i in range(index + 1):
+            await redis_client.xadd(stream, {b"data": str(i).encode()})
+        got = await redis_client.xreadgroup(GROUP, "a#1", {stream: ">"})
+        ids[index] = [entry_id for entry_id, _ in got[0][1]]
+    committer = Committer(redis_client, three, "a#1", lease.epoch)
+    result = await committer.commit(Batch(acks=ids), committer.next_token())
+    assert isinstance(result, Committed) and result.acked == 1 + 2 + 3
+    for stream in three.input_streams:
+        assert await _pending_count(redis_client, stream) == 0
+    with pytest.raises(ValueError, match="unknown input streams"):
+        await committer.commit(Batch(acks={3: [b"1-0"]}), committer.next_token())
+
+
+async def test_a_retried_commit_whose_entries_are_gone_names_none(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    _, committer = await _lead(redis_client, keys, "a#1")
+    batch = Batch(decisions=[_decision(committer.epoch, 1)], dead_letters=[_letter(1)])
+    token = committer.next_token()
+    first = await committer.commit(batch, token)
+    assert isinstance(first, Committed) and len(first.dead_letter_ids) == 1
+    again = await committer.commit(batch, token)
+    assert isinstance(again, Committed)
+    assert (again.decision_ids, again.dead_letter_ids) == (
+        first.decision_ids,
+        first.dead_letter_ids,
+    )
+    await redis_client.xdel(keys.decisions, *first.decision_ids)
+    await redis_client.xadd(keys.dlq, {b"data": b"someone else's"})
+    gone = await committer.commit(batch, token)
+    assert gone == Committed(decision_ids=[], dead_letter_ids=[], acked=0)
+    assert await redis_client.xlen(keys.decisions) == 0  # still not written twice

@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 
 from streams.keys import GROUP, Keys
 from streams.lag import LagSampler
-from streams.lease import Lease
+from streams.lease import Acquired, Lease
 from streams.server import RedisServer
 from workers.monitor.lag_status import (
     GroupSample,
@@ -181,11 +181,12 @@ async def test_real_no_leader_is_stop(
     redis_client: aioredis.Redis, keys: Keys, redis_server: RedisServer
 ) -> None:
     lease = Lease(redis_client, keys, "leader#1", 10_000)
-    await lease.acquire()
+    acquired = await lease.acquire()
+    assert isinstance(acquired, Acquired)
     await redis_client.xgroup_create(keys.health, GROUP, id="0", mkstream=True)
     monitor = _monitor(redis_client, keys, redis_server.url)
     assert await _status(monitor, keys.health) == "OK"
-    await lease.release()
+    await lease.release(acquired.epoch)
     assert await _status(monitor, keys.health) == "STOP"
     assert "no leader" in monitor.verdicts[keys.health].reason
 

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams.connection import connect
 from streams.keys import GROUP, Keys
 from streams.lag import LagSampler, id_ms
-from streams.lease import Lease
+from streams.lease import Acquired, Lease
 from streams.server import RedisServer, free_port
 from workers.monitor.lagmon import LagMonitor
 from workers.monitor.metrics import CoordinatorMetrics, serve
@@ -145,9 +145,10 @@ async def test_metrics_endpoint_is_scraped_and_parsed(
         await redis_client.xgroup_create(keys.health, GROUP, id="0")
         await redis_client.xreadgroup(GROUP, "c1", {keys.health: ">"}, count=2)
         lease = Lease(redis_client, keys, "node-a#1", 5000)
-        await lease.acquire()
+        acquired = await lease.acquire()
+        assert isinstance(acquired, Acquired)
         await monitor.sample()  # baseline epoch
-        await lease.release()
+        await lease.release(acquired.epoch)
         await Lease(redis_client, keys, "node-b#1", 5000).acquire()
         await redis_client.xadd(keys.dlq, {"data": "x"})
         await monitor.sample()

@@ -16,6 +16,7 @@ from streams.connection import connect
 from streams.group import ConsumerGroup
 from streams.keys import GROUP, Keys
 from streams.server import RedisServer
+from tests.group_reads import read_entries
 from tests.pipeline_helpers import (
     backlog,
     dead_letters,
@@ -119,7 +120,7 @@ async def test_pending_entries_of_a_dead_leader_are_claimed_and_applied_in_order
     group = ConsumerGroup(redis_client, keys, dead.owner, dead.epoch)
     await group.ensure()
     eu_ids = await _outage(redis_client, keys, n=3)
-    taken = await group.read([0, 1], 100)  # read, never acked: the leader "died"
+    taken = await read_entries(group, [0, 1], 100)  # read, never acked: the leader "died"
     assert taken != [[], []]
     eu_ids += await _outage(redis_client, keys, n=2, start=3)  # undelivered yet
     term = await start_term(redis_client, keys, settings, "new#2")
@@ -174,7 +175,7 @@ async def test_entries_delivered_too_often_become_dead_letters(
     await group.ensure()
     poison = await redis_client.xadd(keys.health, health("p", "us", "o1", "healthy", T0))
     fine = await redis_client.xadd(keys.health, health("f", "us", "o2", "healthy", T0))
-    assert await group.read([0], 10) != []
+    assert await read_entries(group, [0], 10) != []
     # As if four earlier leaders had died holding the poison entry, three holding the other.
     await redis_client.xclaim(keys.health, GROUP, "dead#1", 0, [poison], retrycount=5)
     await redis_client.xclaim(keys.health, GROUP, "dead#1", 0, [fine], retrycount=4)
@@ -200,7 +201,7 @@ async def test_an_entry_deleted_while_pending_becomes_a_dead_letter(
     group = ConsumerGroup(redis_client, keys, dead.owner, dead.epoch)
     await group.ensure()
     gone = await redis_client.xadd(keys.events, {b"data": b"{}"})
-    assert await group.read([1], 10) != []
+    assert await read_entries(group, [1], 10) != []
     await redis_client.xdel(keys.events, gone)
     term = await start_term(redis_client, keys, settings, "new#2")
     try:

@@ -327,7 +327,7 @@ class LeaderPipeline:
         planned_all = work.planned
         applied = 0
         for stream, entries in runs:
-            acks[stream].extend([entry[0] for entry in entries])
+            acks.setdefault(stream, []).extend([entry[0] for entry in entries])
             counts = self.intake.deliveries[stream]
             for entry_id, fields in entries:
                 deliveries = counts.pop(entry_id, 1) if counts else 1

@@ -1,6 +1,6 @@
 """Operator actions on the dead-letter stream: list, replay onto the source stream, drop.
 
-Replay goes through the ``DLQ_REPLAY`` script, one dead letter at a time: the raw fields are
+Replay goes through the ``dlq_replay`` script, one dead letter at a time: the raw fields are
 appended back onto their source stream and the dead letter deleted in one atomic step, and
 only if it is still there unchanged, so two operators replaying at once cannot duplicate it.
 """
@@ -127,7 +127,7 @@ async def replay_dead_letters(
     if ids is None:
         ids = [row.id for row in await list_dead_letters(redis, keys, count=None,
                                                           deadline_s=deadline_s)]  # fmt: skip
-    script = redis.register_script(scripts.DLQ_REPLAY)
+    script = scripts.register(redis, "dlq_replay")
     return [await _replay_one(redis, keys, script, i, deadline_s) for i in ids]
 
 

@@ -1,0 +1,17 @@
+-- luacheck configuration for the Redis scripts under streams/lua/ (run: luacheck streams/lua).
+-- Redis runs scripts on Lua 5.1 with these globals, all read-only (a script may not create
+-- globals).
+std = "lua51"
+max_line_length = 100
+read_globals = { "redis", "KEYS", "ARGV", "cjson", "cmsgpack", "bit", "struct" }
+
+-- streams/scripts.py prepends the preludes to the scripts that list them, so their local
+-- functions are in scope there: scripts may read them, and a prelude need not use its own.
+files["streams/lua/*.lua"] = {
+  read_globals = { "holds_lease", "id_lt", "id_next" },
+}
+files["streams/lua/prelude/*.lua"] = {
+  ignore = { "211/holds_lease", "211/id_lt", "211/id_next" },
+}
+-- .ci/run also checks each script as Redis runs it (preludes prepended, as text on stdin):
+-- there the prelude functions are real locals, and only their being unused is ignored.
