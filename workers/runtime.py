@@ -7,9 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
+
+
+def configure_logging() -> None:
+    """One line per record; faust, mode and aiokafka are quiet unless something is wrong."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("faust", "mode", "aiokafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def stop_on_signals() -> asyncio.Event:

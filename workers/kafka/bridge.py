@@ -39,7 +39,7 @@ from schemas.errors import ConfigError, FailoverError, RedisUnavailable
 from streams.connection import call, connect
 from streams.kafka import KafkaSecurity, aiokafka_security, ensure_topics, split_bootstrap
 from streams.keys import Keys
-from workers.runtime import stop_on_signals
+from workers.runtime import configure_logging, stop_on_signals
 from workers.settings import KafkaSettings, Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -275,15 +275,6 @@ async def _stop_app(app: faust.App, timeout_s: float) -> bool:
         return False
     stopping.result()
     return True
-
-
-def configure_logging() -> None:
-    """One line per record; faust, mode and aiokafka are quiet unless something is wrong."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in ("faust", "mode", "aiokafka"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def main() -> None:

@@ -33,8 +33,8 @@ from streams.connection import call, connect
 from streams.kafka import aiokafka_security, ensure_topics, split_bootstrap
 from streams.keys import Keys
 from streams.lease import make_owner_id
-from workers.kafka.bridge import configure_logging, security_of
-from workers.runtime import stop_on_signals
+from workers.kafka.bridge import security_of
+from workers.runtime import configure_logging, stop_on_signals
 from workers.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
