@@ -37,10 +37,16 @@ import redis.asyncio as aioredis
 from schemas.codec import DATA_FIELD
 from schemas.errors import ConfigError, FailoverError, RedisUnavailable
 from streams.connection import call, connect
-from streams.kafka import KafkaSecurity, aiokafka_security, ensure_topics, split_bootstrap
+from streams.kafka import (
+    KafkaSecurity,
+    aiokafka_security,
+    ensure_topics,
+    security_of,
+    split_bootstrap,
+)
 from streams.keys import Keys
 from workers.runtime import configure_logging, stop_on_signals
-from workers.settings import KafkaSettings, Settings, load_settings
+from workers.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +54,6 @@ WRITE_DEADLINE_S = 10.0
 """One retry round of a Redis write; after it the writer logs and starts another round."""
 
 _Item = tuple[str, bytes, Any, Any]  # (stream key, value, faust stream, faust event)
-
-
-def security_of(kafka: KafkaSettings) -> KafkaSecurity:
-    """The SASL/TLS part of the Kafka settings, as the streams layer takes it."""
-    return KafkaSecurity(
-        security_protocol=kafka.security_protocol,
-        sasl_mechanism=kafka.sasl_mechanism,
-        sasl_username=kafka.sasl_username,
-        sasl_password=kafka.sasl_password,
-        ssl_cafile=kafka.ssl_cafile,
-    )
 
 
 def faust_credentials(security: KafkaSecurity) -> faust.auth.Credentials | None:

@@ -30,10 +30,9 @@ from schemas.codec import DATA_FIELD, decode_entry
 from schemas.errors import ConfigError, DecodeError, FailoverError, KafkaUnavailable
 from schemas.events import FailoverDecision, LeaderChanged
 from streams.connection import call, connect
-from streams.kafka import aiokafka_security, ensure_topics, split_bootstrap
+from streams.kafka import aiokafka_security, ensure_topics, security_of, split_bootstrap
 from streams.keys import Keys
 from streams.lease import make_owner_id
-from workers.kafka.bridge import security_of
 from workers.runtime import configure_logging, stop_on_signals
 from workers.settings import Settings, load_settings
 
