@@ -22,6 +22,9 @@ from schemas.errors import ConfigError, KafkaUnavailable
 
 log = logging.getLogger(__name__)
 
+LIBRARY_LOGGERS = ("faust", "mode", "aiokafka")
+"""Loggers of the Kafka libraries; processes keep them at WARNING (they chatter at INFO)."""
+
 SSL_PROTOCOLS = ("SSL", "SASL_SSL")
 SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 
