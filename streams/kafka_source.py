@@ -71,7 +71,7 @@ class KafkaSource:
     ) -> None:
         self.batch_size = batch_size
         self.linger_s = linger_s
-        self.queue: asyncio.Queue[SourceRecord] = asyncio.Queue(maxsize=2 * batch_size)
+        self._queue: asyncio.Queue[SourceRecord] = asyncio.Queue(maxsize=2 * batch_size)
         self._idle = asyncio.Event()  # nothing queued, nothing handed out and not yet acked
         self._idle.set()
         self._datadir = tempfile.mkdtemp(prefix="failover-bridge-")
@@ -102,21 +102,21 @@ class KafkaSource:
 
     async def next_batch(self) -> list[SourceRecord]:
         """Wait for records and return up to ``batch_size`` of them, in arrival order."""
-        batch = [await self.queue.get()]
+        batch = [await self._queue.get()]
         self._idle.clear()
-        if self.queue.qsize() < self.batch_size - 1:
+        if self._queue.qsize() < self.batch_size - 1:
             # faust hands records over one by one; without a moment's linger (as Kafka
             # producers linger) every record would cost a round trip of its own downstream.
             await asyncio.sleep(self.linger_s)
-        while len(batch) < self.batch_size and not self.queue.empty():
-            batch.append(self.queue.get_nowait())
+        while len(batch) < self.batch_size and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
         return batch
 
     async def ack(self, batch: list[SourceRecord]) -> None:
         """Mark ``batch`` done: its offsets are committed at the next commit interval."""
         for record in batch:
             await record.stream.ack(record.event)
-        if self.queue.empty():
+        if self._queue.empty():
             self._idle.set()
 
     async def drain(self, timeout_s: float) -> bool:
@@ -158,7 +158,7 @@ class KafkaSource:
     async def _put(self, route: str, value: bytes | None, stream: Any, event: Any) -> None:
         # Blocks while the caller is behind: that is the backpressure (faust's buffers fill
         # and it pauses fetching). A tombstone (null value) becomes an empty value.
-        await self.queue.put(SourceRecord(route, b"" if value is None else value, stream, event))
+        await self._queue.put(SourceRecord(route, b"" if value is None else value, stream, event))
 
     def _build_app(
         self,
