@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+Client = aioredis.Redis
+"""The Redis client type, for annotations in workers (which never import redis)."""
+
 # Server replies that mean "not now" rather than "never": loading, a script hogging the
 # server, a replica promoted mid-call, cluster reconfiguration.
 _TRANSIENT_REPLIES = ("BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
@@ -137,6 +140,11 @@ def connect(
         client_name=client_name,
         health_check_interval=0,
     )
+
+
+async def ping(client: aioredis.Redis, *, deadline_s: float) -> None:
+    """Check that Redis answers (retried); :class:`RedisUnavailable` after ``deadline_s``."""
+    await call(client.ping, what="ping", deadline_s=deadline_s)
 
 
 def is_retriable(exc: BaseException) -> bool:

@@ -1,8 +1,9 @@
 """Kafka client construction and startup checks for the Kafka edge (bridge and decision mirror).
 
-Takes plain values, not the workers' settings object (streams must not import workers). The
-checks turn the two common misconfigurations into one clear line each: brokers that do not
-answer (naming the bootstrap list) and topics that do not exist while auto-creation is off.
+Takes plain values, or anything shaped like the workers' Kafka settings (streams must not
+import workers). The checks turn the two common misconfigurations into one clear line each:
+brokers that do not answer (naming the bootstrap list) and topics that do not exist while
+auto-creation is off.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -20,6 +21,9 @@ from aiokafka.helpers import create_ssl_context
 from schemas.errors import ConfigError, KafkaUnavailable
 
 log = logging.getLogger(__name__)
+
+LIBRARY_LOGGERS = ("faust", "mode", "aiokafka")
+"""Loggers of the Kafka libraries; processes keep them at WARNING (they chatter at INFO)."""
 
 SSL_PROTOCOLS = ("SSL", "SASL_SSL")
 SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
@@ -41,6 +45,32 @@ class KafkaSecurity(msgspec.Struct, frozen=True):
             f"sasl_mechanism={self.sasl_mechanism!r}, sasl_username={self.sasl_username!r}, "
             f"ssl_cafile={self.ssl_cafile!r})"
         )
+
+
+class SecuritySettings(Protocol):
+    """Any settings object with the five SASL/TLS values (the workers' Kafka settings)."""
+
+    @property
+    def security_protocol(self) -> str: ...
+    @property
+    def sasl_mechanism(self) -> str: ...
+    @property
+    def sasl_username(self) -> str: ...
+    @property
+    def sasl_password(self) -> str: ...
+    @property
+    def ssl_cafile(self) -> str: ...
+
+
+def security_of(kafka: SecuritySettings) -> KafkaSecurity:
+    """The SASL/TLS part of the Kafka settings, as the streams layer takes it."""
+    return KafkaSecurity(
+        security_protocol=kafka.security_protocol,
+        sasl_mechanism=kafka.sasl_mechanism,
+        sasl_username=kafka.sasl_username,
+        sasl_password=kafka.sasl_password,
+        ssl_cafile=kafka.ssl_cafile,
+    )
 
 
 def split_bootstrap(bootstrap: str) -> list[str]:

@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from streams.kafka import KafkaSecurity, aiokafka_security
+from streams.kafka_source import faust_credentials
 from streams.keys import Keys
 from streams.server import RedisServer, free_port
 from tests.kafka_broker import TansuBroker
@@ -26,7 +27,6 @@ from tests.kafka_fixtures import (
     until,
     workers,  # noqa: F401 - fixture
 )
-from workers.kafka.bridge import faust_credentials
 
 pytestmark = pytest.mark.kafka
 

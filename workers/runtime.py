@@ -7,9 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+
+
+def configure_logging(quiet: Iterable[str] = ()) -> None:
+    """One line per record; the loggers named in ``quiet`` only from WARNING up."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in quiet:
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def stop_on_signals() -> asyncio.Event:

@@ -17,24 +17,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-import time
 from collections.abc import Sequence
-from typing import Any
-
-import redis.asyncio as aioredis
-import redis.exceptions as rex
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
 from schemas.codec import DATA_FIELD, decode_entry
 from schemas.errors import ConfigError, DecodeError, FailoverError, KafkaUnavailable
 from schemas.events import FailoverDecision, LeaderChanged
-from streams.connection import call, connect
-from streams.kafka import aiokafka_security, ensure_topics, split_bootstrap
+from streams.connection import connect
+from streams.decisions import Decision, DecisionsGroup
+from streams.kafka import LIBRARY_LOGGERS, ensure_topics, security_of
+from streams.kafka_sink import KafkaSink, SinkRecord
 from streams.keys import Keys
 from streams.lease import make_owner_id
-from workers.kafka.bridge import configure_logging, security_of
-from workers.runtime import stop_on_signals
+from workers.runtime import configure_logging, stop_on_signals
 from workers.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -42,8 +36,6 @@ log = logging.getLogger(__name__)
 MIRROR_GROUP = "kafka-mirror"
 LEADER_KEY = b"leader"
 REDIS_DEADLINE_S = 10.0
-
-_Entry = tuple[bytes, dict[bytes, bytes] | None]
 
 
 def record_key(fields: dict[bytes, bytes]) -> bytes | None:
@@ -73,171 +65,77 @@ def _entry_type(fields: dict[bytes, bytes]) -> bytes:
     return data[start:end] if end > start else b""
 
 
+def to_record(entry_id: bytes, fields: dict[bytes, bytes]) -> SinkRecord:
+    """The Kafka record of one decision: ``data`` unchanged, keyed, with provenance headers."""
+    return SinkRecord(
+        value=fields.get(DATA_FIELD, b""),
+        key=record_key(fields),
+        headers=[("failover-entry-id", entry_id), ("failover-type", _entry_type(fields))],
+    )
+
+
 class DecisionMirror:
     """Moves decisions from the Redis stream to the Kafka topic, acking after Kafka did."""
 
     def __init__(
         self,
-        redis: aioredis.Redis,
-        keys: Keys,
-        producer: AIOKafkaProducer,
-        topic: str,
+        group: DecisionsGroup,
+        sink: KafkaSink,
         *,
-        consumer: str,
         batch_size: int = 100,
-        claim_idle_ms: int = 10000,
         block_ms: int = 100,
         retry_backoff_s: float = 0.5,
     ) -> None:
-        self.redis = redis
-        self.keys = keys
-        self.producer = producer
-        self.topic = topic
-        self.consumer = consumer
+        self.group = group
+        self.sink = sink
         self.batch_size = batch_size
-        self.claim_idle_ms = claim_idle_ms
         self.block_ms = block_ms
         self.retry_backoff_s = retry_backoff_s
         self.mirrored = 0
         self._stop = asyncio.Event()
 
-    async def setup(self) -> None:
-        """Create the mirror's group at the start of the stream (idempotent)."""
-
-        async def create() -> None:
-            try:
-                await self.redis.xgroup_create(
-                    self.keys.decisions, MIRROR_GROUP, id="0", mkstream=True
-                )
-            except rex.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-
-        await call(create, what="mirror group create", deadline_s=REDIS_DEADLINE_S)
-
     async def run(self, stop: asyncio.Event) -> None:
         """Mirror until ``stop`` is set; Redis and Kafka outages are waited out, never skipped."""
         self._stop = stop
-        own_pending = True  # re-send what this consumer holds before reading anything new
-        next_claim = 0.0
         while not stop.is_set():
             try:
-                if time.monotonic() >= next_claim:
-                    next_claim = time.monotonic() + self.claim_idle_ms / 2000
-                    if await self._claim():
-                        own_pending = True
-                entries = await self._read("0" if own_pending else ">")
+                # Unacked decisions come back first, in order: a refused batch is resent.
+                entries = await self.group.read(self.batch_size, self.block_ms)
             except FailoverError as exc:  # RedisUnavailable: wait and try again
                 log.error("mirror: %s; retrying", exc)  # noqa: TRY400 - outage, no traceback
                 await self._pause(stop)
                 continue
-            if own_pending and not entries:
-                own_pending = False
-                continue
             if entries and not await self.mirror(entries):
-                own_pending = True
                 await self._pause(stop)
 
-    async def mirror(self, entries: Sequence[_Entry]) -> bool:
-        """Produce ``entries`` in order, then XACK them; False if Kafka or Redis refused."""
+    async def mirror(self, entries: Sequence[Decision]) -> bool:
+        """Produce ``entries`` in order, then ack them; False if Kafka or Redis refused."""
         ids = [entry_id for entry_id, _ in entries]
-        futures = []
+        records = []
+        for entry_id, fields in entries:
+            if fields is None:  # trimmed away while pending: nothing left to send
+                log.warning("mirror: decision %s was trimmed before it was mirrored", entry_id)
+                continue
+            records.append(to_record(entry_id, fields))
         try:
-            for entry_id, fields in entries:
-                if fields is None:  # trimmed away while pending: nothing left to send
-                    log.warning("mirror: decision %s was trimmed before it was mirrored", entry_id)
-                    continue
-                futures.append(
-                    await self.producer.send(
-                        self.topic,
-                        value=fields.get(DATA_FIELD, b""),
-                        key=record_key(fields),
-                        headers=[
-                            ("failover-entry-id", entry_id),
-                            ("failover-type", _entry_type(fields)),
-                        ],
-                    )
-                )
-            if not await self._acknowledged(futures):
+            if not await self.sink.deliver(records, self._stop):
                 log.warning(
                     "mirror: stopping with %d decisions not acknowledged by Kafka; "
                     "they stay pending for the next mirror",
                     len(ids),
                 )
                 return False
-        except KafkaError as exc:
-            for future in futures:
-                future.cancel()
-            log.error(  # noqa: TRY400 - an outage, not a bug: no traceback
-                "mirror: Kafka did not take %d decisions (%s); kept pending, will resend",
-                len(ids),
-                exc,
-            )
+        except KafkaUnavailable as exc:
+            log.error("mirror: %s; kept pending, will resend", exc)  # noqa: TRY400 - outage
             return False
         try:
-            await call(
-                lambda: self.redis.xack(self.keys.decisions, MIRROR_GROUP, *ids),
-                what="mirror ack",
-                deadline_s=REDIS_DEADLINE_S,
-            )
+            await self.group.ack(ids)
         except FailoverError as exc:
             log.error("mirror: %s; the batch will be sent again", exc)  # noqa: TRY400
             return False
         self.mirrored += len(ids)
-        log.info("mirror: %d decisions to %s, last %s", len(ids), self.topic, ids[-1].decode())
+        log.info("mirror: %d decisions to %s, last %s", len(ids), self.sink.topic, ids[-1].decode())
         return True
-
-    async def _acknowledged(self, futures: list[asyncio.Future[Any]]) -> bool:
-        """Wait for Kafka's acks, or for stop (False); a refused send raises KafkaError."""
-        sending = asyncio.ensure_future(asyncio.gather(*futures))
-        stopping = asyncio.ensure_future(self._stop.wait())
-        try:
-            await asyncio.wait({sending, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-        if not sending.done():
-            sending.cancel()
-            return False
-        sending.result()
-        return True
-
-    async def _read(self, start: str) -> list[_Entry]:
-        block = self.block_ms if start == ">" else None
-        reply: Any = await call(
-            lambda: self.redis.xreadgroup(
-                MIRROR_GROUP,
-                self.consumer,
-                {self.keys.decisions: start},
-                count=self.batch_size,
-                block=block,
-            ),
-            what="mirror read",
-            deadline_s=REDIS_DEADLINE_S,
-        )
-        if not reply:
-            return []
-        _stream, entries = reply[0]
-        return [(entry_id, fields or None) for entry_id, fields in entries]
-
-    async def _claim(self) -> bool:
-        """Take over entries another (dead) mirror left pending for ``claim_idle_ms``."""
-        reply: Any = await call(
-            lambda: self.redis.xautoclaim(
-                self.keys.decisions,
-                MIRROR_GROUP,
-                self.consumer,
-                min_idle_time=self.claim_idle_ms,
-                start_id="0",
-                count=self.batch_size,
-                justid=True,
-            ),
-            what="mirror claim",
-            deadline_s=REDIS_DEADLINE_S,
-        )
-        claimed = list(reply or [])  # with JUSTID redis-py answers the claimed ids only
-        if claimed:
-            log.warning("mirror %s: claimed %d idle pending decisions", self.consumer, len(claimed))
-        return bool(claimed)
 
     async def _pause(self, stop: asyncio.Event) -> None:
         try:
@@ -247,35 +145,29 @@ class DecisionMirror:
             pass
 
 
-def new_producer(settings: Settings, *, request_timeout_ms: int = 30000) -> AIOKafkaProducer:
+def new_sink(settings: Settings, *, request_timeout_ms: int = 30000) -> KafkaSink:
     """The decisions producer: acks=all, idempotent unless FAILOVER_KAFKA_IDEMPOTENT=false."""
     kafka = settings.kafka
-    return AIOKafkaProducer(
-        bootstrap_servers=split_bootstrap(kafka.bootstrap),
+    return KafkaSink(
+        bootstrap=kafka.bootstrap,
+        topic=kafka.decisions_topic,
+        security=security_of(kafka),
         client_id=f"failover-mirror-{settings.instance_id}",
-        acks="all",
-        enable_idempotence=kafka.idempotent,
+        idempotent=kafka.idempotent,
         request_timeout_ms=request_timeout_ms,
-        **aiokafka_security(security_of(kafka)),
     )
 
 
-async def start_producer(producer: AIOKafkaProducer, settings: Settings) -> None:
-    """Start ``producer``; a broker that refuses it gives one line saying what to change."""
-    kafka = settings.kafka
+async def start_sink(sink: KafkaSink) -> None:
+    """Start ``sink``; a broker that refuses it gives one line saying what to change."""
     try:
-        await producer.start()
-    except (KafkaError, OSError) as exc:
-        await producer.stop()
-        hint = ""
-        if kafka.idempotent:
-            hint = (
-                "; if the brokers do not support idempotent producers, "
-                "set FAILOVER_KAFKA_IDEMPOTENT=false"
-            )
+        await sink.start()
+    except KafkaUnavailable as exc:
+        if not sink.idempotent:
+            raise
         raise KafkaUnavailable(
-            f"Kafka brokers {kafka.bootstrap} refused the decisions producer "
-            f"(idempotent={kafka.idempotent}): {exc}{hint}"
+            f"{exc}; if the brokers do not support idempotent producers, "
+            "set FAILOVER_KAFKA_IDEMPOTENT=false"
         ) from None
 
 
@@ -294,23 +186,23 @@ async def run_mirror(
     )
     consumer = make_owner_id(settings.instance_id)
     redis = connect(settings.redis_url, client_name=f"failover-mirror-{settings.instance_id}")
-    producer = new_producer(settings)
+    sink = new_sink(settings)
     try:
-        await start_producer(producer, settings)
-        mirror = DecisionMirror(
+        await start_sink(sink)
+        group = DecisionsGroup(
             redis,
             Keys(settings.namespace),
-            producer,
-            kafka.decisions_topic,
-            consumer=consumer,
-            batch_size=min(settings.batch_size, 1000),
+            MIRROR_GROUP,
+            consumer,
             claim_idle_ms=kafka.session_timeout_ms if claim_idle_ms is None else claim_idle_ms,
+            deadline_s=REDIS_DEADLINE_S,
         )
-        await mirror.setup()
+        await group.ensure()
+        mirror = DecisionMirror(group, sink, batch_size=min(settings.batch_size, 1000))
         log.info(
             "mirror %s: %s -> %s on %s (idempotent=%s)",
             consumer,
-            mirror.keys.decisions,
+            group.stream,
             kafka.decisions_topic,
             kafka.bootstrap,
             kafka.idempotent,
@@ -318,19 +210,16 @@ async def run_mirror(
         await mirror.run(stop)
         return mirror.mirrored
     finally:
-        try:
-            # stop() flushes what is in flight; a broker that does not answer must not
-            # hold the process past the shutdown timeout (those decisions stay pending).
-            async with asyncio.timeout(settings.shutdown_timeout_ms / 1000):
-                await producer.stop()
-        except TimeoutError:
+        # Closing flushes what is in flight, bounded by the shutdown timeout (decisions
+        # not acknowledged by then stay pending).
+        if not await sink.close(settings.shutdown_timeout_ms / 1000):
             log.warning("mirror: Kafka producer did not close in time")
         await redis.aclose()
 
 
 def main() -> None:
     """Process entry point: SIGTERM/SIGINT stop the mirror; exit 0, 2 on bad settings."""
-    configure_logging()
+    configure_logging(quiet=LIBRARY_LOGGERS)
     try:
         settings = load_settings()
     except ConfigError as exc:

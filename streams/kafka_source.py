@@ -1,0 +1,203 @@
+"""Kafka topics as a source of record batches, through faust (the bridge's input side).
+
+One faust agent per topic hands each record to one queue; :meth:`KafkaSource.next_batch`
+takes them out in batches. Offsets are committed only for records the caller has passed to
+:meth:`KafkaSource.ack`, which it does after it has stored them: at least once.
+
+Two faust defaults would break that and are bypassed on purpose. faust's own ``take()``
+batching and plain iteration ack in a ``finally`` even when the body fails or is
+cancelled, which would commit records never stored; so the agents iterate with acks
+switched off and only :meth:`ack` acks. faust's own wait for unacked records on stop or
+rebalance (``stream_wait_empty``) swallows cancellation and would wait out an outage of the
+store forever; it is off, and :meth:`drain` is the bounded replacement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, NamedTuple
+
+import faust
+
+from streams.kafka import KafkaSecurity, aiokafka_security, split_bootstrap
+
+log = logging.getLogger(__name__)
+
+
+class SourceRecord(NamedTuple):
+    """One Kafka record: where it goes (the route of its topic) and its value, unchanged."""
+
+    route: str
+    value: bytes
+    stream: Any  # faust's stream and event, for the ack
+    event: Any
+
+
+def faust_credentials(security: KafkaSecurity) -> faust.auth.Credentials | None:
+    """The same SASL/TLS settings in faust's shape (faust builds its aiokafka clients itself)."""
+    kwargs = aiokafka_security(security)
+    context = kwargs.get("ssl_context")
+    if security.security_protocol.startswith("SASL_"):
+        return faust.SASLCredentials(
+            username=kwargs["sasl_plain_username"],
+            password=kwargs["sasl_plain_password"],
+            mechanism=kwargs["sasl_mechanism"],
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+class KafkaSource:
+    """Records of several topics in batches; an offset is committed once its record is acked."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        group: str,
+        routes: Mapping[str, str],
+        security: KafkaSecurity,
+        client_id: str,
+        session_timeout_ms: int,
+        batch_size: int,
+        linger_s: float = 0.002,
+        commit_interval_s: float = 1.0,
+    ) -> None:
+        self.batch_size = batch_size
+        self.linger_s = linger_s
+        self._queue: asyncio.Queue[SourceRecord] = asyncio.Queue(maxsize=2 * batch_size)
+        self._idle = asyncio.Event()  # nothing queued, nothing handed out and not yet acked
+        self._idle.set()
+        self._datadir = tempfile.mkdtemp(prefix="failover-bridge-")
+        self._app = self._build_app(
+            bootstrap=bootstrap,
+            group=group,
+            routes=routes,
+            security=security,
+            client_id=client_id,
+            session_timeout_ms=session_timeout_ms,
+            commit_interval_s=commit_interval_s,
+        )
+
+    @property
+    def started(self) -> bool:
+        """True once :meth:`start` has started the consumer."""
+        return bool(self._app.started)
+
+    def failure(self) -> str | None:
+        """Why the consumer stopped on its own, or None while it runs (or was told to stop)."""
+        if not self._app.should_stop:
+            return None
+        return f"faust stopped on its own: {self._app.crash_reason!r}"
+
+    async def start(self) -> None:
+        """Join the group and start fetching."""
+        await self._app.start()
+
+    async def next_batch(self) -> list[SourceRecord]:
+        """Wait for records and return up to ``batch_size`` of them, in arrival order."""
+        batch = [await self._queue.get()]
+        self._idle.clear()
+        if self._queue.qsize() < self.batch_size - 1:
+            # faust hands records over one by one; without a moment's linger (as Kafka
+            # producers linger) every record would cost a round trip of its own downstream.
+            await asyncio.sleep(self.linger_s)
+        while len(batch) < self.batch_size and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
+    async def ack(self, batch: list[SourceRecord]) -> None:
+        """Mark ``batch`` done: its offsets are committed at the next commit interval."""
+        for record in batch:
+            await record.stream.ack(record.event)
+        if self._queue.empty():
+            self._idle.set()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until every record received is acked; False if that takes over ``timeout_s``."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def stop_reading(self) -> None:
+        """Stop fetching; records buffered (never acked, so never committed) are dropped."""
+        # What faust itself does first when it stops.
+        if not self._app.started:
+            return
+        consumer = self._app.consumer
+        assignment = consumer.assignment()
+        consumer.stop_flow()
+        self._app.flow_control.suspend()
+        if assignment:
+            consumer.pause_partitions(assignment)
+        self._app.flow_control.clear()
+
+    async def stop(self, timeout_s: float) -> bool:
+        """Leave the group, committing the acked offsets; False if faust did not stop in time."""
+        try:
+            # A task, not asyncio.timeout(): parts of faust swallow CancelledError.
+            stopping = asyncio.create_task(self._app.stop(), name="faust-stop")
+            done, _ = await asyncio.wait({stopping}, timeout=timeout_s)
+            if not done:
+                log.error("faust did not stop within %.1fs; no final commit", timeout_s)
+                return False
+            stopping.result()
+            return True
+        finally:
+            shutil.rmtree(self._datadir, ignore_errors=True)
+
+    async def _put(self, route: str, value: bytes | None, stream: Any, event: Any) -> None:
+        # Blocks while the caller is behind: that is the backpressure (faust's buffers fill
+        # and it pauses fetching). A tombstone (null value) becomes an empty value.
+        await self._queue.put(SourceRecord(route, b"" if value is None else value, stream, event))
+
+    def _build_app(
+        self,
+        *,
+        bootstrap: str,
+        group: str,
+        routes: Mapping[str, str],
+        security: KafkaSecurity,
+        client_id: str,
+        session_timeout_ms: int,
+        commit_interval_s: float,
+    ) -> faust.App:
+        session_s = session_timeout_ms / 1000
+        app = faust.App(
+            group,
+            broker=[f"kafka://{host}" for host in split_bootstrap(bootstrap)],
+            broker_credentials=faust_credentials(security),
+            broker_client_id=client_id,
+            broker_session_timeout=session_s,
+            broker_heartbeat_interval=min(3.0, session_s / 5),
+            broker_commit_interval=commit_interval_s,
+            consumer_auto_offset_reset="earliest",
+            stream_wait_empty=False,  # see the module doc: drain() instead
+            topic_allow_declare=False,  # ensure_topics() decided about missing topics already
+            topic_disable_leader=True,
+            web_enabled=False,
+            autodiscover=False,
+            store="memory://",
+            datadir=self._datadir,
+        )
+        for topic_name, route in routes.items():
+            topic = app.topic(topic_name, key_type=bytes, value_type=bytes, value_serializer="raw")
+            app.agent(topic, name=f"bridge-{route}")(self._forwarder(route))
+        return app
+
+    def _forwarder(self, route: str) -> Callable[[Any], Awaitable[None]]:
+        async def forward(stream: Any) -> None:
+            manual = stream.noack()  # acks come from ack(), after the caller stored the record
+            async for event in manual.events():
+                await self._put(route, event.value, manual, event)
+
+        return forward
