@@ -724,6 +724,14 @@ def test_config_from_settings() -> None:
     )
 
 
+def test_config_defaults_live_only_in_the_settings_table() -> None:
+    with pytest.raises(TypeError):
+        PolicyConfig(regions=REGIONS)  # type: ignore[call-arg]
+    config = PolicyConfig.from_settings(load_settings({"FAILOVER_REGIONS": ",".join(REGIONS)}))
+    assert config == _config()
+    assert (config.threshold, config.quorum, config.cooldown_ms) == (3, 1, 60000)
+
+
 @pytest.mark.parametrize(
     "kw",
     [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from workers.settings.table import ROLES, TABLE, Derived, Setting, check_role
+from workers.settings.table import HOUR_MS, ROLES, TABLE, Derived, Setting, check_role
 
 
 def _plain(text: str) -> str:
@@ -24,7 +24,11 @@ def _shown_default(row: Setting) -> str:
         return "`true`" if value else "`false`"
     if value in ("", ()):
         return "—"
-    return f"`{value}`" if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        return f"`{value}`"
+    if row.unit == "ms" and value and value % HOUR_MS == 0:  # 86400000 is easier read as 24 h
+        return f"{value} ({value // HOUR_MS} h)"
+    return str(value)
 
 
 def _bounds(row: Setting) -> str:

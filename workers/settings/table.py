@@ -21,7 +21,7 @@ MIN_REELECT_MS = 1000
 # Upper bound for lease and re-election durations: a day is already absurd, and a larger
 # value would only fail later, inside Redis (PEXPIRE) or the event loop, far from its cause.
 MAX_DURATION_MS = 86_400_000
-_HOUR_MS = 3_600_000
+HOUR_MS = 3_600_000
 
 # The process roles. A new process (e.g. an executor) adds its name here and to the rows it
 # reads; ``ALL`` is the pseudo-role of tools and tests that want every variable at once.
@@ -140,7 +140,7 @@ TABLE: tuple[Setting, ...] = (
     ),
     _text(
         "INSTANCE_ID",
-        Derived("<hostname>-<pid>", lambda _: f"{socket.gethostname()}-{os.getpid()}"),
+        Derived("`<hostname>-<pid>`", lambda _: f"{socket.gethostname()}-{os.getpid()}"),
         "this process's name (observer name of a prober, prefix of a coordinator's owner id)",
         _LONG_RUNNING,
         check=_no_space(128, "#"),
@@ -213,7 +213,11 @@ TABLE: tuple[Setting, ...] = (
         _C,
     ),
     _int(
-        "SHUTDOWN_TIMEOUT_MS", 5000, (100, 600_000, "ms"), "SIGTERM to exit, at most", _LONG_RUNNING
+        "SHUTDOWN_TIMEOUT_MS",
+        5000,
+        (100, 600_000, "ms"),
+        "SIGTERM to exit 0, at most",
+        _LONG_RUNNING,
     ),
     _int(
         "TICK_MS",
@@ -271,7 +275,7 @@ TABLE: tuple[Setting, ...] = (
         kind="targets",
         required=frozenset({PROBER}),
     ),
-    _int("PROBE_INTERVAL_MS", 5000, (100, _HOUR_MS, "ms"), "one probe round this often", {PROBER}),
+    _int("PROBE_INTERVAL_MS", 5000, (100, HOUR_MS, "ms"), "one probe round this often", {PROBER}),
     _int(
         "PROBE_TIMEOUT_MS",
         2000,
@@ -289,7 +293,7 @@ TABLE: tuple[Setting, ...] = (
     _int(
         "LAG_INTERVAL_MS",
         1000,
-        (10, _HOUR_MS, "ms"),
+        (10, HOUR_MS, "ms"),
         "lag monitor: one sample this often",
         frozenset({LAGMON, OPERATOR}),
     ),
