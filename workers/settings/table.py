@@ -18,8 +18,9 @@ import msgspec
 
 PREFIX = "FAILOVER_"
 MIN_REELECT_MS = 1000
-# Upper bound for lease and re-election durations: a day is already absurd, and a larger
-# value would only fail later, inside Redis (PEXPIRE) or the event loop, far from its cause.
+# Upper bound for most durations: a day is already absurd for a lease or a window, and a
+# larger value would only fail later, inside Redis (PEXPIRE) or the event loop, far from its
+# cause.
 MAX_DURATION_MS = 86_400_000
 HOUR_MS = 3_600_000
 
