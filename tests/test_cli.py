@@ -450,6 +450,18 @@ def test_dlq_list_replay_drop(
     assert r.xlen(keys.dlq) == 0
 
 
+def test_only_the_commands_that_use_regions_demand_them(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("FAILOVER_REGIONS")
+    assert cli(capsys, "dlq", "list") == (0, "no dead letters\n", "")
+    assert cli(capsys, "decisions")[:2] == (0, "no decisions\n")
+    for argv in (["status"], ["emit", "health", "--region", "x", "--status", "healthy"]):
+        code, out, err = cli(capsys, *argv)
+        assert (code, out) == (2, ""), argv
+        assert err.startswith("failoverctl: FAILOVER_REGIONS: is required") and err.count("\n") == 1
+
+
 def test_dlq_replay_script_is_a_no_op_when_the_letter_changed(
     r: sync_redis.Redis, keys: Keys
 ) -> None:

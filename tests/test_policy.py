@@ -27,7 +27,7 @@ from workers.policy.rules import (
     decode_state,
     encode_state,
 )
-from workers.settings import load_settings
+from workers.settings import Settings, load_settings
 
 T0 = 1_700_000_000.0
 US, EU, AP = "us-east", "eu-west", "ap-south"
@@ -89,8 +89,13 @@ def observe(
     )
 
 
+def _config(regions: tuple[str, ...] = REGIONS, **kw: int) -> PolicyConfig:
+    """A policy configuration: the settings table's defaults, with ``kw`` changed."""
+    return PolicyConfig.from_settings(Settings(regions=regions, **kw))
+
+
 def make(**kw: int) -> Policy:
-    return Policy(PolicyConfig(regions=REGIONS, **kw))
+    return Policy(_config(**kw))
 
 
 def healthy_world(policy: Policy, sources: Iterable[str] = ("a",), start: float = T0) -> None:
@@ -615,7 +620,7 @@ def _run(policy: Policy, items: list[HealthEvent | FailoverEvent | float]) -> li
 
 
 def test_state_round_trips_mid_history_and_continuing_is_identical() -> None:
-    config = PolicyConfig(regions=REGIONS, cooldown_ms=30_000, stale_after_ms=30_000)
+    config = _config(cooldown_ms=30_000, stale_after_ms=30_000)
     items = _scripted_history()
     straight = Policy(config)
     expected = _run(straight, items)
@@ -634,7 +639,7 @@ def test_state_round_trips_mid_history_and_continuing_is_identical() -> None:
 
 
 def test_replaying_the_same_history_gives_the_same_ids() -> None:
-    config = PolicyConfig(regions=REGIONS, cooldown_ms=30_000)
+    config = _config(cooldown_ms=30_000)
     items = _scripted_history()
     assert _run(Policy(config), items) == _run(Policy(config), items)
 
@@ -667,15 +672,15 @@ def test_decode_state_rejects_garbage() -> None:
 
 
 def test_state_for_another_region_set_is_a_config_error() -> None:
-    state = Policy(PolicyConfig(regions=("x", "y"))).state
+    state = Policy(_config(("x", "y"))).state
     with pytest.raises(ConfigError, match="active region 'x'"):
-        Policy(PolicyConfig(regions=REGIONS), state)
+        Policy(_config(), state)
 
 
 def test_state_gains_regions_added_to_the_configuration() -> None:
-    old = Policy(PolicyConfig(regions=(US, EU)))
+    old = Policy(_config((US, EU)))
     observe(old, US, ["a"], "healthy", T0, 3)
-    policy = Policy(PolicyConfig(regions=REGIONS), decode_state(encode_state(old.state)))
+    policy = Policy(_config(), decode_state(encode_state(old.state)))
     observe(policy, AP, ["a"], "healthy", T0, 3)
     assert policy.region_state(AP) == "up"
     assert policy.region_state(US) == "up"
@@ -719,6 +724,14 @@ def test_config_from_settings() -> None:
     )
 
 
+def test_config_defaults_live_only_in_the_settings_table() -> None:
+    with pytest.raises(TypeError):
+        PolicyConfig(regions=REGIONS)  # type: ignore[call-arg]
+    config = PolicyConfig.from_settings(load_settings({"FAILOVER_REGIONS": ",".join(REGIONS)}))
+    assert config == _config()
+    assert (config.threshold, config.quorum, config.cooldown_ms) == (3, 1, 60000)
+
+
 @pytest.mark.parametrize(
     "kw",
     [
@@ -732,7 +745,7 @@ def test_config_from_settings() -> None:
 )
 def test_config_rejects_unusable_values(kw: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
-        PolicyConfig(**kw)  # type: ignore[arg-type]
+        PolicyConfig.from_settings(Settings(**kw))  # type: ignore[arg-type]
 
 
 def test_summary_shows_each_region() -> None:

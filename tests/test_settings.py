@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from schemas.errors import ConfigError
 from workers.coordinator.elector import ElectorTiming
 from workers.settings import (
     DEFAULT_REDIS_URL,
+    DEFAULTS,
     MAX_DURATION_MS,
+    ROLES,
     KafkaSettings,
     ProbeTarget,
     Settings,
+    help_text,
+    lease_timing_problems,
     load_settings,
+    markdown_table,
 )
+from workers.settings.__main__ import main as settings_main
+from workers.settings.docs import readme_table
+from workers.settings.table import BY_ENV, TABLE, Setting
 
 BASE = {"FAILOVER_REGIONS": "eu-west-1,us-east-1"}
 SECRET = "hunter2-Sekr3t"
@@ -322,3 +333,166 @@ def test_settings_are_frozen() -> None:
     with pytest.raises(AttributeError):
         s.lease_ttl_ms = 1  # type: ignore[misc]
     assert isinstance(s, Settings)
+
+
+# -- the one table: roles, bounds, generated documentation ---------------------------------
+
+# A valid value for every variable some role requires.
+REQUIRED_VALUES = {
+    "FAILOVER_REGIONS": "eu-west-1,us-east-1",
+    "FAILOVER_PROBE_TARGETS": "eu-west-1=http://h/health",
+    "FAILOVER_KAFKA_BOOTSTRAP": "k1:9092",
+}
+
+
+def _rows_read_by(role: str) -> list[Setting]:
+    return [row for row in TABLE if row.reads(role)]
+
+
+def test_every_settings_field_is_one_row_of_the_table() -> None:
+    fields = [f for f in Settings.__struct_fields__ if f != "kafka"]
+    fields += [f"kafka.{f}" for f in KafkaSettings.__struct_fields__]
+    assert sorted(row.field for row in TABLE) == sorted(fields)
+    assert len({row.env for row in TABLE}) == len(TABLE)
+    assert all(row.roles and row.roles <= set(ROLES) for row in TABLE), "every row has readers"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_loads_without_the_variables_it_does_not_read(role: str) -> None:
+    # Garbage in every variable the role does not read: it must neither demand nor check it.
+    env = {row.name: "not valid!" for row in TABLE if not row.reads(role)}
+    env |= {name: value for name, value in REQUIRED_VALUES.items() if BY_ENV[name[9:]].reads(role)}
+    s = load_settings(env, role=role)
+    for row in TABLE:
+        if not row.reads(role):
+            group, _, name = row.field.rpartition(".")
+            value = getattr(s.kafka if group else s, name)
+            assert value == getattr(DEFAULTS.kafka if group else DEFAULTS, name), row.env
+
+
+@pytest.mark.parametrize("role", ["lagmon", "operator", "bridge", "mirror"])
+def test_roles_that_do_not_use_regions_start_without_them(role: str) -> None:
+    env = {"FAILOVER_KAFKA_BOOTSTRAP": "k1:9092"} if role in ("bridge", "mirror") else {}
+    assert load_settings(env, role=role).regions == ()
+
+
+def test_each_role_refuses_to_start_without_what_it_requires() -> None:
+    with pytest.raises(ConfigError, match=r"^FAILOVER_REGIONS: is required"):
+        load_settings({}, role="coordinator")
+    with pytest.raises(ConfigError, match=r"^FAILOVER_PROBE_TARGETS: is required"):
+        load_settings({}, role="prober")
+    for role in ("bridge", "mirror"):
+        with pytest.raises(ConfigError, match=r"^FAILOVER_KAFKA_BOOTSTRAP: is required"):
+            load_settings({}, role=role)
+
+
+def test_a_command_can_require_a_variable_its_role_reads() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({}, role="operator", require=("REGIONS",))
+    assert str(info.value).startswith("FAILOVER_REGIONS: is required") and "\n" not in str(
+        info.value
+    )
+    assert load_settings(BASE, role="operator", require=("REGIONS",)).regions == (
+        "eu-west-1",
+        "us-east-1",
+    )
+    with pytest.raises(ValueError, match="does not read"):
+        load_settings({}, role="lagmon", require=("REGIONS",))
+
+
+def test_a_role_still_checks_what_it_reads() -> None:
+    with pytest.raises(ConfigError, match=r"^FAILOVER_LAG_WINDOW: .*>= 2"):
+        load_settings({"FAILOVER_LAG_WINDOW": "1"}, role="lagmon")
+    # The operator reads the regions when they are set, so probe targets are checked against them.
+    with pytest.raises(ConfigError, match="not in FAILOVER_REGIONS"):
+        load_settings({**BASE, "FAILOVER_PROBE_TARGETS": "mars=http://h/"}, role="operator")
+
+
+def test_unknown_roles_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown settings role"):
+        load_settings({}, role="coordinater")
+    with pytest.raises(ValueError, match="unknown settings role"):
+        help_text("nobody")
+
+
+NUMBERS = [row for row in TABLE if row.kind == "int"]
+
+
+@pytest.mark.parametrize("row", NUMBERS, ids=[row.env for row in NUMBERS])
+def test_every_number_has_both_bounds_and_over_the_maximum_is_one_line(row: Setting) -> None:
+    assert row.minimum is not None and row.maximum is not None
+    assert row.minimum <= _static(row) <= row.maximum, "the default is inside its bounds"
+    too_big = str(row.maximum + 1)
+    message = _error({row.name: too_big})
+    assert (
+        message
+        == f"{row.name}: must be a whole number"
+        + (" of milliseconds" if row.unit == "ms" else "")
+        + f" <= {row.maximum}, got {too_big!r}"
+    )
+
+
+def _static(row: Setting) -> int:
+    group, _, name = row.field.rpartition(".")
+    value = getattr(DEFAULTS.kafka if group else DEFAULTS, name)
+    assert isinstance(value, int)
+    return value
+
+
+def test_derived_defaults_follow_their_inputs_when_unset() -> None:
+    s = load_settings({**BASE, "FAILOVER_LEASE_TTL_MS": "30000", "FAILOVER_STALE_AFTER_MS": "6000"})
+    assert (s.renew_interval_ms, s.renew_deadline_ms, s.max_clock_skew_ms) == (6000, 20000, 3000)
+    # The struct's own defaults are the same derivations of the table's defaults.
+    assert (DEFAULTS.renew_interval_ms, DEFAULTS.renew_deadline_ms) == (2000, 6666)
+    assert DEFAULTS.max_clock_skew_ms == 5000
+
+
+def test_the_elector_applies_the_same_lease_timing_rule() -> None:
+    assert lease_timing_problems(10000, 2000, 6666) == []
+    assert [p[0] for p in lease_timing_problems(1000, 1000, 1000)] == [
+        "RENEW_INTERVAL_MS",
+        "RENEW_DEADLINE_MS",
+    ]
+    with pytest.raises(ConfigError, match="FAILOVER_RENEW_DEADLINE_MS must be < "):
+        ElectorTiming(ttl_ms=1000, renew_interval_ms=100, renew_deadline_ms=1000, retry_period_ms=1)
+    timing = ElectorTiming(
+        ttl_ms=1000, renew_interval_ms=100, renew_deadline_ms=500, retry_period_ms=1
+    )
+    assert (timing.reelect_delay_ms, timing.reelect_jitter_ms) == (
+        DEFAULTS.reelect_delay_ms,
+        DEFAULTS.reelect_jitter_ms,
+    )
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_help_text_lists_every_variable_of_the_role_and_no_other(role: str) -> None:
+    text = help_text(role)
+    named = set(re.findall(r"^  (FAILOVER_[A-Z0-9_]+)", text, flags=re.MULTILINE))
+    assert named == {row.name for row in _rows_read_by(role)}
+    for row in _rows_read_by(role):
+        if row.kind == "int":
+            assert f"{row.minimum}..{row.maximum}" in text, row.env
+    assert "`" not in text  # plain text for a terminal
+
+
+def test_help_text_marks_what_the_role_requires() -> None:
+    assert "FAILOVER_REGIONS  (required)" in help_text("coordinator")
+    assert "FAILOVER_REGIONS  (default" in help_text("operator")
+    assert "FAILOVER_LEASE_TTL_MS  (default 10000; 100..86400000 ms)" in help_text("coordinator")
+
+
+def test_readme_configuration_table_is_generated_from_the_table() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert readme_table(readme) == markdown_table(), (
+        "README.md is stale: run python -m workers.settings --readme README.md"
+    )
+    for row in TABLE:
+        assert f"| `{row.name}` |" in markdown_table()
+
+
+def test_settings_command_prints_the_table_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert settings_main(["--markdown"]) == 0
+    assert capsys.readouterr().out.strip() == markdown_table()
+    assert settings_main(["lagmon"]) == 0
+    assert capsys.readouterr().out.strip() == help_text("lagmon")
+    assert settings_main(["--bogus"]) == 2

@@ -25,7 +25,7 @@ from schemas.errors import ConfigError, RedisUnavailable
 from streams.connection import call, cancel_and_wait, is_retriable, reraise_lost_cancel
 from streams.keys import Keys
 from streams.lease import Acquired, Lease
-from workers.settings import MIN_REELECT_MS, Settings
+from workers.settings import DEFAULTS, MIN_REELECT_MS, PREFIX, Settings, lease_timing_problems
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +43,20 @@ class ElectorTiming(msgspec.Struct, frozen=True):
     renew_interval_ms: int
     renew_deadline_ms: int
     retry_period_ms: int
-    reelect_delay_ms: int = 5000
-    reelect_jitter_ms: int = 2000
+    reelect_delay_ms: int = DEFAULTS.reelect_delay_ms
+    reelect_jitter_ms: int = DEFAULTS.reelect_jitter_ms
     min_reelect_ms: int = MIN_REELECT_MS
     follower_jitter_ms: int = 10
 
     def __post_init__(self) -> None:
         """Refuse timings that would let a leader outlive its lease or spin."""
-        if not 0 < self.renew_interval_ms < self.renew_deadline_ms < self.ttl_ms:
+        problems = lease_timing_problems(
+            self.ttl_ms, self.renew_interval_ms, self.renew_deadline_ms
+        )
+        if problems:
             raise ConfigError(
-                "elector timing: need 0 < renew_interval_ms < renew_deadline_ms < ttl_ms, got "
-                f"{self.renew_interval_ms} / {self.renew_deadline_ms} / {self.ttl_ms}"
+                "elector timing: "
+                + "; ".join(f"{PREFIX}{name} {rule}, got {value}" for name, rule, value in problems)
             )
         if self.retry_period_ms <= 0:
             raise ConfigError(

@@ -117,7 +117,7 @@ def main() -> None:
         stream=sys.stderr,
     )
     try:
-        settings = load_settings()
+        settings = load_settings(role="coordinator")
         ElectorTiming.from_settings(settings)  # validated here so a bad value exits 2
     except ConfigError as exc:
         print(f"coordinator: invalid configuration:\n{exc}", file=sys.stderr)

@@ -159,7 +159,7 @@ def main() -> None:
     """Process entry point: SIGTERM/SIGINT stop the bridge; exit 0, or 2 on bad settings."""
     configure_logging(quiet=LIBRARY_LOGGERS)
     try:
-        settings = load_settings()
+        settings = load_settings(role="bridge")
     except ConfigError as exc:
         print(f"bridge: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -221,7 +221,7 @@ def main() -> None:
     """Process entry point: SIGTERM/SIGINT stop the mirror; exit 0, 2 on bad settings."""
     configure_logging(quiet=LIBRARY_LOGGERS)
     try:
-        settings = load_settings()
+        settings = load_settings(role="mirror")
     except ConfigError as exc:
         print(f"mirror: {exc}", file=sys.stderr)
         sys.exit(2)

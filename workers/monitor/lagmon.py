@@ -105,7 +105,7 @@ def main() -> int:
     """Process entry point: exit 2 on bad settings, 0 after SIGTERM/SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        settings = load_settings()
+        settings = load_settings(role="lagmon")
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

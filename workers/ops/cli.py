@@ -126,8 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# The commands that use FAILOVER_REGIONS; the others (dlq, decisions, check) run without it.
+_NEEDS_REGIONS = {"status", "emit", "replay"}
+
+
 def _settings(args: argparse.Namespace) -> Settings:
-    settings = load_settings()
+    needs = ("REGIONS",) if args.command in _NEEDS_REGIONS else ()
+    settings = load_settings(role="operator", require=needs)
     changes: dict[str, str] = {}
     if args.redis_url:
         validate_url(args.redis_url)

@@ -7,14 +7,11 @@ the rules that change it live in :mod:`workers.policy.rules`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import msgspec
 
 from schemas.errors import ConfigError, DecodeError
-
-if TYPE_CHECKING:
-    from workers.settings import Settings
 
 STATE_VERSION = 1
 MAX_REFUSED = 20
@@ -24,16 +21,39 @@ RegionState = Literal["up", "down", "suspect", "unknown"]
 FailoverStatus = Literal["open", "completed", "failed"]
 
 
+class PolicyKnobs(Protocol):
+    """What :meth:`PolicyConfig.from_settings` reads (the process settings have all of it)."""
+
+    @property
+    def regions(self) -> tuple[str, ...]: ...
+    @property
+    def threshold(self) -> int: ...
+    @property
+    def quorum(self) -> int: ...
+    @property
+    def window_ms(self) -> int: ...
+    @property
+    def stale_after_ms(self) -> int: ...
+    @property
+    def recovery_threshold(self) -> int: ...
+    @property
+    def cooldown_ms(self) -> int: ...
+
+
 class PolicyConfig(msgspec.Struct, frozen=True):
-    """The policy's knobs (DESIGN §7); times in milliseconds."""
+    """The policy's knobs (DESIGN §7); times in milliseconds.
+
+    No defaults here: they live in the settings table, so build one with
+    :meth:`from_settings` (the policy imports nothing but ``schemas``).
+    """
 
     regions: tuple[str, ...]
-    threshold: int = 3
-    quorum: int = 1
-    window_ms: int = 60000
-    stale_after_ms: int = 30000
-    recovery_threshold: int = 3
-    cooldown_ms: int = 60000
+    threshold: int
+    quorum: int
+    window_ms: int
+    stale_after_ms: int
+    recovery_threshold: int
+    cooldown_ms: int
 
     def __post_init__(self) -> None:
         """Reject a configuration the rules cannot work with."""
@@ -48,7 +68,7 @@ class PolicyConfig(msgspec.Struct, frozen=True):
             raise ConfigError(f"policy cooldown_ms must be >= 0, got {self.cooldown_ms}")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> PolicyConfig:
+    def from_settings(cls, settings: PolicyKnobs) -> PolicyConfig:
         """Take the policy's knobs from the process settings."""
         return cls(
             regions=tuple(settings.regions),

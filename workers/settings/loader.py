@@ -1,0 +1,294 @@
+"""The settings a process of one role reads, parsed and validated from ``FAILOVER_*``.
+
+Each field of :class:`Settings` is one row of :mod:`workers.settings.table`, its default
+taken from there. Every bad value is reported at startup, one line per variable naming the
+rule it breaks; passwords never appear in the text (URLs are redacted).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+import msgspec
+
+from schemas.errors import ConfigError
+from streams.connection import redact, validate_url
+from workers.settings.rules import RULES
+from workers.settings.table import (
+    ALL,
+    BY_ENV,
+    PREFIX,
+    TABLE,
+    Derived,
+    Setting,
+    check_role,
+    static_defaults,
+)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_STATIC = static_defaults()
+_BY_FIELD = {s.field: _STATIC[s.env] for s in TABLE}
+DEFAULT_REDIS_URL: str = _STATIC["REDIS_URL"]
+
+
+def _default(field: str) -> Any:
+    return _BY_FIELD[field]
+
+
+class ProbeTarget(msgspec.Struct, frozen=True):
+    """One endpoint the health prober checks for one region."""
+
+    region: str
+    url: str
+
+
+class KafkaSettings(msgspec.Struct, frozen=True):
+    """The Kafka edge (bridge and decision mirror); unused unless ``bootstrap`` is set."""
+
+    bootstrap: str = _default("kafka.bootstrap")
+    health_topic: str = _default("kafka.health_topic")
+    events_topic: str = _default("kafka.events_topic")
+    decisions_topic: str = _default("kafka.decisions_topic")
+    group: str = _default("kafka.group")
+    idempotent: bool = _default("kafka.idempotent")
+    auto_create_topics: bool = _default("kafka.auto_create_topics")
+    session_timeout_ms: int = _default("kafka.session_timeout_ms")
+    security_protocol: str = _default("kafka.security_protocol")
+    sasl_mechanism: str = _default("kafka.sasl_mechanism")
+    sasl_username: str = _default("kafka.sasl_username")
+    sasl_password: str = _default("kafka.sasl_password")
+    ssl_cafile: str = _default("kafka.ssl_cafile")
+
+    def __repr__(self) -> str:
+        """Like the default repr, with the SASL password masked (settings get logged)."""
+        return _masked_repr(self, {"sasl_password": "***" if self.sasl_password else ""})
+
+
+class Settings(msgspec.Struct, frozen=True):
+    """Everything a process is configured with; each field is one row of the table."""
+
+    regions: tuple[str, ...] = _default("regions")
+    redis_url: str = _default("redis_url")
+    namespace: str = _default("namespace")
+    instance_id: str = _default("instance_id")
+    lease_ttl_ms: int = _default("lease_ttl_ms")
+    renew_interval_ms: int = _default("renew_interval_ms")
+    renew_deadline_ms: int = _default("renew_deadline_ms")
+    threshold: int = _default("threshold")
+    quorum: int = _default("quorum")
+    window_ms: int = _default("window_ms")
+    stale_after_ms: int = _default("stale_after_ms")
+    recovery_threshold: int = _default("recovery_threshold")
+    cooldown_ms: int = _default("cooldown_ms")
+    max_deliveries: int = _default("max_deliveries")
+    batch_size: int = _default("batch_size")
+    reelect_delay_ms: int = _default("reelect_delay_ms")
+    reelect_jitter_ms: int = _default("reelect_jitter_ms")
+    shutdown_timeout_ms: int = _default("shutdown_timeout_ms")
+    tick_ms: int = _default("tick_ms")
+    max_clock_skew_ms: int = _default("max_clock_skew_ms")
+    metrics_port: int = _default("metrics_port")
+    decisions_maxlen: int = _default("decisions_maxlen")
+    dlq_maxlen: int = _default("dlq_maxlen")
+    input_retention_ms: int = _default("input_retention_ms")
+    probe_targets: tuple[ProbeTarget, ...] = _default("probe_targets")
+    probe_interval_ms: int = _default("probe_interval_ms")
+    probe_timeout_ms: int = _default("probe_timeout_ms")
+    probe_expect_status: int = _default("probe_expect_status")
+    lag_interval_ms: int = _default("lag_interval_ms")
+    lag_window: int = _default("lag_window")
+    kafka: KafkaSettings = KafkaSettings()
+
+    @property
+    def redacted_url(self) -> str:
+        """The Redis URL with any password masked, for logs."""
+        return redact(self.redis_url)
+
+    def __repr__(self) -> str:
+        """Like the default repr, with passwords masked (settings get logged)."""
+        return _masked_repr(
+            self,
+            {
+                "redis_url": self.redacted_url,
+                "probe_targets": tuple(
+                    ProbeTarget(region=t.region, url=redact(t.url)) for t in self.probe_targets
+                ),
+            },
+        )
+
+
+# The table's defaults as a typed value, for code that needs one default (ElectorTiming).
+DEFAULTS = Settings()
+
+
+def _masked_repr(obj: msgspec.Struct, masked: Mapping[str, object]) -> str:
+    fields = ", ".join(
+        f"{name}={masked.get(name, getattr(obj, name))!r}" for name in obj.__struct_fields__
+    )
+    return f"{type(obj).__name__}({fields})"
+
+
+# -- parsing one value ----------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """A value breaks its row's rule; ``shown`` is the value to quote back (None: none)."""
+
+    def __init__(self, rule: str, shown: str | None = None) -> None:
+        super().__init__(rule)
+        self.rule, self.shown = rule, shown
+
+
+def _integer(row: Setting, text: str, _: Mapping[str, Any]) -> int:
+    what = "a whole number" + (" of milliseconds" if row.unit == "ms" else "")
+    if not re.fullmatch(r"[+-]?\d+", text):
+        raise _Invalid(f"must be {what}", text)
+    number = int(text)
+    if row.minimum is not None and number < row.minimum:
+        raise _Invalid(f"must be {what} >= {row.minimum}", text)
+    if row.maximum is not None and number > row.maximum:
+        raise _Invalid(f"must be {what} <= {row.maximum}", text)
+    return number
+
+
+def _text(row: Setting, text: str, _: Mapping[str, Any]) -> str:
+    if row.check is not None and not row.check(text):
+        raise _Invalid(row.rule, text)
+    return text
+
+
+def _boolean(_row: Setting, text: str, _: Mapping[str, Any]) -> bool:
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise _Invalid("must be true or false", text)
+
+
+def _choice(row: Setting, text: str, _: Mapping[str, Any]) -> str:
+    if text not in row.choices:
+        raise _Invalid(f"must be one of {', '.join(row.choices)}", text)
+    return text
+
+
+def _url(_row: Setting, text: str, _: Mapping[str, Any]) -> str:
+    try:
+        validate_url(text)
+    except ConfigError as exc:  # its message is already redacted; never quote the URL
+        raise _Invalid(str(exc)) from None
+    return text
+
+
+def _regions(_row: Setting, text: str, _: Mapping[str, Any]) -> tuple[str, ...]:
+    regions = tuple(part.strip() for part in text.split(","))
+    if not all(_NAME.match(r) for r in regions):
+        rule = "each region must be 1-64 letters, digits, '.', '_' or '-' (no empty entries)"
+        raise _Invalid(rule, text)
+    dupes = sorted({r for r in regions if regions.count(r) > 1})
+    if dupes:
+        raise _Invalid(f"regions must be distinct, {', '.join(dupes)} repeated", text)
+    return regions
+
+
+def _targets(_row: Setting, text: str, values: Mapping[str, Any]) -> tuple[ProbeTarget, ...]:
+    regions = values["REGIONS"]
+    targets = []
+    for part in (p.strip() for p in text.split(",")):
+        region, sep, url = part.partition("=")
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        if not sep or not region or scheme not in ("http", "https", "tcp"):
+            rule = "entries must be region=http(s)://... or region=tcp://host:port"
+            raise _Invalid(rule, redact(part))
+        if regions and region not in regions:
+            rule = f"region {region!r} is not in {PREFIX}REGIONS"
+            raise _Invalid(rule, f"{region}={redact(url)}")
+        targets.append(ProbeTarget(region=region, url=url))
+    return tuple(targets)
+
+
+_PARSERS: dict[str, Callable[[Setting, str, Mapping[str, Any]], Any]] = {
+    "int": _integer,
+    "text": _text,
+    "bool": _boolean,
+    "choice": _choice,
+    "url": _url,
+    "regions": _regions,
+    "targets": _targets,
+}
+
+
+def _line(env: str, rule: str, shown: str | None = None) -> str:
+    return f"{PREFIX}{env}: {rule}" + ("" if shown is None else f", got {shown!r}")
+
+
+def _raw(row: Setting, env: Mapping[str, str]) -> str | None:
+    value = env.get(row.name)
+    if row.kind == "secret":  # taken as is: a password may start or end with a space
+        return value or None
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
+
+
+# -- loading --------------------------------------------------------------------------
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, *, role: str = ALL, require: Collection[str] = ()
+) -> Settings:
+    """Build and validate the settings ``role`` reads from ``env`` (default: the process
+    environment); the variables it does not read keep their defaults.
+
+    ``require`` names further variables (without prefix) this run cannot do without, e.g.
+    ``REGIONS`` for the failoverctl commands that use it. Raises :class:`ConfigError` whose
+    message has one line per bad variable.
+    """
+    check_role(role)
+    unknown = [name for name in require if name not in BY_ENV or not BY_ENV[name].reads(role)]
+    if unknown:
+        raise ValueError(f"the {role} does not read {', '.join(unknown)}")
+    source = os.environ if env is None else env
+    values = dict(_STATIC)
+    errors: list[str] = []
+    failed: set[str] = set()
+    unset: list[Setting] = []
+    rows = [row for row in TABLE if row.reads(role)]
+    for row in rows:
+        text = _raw(row, source)
+        if text is None:
+            unset.append(row)
+            if row.requires(role) or row.env in require:
+                errors.append(_line(row.env, f"is required: {row.hint}"))
+                failed.add(row.env)
+            continue
+        try:
+            values[row.env] = (
+                text if row.kind == "secret" else _PARSERS[row.kind](row, text, values)
+            )
+        except _Invalid as bad:
+            errors.append(_line(row.env, bad.rule, bad.shown))
+            failed.add(row.env)
+    for row in unset:
+        if isinstance(row.default, Derived):
+            values[row.env] = row.default.compute(values)
+    read = {row.env for row in rows}
+    for names, check in RULES:
+        if read.issuperset(names) and failed.isdisjoint(names):  # compare only parsed values
+            errors.extend(_line(env, rule, str(value)) for env, rule, value in check(values))
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return _build(values)
+
+
+def _build(values: Mapping[str, Any]) -> Settings:
+    top: dict[str, Any] = {}
+    kafka: dict[str, Any] = {}
+    for row in TABLE:
+        group, _, name = row.field.rpartition(".")
+        (kafka if group == "kafka" else top)[name] = values[row.env]
+    return Settings(**top, kafka=KafkaSettings(**kafka))
