@@ -32,6 +32,14 @@ class RedisUnavailable(FailoverError):
     retriable = True
 
 
+class RedisRefused(FailoverError):
+    """Redis answered with an error that trying again will not fix (password, ACL, a bug)."""
+
+
+class GroupMissing(RedisRefused):
+    """A consumer group (or the stream holding it) does not exist: Redis said NOGROUP."""
+
+
 class ScriptError(FailoverError):
     """A Lua script answered something its contract does not allow (a bug, not an outage)."""
 

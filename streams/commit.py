@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from schemas.errors import ScriptError
 from streams import scripts
 from streams.keys import GROUP, Keys
+from streams.replies import text
 
 
 class Fenced(msgspec.Struct, frozen=True):
@@ -60,10 +61,6 @@ _msgpack = msgspec.msgpack.Encoder()
 def _pack_ids(ids: list[bytes]) -> bytes:
     """Entry ids as a MessagePack array of strings (Redis's cmsgpack has no bin type)."""
     return _msgpack.encode([i.decode() for i in ids])
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class Committer:
@@ -139,7 +136,7 @@ def _parse(reply: object) -> Committed | Fenced:
     decision_ids: Sequence[object] = reply[1]
     dead_ids: Sequence[object] = reply[2]
     return Committed(
-        decision_ids=[_text(i) for i in decision_ids],
-        dead_letter_ids=[_text(i) for i in dead_ids],
+        decision_ids=[text(i) for i in decision_ids],
+        dead_letter_ids=[text(i) for i in dead_ids],
         acked=int(reply[3]) if code == 1 else 0,
     )

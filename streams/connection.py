@@ -2,14 +2,9 @@
 
 Retries happen here and only here: exponential backoff with jitter, bounded by a deadline on
 the monotonic clock; after it, callers see :class:`~schemas.errors.RedisUnavailable`.
+:func:`call` also re-raises a cancellation that redis-py lost (see :mod:`streams.cancel`).
 
-Cancellation trap (Python 3.11): redis-py sends every command through ``asyncio.wait_for``
-when a socket timeout is set, and 3.11's ``wait_for`` returns normally -- dropping the
-cancellation -- when the outer task is cancelled in the same loop iteration as the send
-completes (CPython gh-86296, fixed in 3.12). A cancelled task can thus carry on as if
-nothing happened, at any Redis command, not only long blocking ones. :func:`call` re-raises
-such a lost cancellation; :func:`reraise_lost_cancel` and :func:`cancel_and_wait` are for
-code that talks to Redis or stops tasks outside it.
+Workers hold a client as :data:`Client` and never import redis themselves.
 """
 
 from __future__ import annotations
@@ -18,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -35,13 +30,14 @@ from tenacity import (
 )
 
 from schemas.errors import ConfigError, RedisUnavailable
+from streams.cancel import reraise_lost_cancel
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-Client = aioredis.Redis
-"""The Redis client type, for annotations in workers (which never import redis)."""
+Client: TypeAlias = aioredis.Redis
+"""The Redis client type, for annotations outside ``streams/`` (built by :func:`connect`)."""
 
 # Server replies that mean "not now" rather than "never": loading, a script hogging the
 # server, a replica promoted mid-call, cluster reconfiguration.
@@ -124,9 +120,7 @@ def validate_url(url: str) -> None:
         raise ConfigError(f"URL {redact(url)!r}: the database (the path) must be a number")
 
 
-def connect(
-    url: str, *, socket_timeout: float = 2.0, client_name: str | None = None
-) -> aioredis.Redis:
+def connect(url: str, *, socket_timeout: float = 2.0, client_name: str | None = None) -> Client:
     """Build an asyncio client from ``url`` (TLS via ``rediss://``, ACL user/password in it).
 
     redis-py's own retries are switched off: all retrying goes through :func:`call`, so an
@@ -195,39 +189,6 @@ def _gave_up(what: str, cause: object, elapsed: float, attempts: int) -> RedisUn
     )
 
 
-def reraise_lost_cancel(baseline: int = 0) -> None:
-    """Raise CancelledError if the current task was cancelled but the cancel got lost.
-
-    The task's ``cancelling()`` count still remembers a cancel that a racing
-    ``asyncio.wait_for`` dropped (see the module doc). ``baseline`` is the count the caller
-    started from: non-zero in code that runs while handling an earlier cancellation.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling() > baseline:
-        raise asyncio.CancelledError
-
-
-async def cancel_and_wait(*tasks: asyncio.Task[Any], grace_s: float = 0.5) -> None:
-    """Cancel ``tasks`` and wait until every one of them has finished.
-
-    A task still running ``grace_s`` after its cancel is cancelled again (with a warning),
-    and again: a cancel lost in redis-py (see the module doc) would otherwise leave the
-    caller waiting forever. Exceptions stay on the tasks for the caller to inspect; they
-    are marked retrieved, none is raised here.
-    """
-    pending = {task for task in tasks if not task.done()}
-    for task in pending:
-        task.cancel()
-    while pending:
-        _, pending = await asyncio.wait(pending, timeout=grace_s)
-        for task in pending:
-            log.warning("task %s ignored its cancellation; cancelling it again", task.get_name())
-            task.cancel()
-    for task in tasks:
-        if not task.cancelled():
-            task.exception()
-
-
 async def call(
     op: Callable[[], Awaitable[T]],
     *,
@@ -242,7 +203,7 @@ async def call(
     hung on a paused server is cut by the same deadline, so the caller's clock is honoured.
     Each failed attempt is logged with its number; the final :class:`RedisUnavailable`
     names the last error and how many attempts were made. A cancellation of the caller
-    that redis-py lost on the way is raised here (see the module doc).
+    that redis-py lost on the way is raised here (see :mod:`streams.cancel`).
     """
     task = asyncio.current_task()
     baseline = task.cancelling() if task is not None else 0

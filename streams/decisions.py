@@ -1,27 +1,66 @@
-"""A reader's consumer group on ``NS:decisions`` (DESIGN §9): at least once, in order.
+"""Reading ``NS:decisions``: plainly (:class:`DecisionsReader`: a range, the last N,
+following from an id) or through a consumer group of the reader's own
+(:class:`DecisionsGroup`: the mirror, an executor), at least once and in order.
 
-Unlike the leader's fenced group on the input streams, any number of readers share one such
-group (the Kafka mirror's is ``kafka-mirror``). A reader gets the entries it holds and has
-not acked again, in order, before anything newer; entries another consumer of the group left
-pending (a dead reader) are claimed once they have been idle for ``claim_idle_ms``.
+A plain read is one round trip (run it under :func:`streams.connection.call`); Redis errors
+come out translated (:mod:`streams.errors`). Unlike the leader's fenced group on the input
+streams, any number of readers share one decisions group: a reader gets the entries it
+holds and has not acked again, in order, before anything newer, and entries another
+consumer of the group left pending (a dead reader) are claimed once idle for
+``claim_idle_ms``. Group calls retry Redis errors themselves, up to ``deadline_s``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, TypeAlias
 
-import redis.asyncio as aioredis
 import redis.exceptions as rex
 
-from streams.connection import call
+from streams.connection import Client, call
+from streams.errors import translated
+from streams.history import read_all, read_last, read_page
 from streams.keys import Keys
+from streams.replies import Entry
+
+Decision: TypeAlias = tuple[bytes, dict[bytes, bytes] | None]
+"""A decision read through a group: id and fields (None if trimmed while pending)."""
 
 log = logging.getLogger(__name__)
 
-Decision = tuple[bytes, dict[bytes, bytes] | None]
-"""``(entry id, fields)``; fields None when the entry was trimmed away while pending."""
+
+class DecisionsReader:
+    """Reads the decisions of one namespace, without a group."""
+
+    def __init__(self, client: Client, keys: Keys) -> None:
+        self.client = client
+        self.key = keys.decisions
+
+    # -- plain reads ----------------------------------------------------------------------
+
+    async def last(self, count: int) -> list[Entry]:
+        """The last ``count`` decisions, oldest first."""
+        with translated():
+            return await read_last(self.client, self.key, count)
+
+    async def range(self, start: str = "-", end: str = "+", *, count: int = 1000) -> list[Entry]:
+        """Up to ``count`` decisions with ids from ``start`` to ``end`` (inclusive)."""
+        with translated():
+            return await read_page(self.client, self.key, start, end, count=count)
+
+    async def read_all(self, after: str | None = None, *, deadline_s: float) -> list[Entry]:
+        """Every decision after id ``after`` (all if None), paged, each page retried."""
+        low = "-" if after is None else f"({after}"
+        with translated():
+            return await read_all(self.client, self.key, low, what="read", deadline_s=deadline_s)
+
+    async def follow(self, after: str, *, count: int = 100, block_ms: int = 200) -> list[Entry]:
+        """Decisions after id ``after``, waiting up to ``block_ms`` for one (keep it short:
+        a cancel during a long blocking call has been seen to be ignored)."""
+        with translated():
+            reply: Any = await self.client.xread({self.key: after}, count=count, block=block_ms)
+        return [entry for _, entries in reply or [] for entry in entries]
 
 
 class DecisionsGroup:
@@ -29,7 +68,7 @@ class DecisionsGroup:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Client,
         keys: Keys,
         group: str,
         consumer: str,
@@ -51,11 +90,12 @@ class DecisionsGroup:
         """Create the group at the start of the stream, and the stream, unless they exist."""
 
         async def create() -> None:
-            try:
-                await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-            except rex.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            with translated():
+                try:
+                    await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+                except rex.ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
 
         await call(create, what=f"{self.group} group create", deadline_s=self.deadline_s)
 
@@ -88,13 +128,13 @@ class DecisionsGroup:
         self._unacked.difference_update(ids)
 
     async def _read(self, start: str, count: int, block_ms: int | None) -> list[Decision]:
-        reply: Any = await call(
-            lambda: self.redis.xreadgroup(
-                self.group, self.consumer, {self.stream: start}, count=count, block=block_ms
-            ),
-            what=f"{self.group} read",
-            deadline_s=self.deadline_s,
-        )
+        async def read() -> Any:
+            with translated():
+                return await self.redis.xreadgroup(
+                    self.group, self.consumer, {self.stream: start}, count=count, block=block_ms
+                )
+
+        reply = await call(read, what=f"{self.group} read", deadline_s=self.deadline_s)
         if not reply:
             return []
         _stream, entries = reply[0]

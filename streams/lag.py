@@ -8,12 +8,12 @@ the dead-letter and decision streams, and on request the policy state fields for
 
 from __future__ import annotations
 
-import msgspec
-import redis.asyncio as aioredis
-
 from schemas.errors import ScriptError
+from schemas.lag import LagReport, StateFields, StreamLag
 from streams import scripts
+from streams.connection import Client
 from streams.keys import GROUP, Keys
+from streams.replies import text_or_none
 
 # Upper bound on entries counted on each side of the delivered position when Redis cannot
 # report the lag itself; beyond it on both sides the lag is a lower bound (``lag_exact``
@@ -21,62 +21,9 @@ from streams.keys import GROUP, Keys
 COUNT_CAP = 100
 
 
-class StreamLag(msgspec.Struct, frozen=True):
-    """One input stream as seen by the consumer group at one instant."""
-
-    stream: str
-    kind: str
-    length: int
-    group_found: bool
-    consumers: int
-    last_delivered_id: str | None
-    lag: int
-    lag_exact: bool
-    lag_seconds: float
-    first_undelivered_id: str | None
-    pending: int
-    oldest_pending_id: str | None
-    oldest_pending_age_seconds: float
-    oldest_pending_idle_ms: int
-    oldest_pending_deliveries: int
-
-    @property
-    def backlog(self) -> int:
-        """Entries not yet committed: undelivered plus delivered-but-unacked."""
-        return self.lag + self.pending
-
-
-class StateFields(msgspec.Struct, frozen=True):
-    """The raw fields of ``NS:state`` that status shows (decoded by the caller)."""
-
-    summary: bytes | None
-    epoch: int | None
-    leader: str | None
-    updated_at: float | None
-
-
-class LagReport(msgspec.Struct, frozen=True):
-    """Everything one snapshot returns."""
-
-    now_ms: int
-    leader: str | None
-    lease_ms_left: int | None
-    epoch: int
-    dlq_length: int
-    decisions_length: int
-    streams: tuple[StreamLag, ...]
-    state: StateFields | None = None
-
-
 def id_ms(entry_id: str) -> int:
     """Milliseconds part of a stream entry id (``<ms>-<seq>``)."""
     return int(entry_id.partition("-")[0])
-
-
-def _text(value: object) -> str | None:
-    if value is None or value is False:
-        return None
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _age_s(now_ms: int, entry_id: str | None) -> float:
@@ -88,16 +35,16 @@ def _age_s(now_ms: int, entry_id: str | None) -> float:
 def _stream(name: str, row: list[object], now_ms: int) -> StreamLag:
     if not isinstance(row, list) or len(row) != 12:
         raise ScriptError(f"lag snapshot row for {name} is {row!r}")
-    kind = _text(row[0]) or "none"
-    first = _text(row[7])
-    oldest = _text(row[9])
+    kind = text_or_none(row[0]) or "none"
+    first = text_or_none(row[7])
+    oldest = text_or_none(row[9])
     return StreamLag(
         stream=name,
         kind=kind,
         length=int(row[1]),  # type: ignore[call-overload]
         group_found=bool(row[2]),
         consumers=int(row[3]),  # type: ignore[call-overload]
-        last_delivered_id=_text(row[4]),
+        last_delivered_id=text_or_none(row[4]),
         lag=int(row[5]),  # type: ignore[call-overload]
         lag_exact=bool(row[6]),
         lag_seconds=_age_s(now_ms, first),
@@ -114,7 +61,7 @@ def _number(value: object, kind: type[int] | type[float]) -> int | float | None:
     # State fields are written by the leader; an unexpected value is shown as unknown
     # rather than making status fail.
     try:
-        return kind(_text(value) or "")
+        return kind(text_or_none(value) or "")
     except ValueError:
         return None
 
@@ -127,7 +74,7 @@ def _state(reply: object) -> StateFields | None:
     return StateFields(
         summary=summary if isinstance(summary, bytes) else None,
         epoch=int(epoch_n) if epoch_n is not None else None,
-        leader=_text(leader),
+        leader=text_or_none(leader),
         updated_at=_number(updated_at, float),
     )
 
@@ -135,7 +82,7 @@ def _state(reply: object) -> StateFields | None:
 class LagSampler:
     """Takes lag snapshots of one namespace through ``streams/lua/lag_snapshot.lua``."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, *, count_cap: int = COUNT_CAP) -> None:
+    def __init__(self, redis: Client, keys: Keys, *, count_cap: int = COUNT_CAP) -> None:
         self.keys = keys
         self.count_cap = count_cap
         self._script = scripts.register(redis, "lag_snapshot")
@@ -150,7 +97,7 @@ class LagSampler:
         if not isinstance(reply, list) or len(reply) != 9:
             raise ScriptError(f"lag snapshot answered {reply!r}")
         now_ms = int(reply[0]) * 1000 + int(reply[1]) // 1000
-        owner = _text(reply[2])
+        owner = text_or_none(reply[2])
         rows = reply[8]
         return LagReport(
             now_ms=now_ms,

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from schemas.errors import ScriptError
 from streams import scripts
 from streams.keys import Keys
+from streams.replies import text
 
 
 def make_owner_id(instance_id: str) -> str:
@@ -46,10 +47,6 @@ class LeaseInfo(msgspec.Struct, frozen=True):
     epoch: int
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class Lease:
     """Acquire, renew and release one namespace's lease on behalf of one owner."""
 
@@ -75,7 +72,7 @@ class Lease:
             raise ScriptError(f"acquire script answered {reply!r}")
         if int(reply[0]) == 1:
             return Acquired(epoch=int(reply[1]))
-        holder = _text(reply[1]) if reply[1] is not None else ""
+        holder = text(reply[1]) if reply[1] is not None else ""
         pttl = int(reply[2])
         return Held(owner=holder, pttl_ms=self.ttl_ms if pttl == -1 else max(pttl, 0))
 
@@ -107,7 +104,7 @@ async def read_lease(redis: aioredis.Redis, keys: Keys) -> LeaseInfo:
         pipe.get(keys.epoch)
         owner, pttl, epoch = await pipe.execute()
     return LeaseInfo(
-        owner=_text(owner) if owner is not None else None,
+        owner=text(owner) if owner is not None else None,
         pttl_ms=int(pttl) if owner is not None and int(pttl) >= 0 else None,
         epoch=int(epoch) if epoch is not None else 0,
     )

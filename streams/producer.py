@@ -1,34 +1,44 @@
-"""Appending entries to Redis streams (DESIGN §3): producers' side of the input streams."""
+"""Appending entries to a stream, as every producer does (CLI, prober, demo, bridge).
+
+An entry is a wire value (encoded into its one ``data`` field) or fields already encoded.
+These are single round trips: run them under :func:`streams.connection.call` for retries.
+A retried append may land twice; a repeated ``event_id`` makes the copy a duplicate the
+policy ignores.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-import redis.asyncio as aioredis
+from schemas.codec import encode_entry
+from schemas.events import AnyEntry
+from streams.connection import Client
+from streams.replies import text
 
-from schemas.codec import DATA_FIELD
-from streams.connection import call
+Fields = Mapping[bytes, bytes]
 
 
-async def append_raw(
-    client: aioredis.Redis,
-    entries: Sequence[tuple[str, bytes]],
+def _fields(entry: AnyEntry | Fields) -> Any:
+    return entry if isinstance(entry, Mapping) else encode_entry(entry)
+
+
+async def append(
+    client: Client, key: str, entry: AnyEntry | Fields, *, maxlen: int | None = None
+) -> str:
+    """XADD one entry to ``key`` (trimmed to about ``maxlen`` if given); its new id."""
+    return text(await client.xadd(key, _fields(entry), maxlen=maxlen, approximate=True))
+
+
+async def append_many(
+    client: Client,
+    entries: Sequence[tuple[str, AnyEntry | Fields]],
     *,
-    what: str,
-    deadline_s: float,
-) -> None:
-    """Append each ``(stream key, data value)`` unchanged as one entry, all or none.
-
-    The values are not checked (the leader dead-letters what it cannot decode). Retried
-    with the shared policy; :class:`~schemas.errors.RedisUnavailable` after ``deadline_s``.
-    """
-
-    async def op() -> None:
-        # MULTI/EXEC: a batch lands whole or not at all, so a retry after a lost
-        # connection duplicates at most the batches whose reply was lost.
-        async with client.pipeline(transaction=True) as pipe:
-            for key, value in entries:
-                pipe.xadd(key, {DATA_FIELD: value})
-            await pipe.execute()
-
-    await call(op, what=what, deadline_s=deadline_s)
+    maxlen: int | None = None,
+    atomic: bool = False,
+) -> list[str]:
+    """XADD each ``(key, entry)`` in order in one round trip (MULTI/EXEC if ``atomic``); ids."""
+    async with client.pipeline(transaction=atomic) as pipe:
+        for key, entry in entries:
+            pipe.xadd(key, _fields(entry), maxlen=maxlen, approximate=True)
+        return [text(i) for i in await pipe.execute()]

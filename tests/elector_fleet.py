@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from streams.connection import cancel_and_wait, connect
+from streams.cancel import cancel_and_wait
+from streams.connection import connect
 from streams.keys import Keys
 from streams.lease import make_owner_id
 from workers.coordinator.elector import DemotionReason, Elector, ElectorTiming, Leadership

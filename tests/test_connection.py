@@ -21,9 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.errors import ConfigError, RedisUnavailable
+from streams.cancel import cancel_and_wait
 from streams.connection import (
     call,
-    cancel_and_wait,
     connect,
     is_retriable,
     redact,
@@ -383,7 +383,7 @@ async def test_cancel_and_wait_resends_a_lost_cancel(caplog: pytest.LogCaptureFi
     tasks = [asyncio.create_task(deaf(), name="deaf"), asyncio.create_task(tidy(), name="tidy")]
     await asyncio.sleep(0.01)
     start = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="streams.connection"):
+    with caplog.at_level(logging.WARNING, logger="streams.cancel"):
         await cancel_and_wait(*tasks, grace_s=0.3)
     assert all(t.cancelled() for t in tasks)
     assert cleaned == ["tidy"]

@@ -10,7 +10,6 @@ the release message. Leader work runs in a task that is cancelled and awaited on
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -18,13 +17,13 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
 import msgspec
-import redis.asyncio as aioredis
-import redis.exceptions as rex
 
 from schemas.errors import ConfigError, RedisUnavailable
-from streams.connection import call, cancel_and_wait, is_retriable, reraise_lost_cancel
+from streams.cancel import cancel_and_wait
+from streams.connection import Client, call
 from streams.keys import Keys
 from streams.lease import Acquired, Lease
+from streams.notifications import ReleaseNotifications
 from workers.settings import DEFAULTS, MIN_REELECT_MS, PREFIX, Settings, lease_timing_problems
 
 log = logging.getLogger(__name__)
@@ -107,7 +106,7 @@ class Elector:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Client,
         keys: Keys,
         owner: str,
         timing: ElectorTiming,
@@ -129,7 +128,7 @@ class Elector:
         self._on_elected = on_elected
         self._on_demoted = on_demoted
         self._stopping = asyncio.Event()
-        self._released = asyncio.Event()
+        self._releases = ReleaseNotifications(redis, keys)
 
     @property
     def is_leader(self) -> bool:
@@ -147,7 +146,7 @@ class Elector:
         but the lease is not released (followers take over when it expires) and
         ``on_demoted`` is not called. Use :meth:`stop` for a clean handoff.
         """
-        listener = asyncio.create_task(self._listen_for_release(), name="lease-release-listener")
+        listener = asyncio.create_task(self._releases.listen(), name="lease-release-listener")
         try:
             while not self._stopping.is_set():
                 leadership = await self._campaign()
@@ -166,7 +165,7 @@ class Elector:
     async def _campaign(self) -> Leadership | None:
         retry_s = self.timing.retry_period_ms / 1000
         while not self._stopping.is_set():
-            self._released.clear()
+            self._releases.clear()
             sent = time.monotonic()
             try:
                 result = await call(self.lease.acquire, what="acquire", deadline_s=retry_s)
@@ -297,33 +296,10 @@ class Elector:
         await self._sleep_or_wake(delay_ms / 1000, wake_on_release=False)
 
     async def _sleep_or_wake(self, seconds: float, *, wake_on_release: bool) -> None:
-        events = [self._stopping.wait()]
+        tasks: list[asyncio.Task[bool]] = [asyncio.create_task(self._stopping.wait())]
         if wake_on_release:
-            events.append(self._released.wait())
-        tasks = [asyncio.create_task(e) for e in events]
+            tasks.append(asyncio.create_task(self._releases.wait()))
         try:
             await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
             await cancel_and_wait(*tasks)
-
-    async def _listen_for_release(self) -> None:
-        """Set ``_released`` whenever the release script publishes; reconnect on errors."""
-        while True:
-            pubsub = self.redis.pubsub()
-            try:
-                await pubsub.subscribe(self.keys.released)
-                reraise_lost_cancel()
-                while True:
-                    # Short timeout: cancellation must not wait on a long blocking read.
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
-                    reraise_lost_cancel()
-                    if message is not None:
-                        self._released.set()
-            except (rex.RedisError, OSError) as exc:
-                if not is_retriable(exc):
-                    raise
-                log.debug("release listener reconnecting: %s", exc)
-                await asyncio.sleep(0.5)
-            finally:
-                with contextlib.suppress(rex.RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]

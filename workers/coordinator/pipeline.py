@@ -37,11 +37,9 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import msgspec
-import redis.asyncio as aioredis
-import redis.exceptions as rex
 
 from schemas.codec import StreamKind, check_event_time, decode_data, decode_entry, encode_data
-from schemas.errors import DecodeError
+from schemas.errors import DecodeError, GroupMissing
 from schemas.events import (
     DeadLetter,
     Drain,
@@ -54,11 +52,14 @@ from schemas.events import (
     ManualFailover,
     Restore,
 )
+from streams.cancel import reraise_lost_cancel
 from streams.commit import Batch, Committed, Committer, Fenced
-from streams.connection import call
+from streams.connection import Client, call
 from streams.dead_letters import dead_letter, encode_dead_letter, pairs
+from streams.errors import translated
 from streams.group import ZERO_ID, ConsumerGroup, RawRead
 from streams.keys import Keys
+from streams.state import read_policy_state
 from workers.coordinator.elector import Leadership
 from workers.coordinator.intake import Intake, Run
 from workers.monitor.metrics import CoordinatorMetrics
@@ -94,7 +95,7 @@ class LeaderPipeline:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Client,
         keys: Keys,
         settings: Settings,
         leadership: Leadership,
@@ -148,7 +149,7 @@ class LeaderPipeline:
         inflight: asyncio.Task[bool] | None = None
         try:
             while True:
-                _honour_cancel()
+                reraise_lost_cancel()
                 if prefetch is None:
                     read_any = await self._read()
                 else:
@@ -216,18 +217,20 @@ class LeaderPipeline:
         await self._io(lambda: self.group.wait(self.intake.seen, block_ms), "wait")
 
     async def _io(self, op: Callable[[], Awaitable[T]], what: str) -> T:
-        result = await call(op, what=what, deadline_s=self._deadline_s)
-        _honour_cancel()
+        """Run ``op`` under the retry policy; Redis errors come out as the project's own."""
+        with translated():
+            result = await call(op, what=what, deadline_s=self._deadline_s)
+        reraise_lost_cancel()  # a demoted leader must not run on until fenced
         return result
 
     async def _load(self) -> Policy:
-        raw = await self._io(lambda: self.redis.hget(self.keys.state, "policy"), "load state")
+        raw = await self._io(lambda: read_policy_state(self.redis, self.keys), "load state")
         if raw is None:
             log.info("no committed policy state: starting fresh epoch=%s", self.epoch)
             return Policy(self.config)
         # A corrupt or incompatible state raises (DecodeError / ConfigError): starting over
         # could re-emit decisions, so the process stops loudly instead.
-        return Policy(self.config, decode_state(raw if isinstance(raw, bytes) else raw.encode()))
+        return Policy(self.config, decode_state(raw))
 
     async def _announce(self) -> bool:
         """Write ``leader_changed`` (and the loaded state) first, fenced."""
@@ -291,16 +294,14 @@ class LeaderPipeline:
             # A retry may follow a reply lost in transit: ask for our own pending entries
             # after the last ids we saw first, so none is stranded unapplied.
             after = [self.intake.seen[i] for i in want] if attempts > 1 else None
-            try:
-                return await self.group.read_raw(want, self._count, after)
-            except rex.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                log.warning("consumer group vanished (stream deleted?); recreating it")
-                await self.group.ensure()
-                return RawRead(entries=[[], []], redelivered=[[], []])
+            return await self.group.read_raw(want, self._count, after)
 
-        got = await self._io(op, "read")
+        try:
+            got = await self._io(op, "read")
+        except GroupMissing:
+            log.warning("consumer group vanished (stream deleted?); recreating it")
+            await self._io(self.group.ensure, "create group")
+            got = RawRead(entries=[[], []], redelivered=[[], []])
         if isinstance(got, Fenced):
             log.error("fenced on read: another leader took over epoch=%s", self.epoch)
             return None
@@ -514,19 +515,6 @@ class _Work(msgspec.Struct):
     planned: list[PlannedFailover] = msgspec.field(default_factory=list)
     letters: list[DeadLetter] = msgspec.field(default_factory=list)
     ticked: bool = False
-
-
-def _honour_cancel() -> None:
-    """Raise CancelledError if this task was asked to cancel but the request got lost.
-
-    Python 3.11's asyncio.wait_for (used inside redis-py) can swallow a cancel that lands as
-    its inner call completes, and a task awaiting that one then gets a result instead; the
-    request is still counted by ``cancelling()``, so honour it here, or a demoted leader
-    would keep running until fenced.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def _decode(stream: int, fields: list[bytes]) -> HealthEvent | FailoverEvent:

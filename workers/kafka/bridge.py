@@ -24,12 +24,13 @@ import os
 import sys
 import time
 
+from schemas.codec import DATA_FIELD
 from schemas.errors import ConfigError, FailoverError, RedisUnavailable
-from streams.connection import Client, connect, ping
+from streams.connection import Client, call, connect, ping
 from streams.kafka import LIBRARY_LOGGERS, ensure_topics, security_of
 from streams.kafka_source import KafkaSource, SourceRecord
 from streams.keys import Keys
-from streams.producer import append_raw
+from streams.producer import append_many
 from workers.runtime import configure_logging, stop_on_signals
 from workers.settings import Settings, load_settings
 
@@ -56,13 +57,13 @@ class RedisAppender:
             self.written += len(batch)
 
     async def _write(self, batch: list[SourceRecord]) -> None:
-        entries = [(record.route, record.value) for record in batch]
+        # Values go in unchanged: the leader dead-letters what it cannot decode.
+        entries = [(record.route, {DATA_FIELD: record.value}) for record in batch]
         rounds = 0
         while True:
             try:
-                await append_raw(
-                    self.redis,
-                    entries,
+                await call(
+                    lambda: append_many(self.redis, entries, atomic=True),
                     what=f"bridge append of {len(batch)}",
                     deadline_s=WRITE_DEADLINE_S,
                 )

@@ -22,7 +22,7 @@ from typing import Literal
 
 import msgspec
 
-from streams.lag import LagReport, StreamLag
+from schemas.lag import LagReport, StreamLag
 
 LagStatus = Literal["OK", "WARN", "STALL", "STOP"]
 STATUSES: tuple[LagStatus, ...] = ("OK", "WARN", "STALL", "STOP")

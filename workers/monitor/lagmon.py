@@ -13,12 +13,11 @@ import logging
 import sys
 import time
 
-import redis.asyncio as aioredis
-
 from schemas.errors import ConfigError, RedisUnavailable
-from streams.connection import call, connect
+from schemas.lag import LagReport
+from streams.connection import Client, call, connect
 from streams.keys import Keys
-from streams.lag import LagReport, LagSampler
+from streams.lag import LagSampler
 from workers.monitor.lag_status import GroupSample, LagWindow, Verdict
 from workers.monitor.metrics import LagMetrics, MetricsServer, serve
 from workers.runtime import every, stop_on_signals
@@ -31,7 +30,7 @@ class LagMonitor:
     """Samples one namespace and keeps a window of samples per input stream."""
 
     def __init__(
-        self, redis: aioredis.Redis, settings: Settings, metrics: LagMetrics | None = None
+        self, redis: Client, settings: Settings, metrics: LagMetrics | None = None
     ) -> None:
         self.settings = settings
         self.keys = Keys(settings.namespace)

@@ -20,8 +20,8 @@ from prometheus_client import (
     start_http_server,
 )
 
+from schemas.lag import LagReport
 from streams.keys import GROUP, Keys
-from streams.lag import LagReport
 from workers.monitor.lag_status import STATUSES, Verdict
 
 # Commit latency is a Lua script round trip: sub-millisecond on a quiet server, tens of ms

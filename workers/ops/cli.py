@@ -17,11 +17,13 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 import msgspec
-import redis.exceptions as rex
 
-from schemas.errors import ConfigError, RedisUnavailable
+from schemas.errors import ConfigError, RedisRefused, RedisUnavailable
+from streams.cancel import cancel_and_wait
 from streams.connection import redact, validate_url
-from workers.ops.commands import COMMANDS, EVENT_TYPES, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Context
+from streams.errors import translated
+from workers.ops.commands import COMMANDS, EVENT_TYPES
+from workers.ops.context import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Context
 from workers.settings import Settings, load_settings
 
 # -- parser ---------------------------------------------------------------------------
@@ -142,40 +144,41 @@ def _settings(args: argparse.Namespace) -> Settings:
     return msgspec.structs.replace(settings, **changes) if changes else settings
 
 
+async def _command(name: str, ctx: Context) -> int:
+    with translated():
+        return await COMMANDS[name](ctx)
+
+
 async def _run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     name = args.command + (f" {args.dlq_command}" if args.command == "dlq" else "")
     ctx = Context(settings, args, out)
-    task = asyncio.current_task()
-    assert task is not None
-    interrupted = stopped = False
+    command = asyncio.create_task(_command(name, ctx), name=name)
+    stopper: asyncio.Task[None] | None = None
     loop = asyncio.get_running_loop()
 
     def interrupt() -> None:
-        # A cancel landing while redis-py sends a command is swallowed on Python 3.11 (its
-        # asyncio.wait_for drops a cancel that races the inner future's completion), so
-        # keep cancelling until the command task has noticed.
-        nonlocal interrupted
-        interrupted = True
-        if not stopped and not task.done():
-            task.cancel()
-            loop.call_later(0.1, interrupt)
+        # cancel_and_wait cancels again until the command has noticed (a cancel can be
+        # lost inside redis-py, see streams.cancel).
+        nonlocal stopper
+        if stopper is None:
+            stopper = loop.create_task(cancel_and_wait(command, grace_s=0.1))
 
     # Installed explicitly (not left to asyncio.run's SIGINT handling) so Ctrl-C and SIGTERM
     # work even when the shell started us with SIGINT ignored.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, interrupt)
     try:
-        return await COMMANDS[name](ctx)
+        return await command
     except asyncio.CancelledError:
-        stopped = True
-        if not interrupted:
+        if stopper is None:
             raise
         # Ctrl-C is how `decisions --follow` ends: a normal exit.
         return EXIT_OK if getattr(args, "follow", False) else 130
     finally:
-        stopped = True
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if stopper is not None:
+            await stopper
         await ctx.close()
 
 
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     except RedisUnavailable as exc:
         print(f"failoverctl: cannot reach Redis at {url}: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except rex.RedisError as exc:
+    except RedisRefused as exc:
         print(f"failoverctl: Redis at {url} answered: {redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

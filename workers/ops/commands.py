@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TextIO
+from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
 
 from schemas.codec import decode_entry, encode_entry
 from schemas.errors import ConfigError, DecodeError
@@ -27,8 +24,10 @@ from schemas.events import (
     ManualFailover,
     Restore,
 )
-from streams.connection import call, connect
-from streams.keys import Keys
+from streams.decisions import DecisionsReader
+from streams.producer import append
+from streams.replies import text
+from workers.ops.context import EXIT_FAILED, EXIT_OK, Context, iso
 from workers.ops.dlq import drop_dead_letters, list_dead_letters, replay_dead_letters
 from workers.ops.replay import bounds, merge, parse_id, read_range, replay
 from workers.ops.status import gather_status, render_status, status_json
@@ -36,7 +35,6 @@ from workers.policy.rules import PolicyConfig
 from workers.probe.prober import probe_all
 from workers.settings import Settings
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EVENT_TYPES: dict[str, type] = {
     "manual_failover": ManualFailover,
     "drain": Drain,
@@ -45,51 +43,6 @@ EVENT_TYPES: dict[str, type] = {
     "failover_failed": FailoverFailed,
 }
 _FOLLOW_BLOCK_MS = 200
-
-
-class Context:
-    """What every command gets: settings, key names, a lazily opened client, the output."""
-
-    def __init__(self, settings: Settings, args: argparse.Namespace, out: TextIO) -> None:
-        self.settings = settings
-        self.keys = Keys(settings.namespace)
-        self.args = args
-        self.out = out
-        self.deadline_s: float = args.timeout
-        self._redis: aioredis.Redis | None = None
-
-    @property
-    def redis(self) -> aioredis.Redis:
-        """The client, created on first use."""
-        if self._redis is None:
-            timeout = max(0.1, min(self.deadline_s, 2.0))
-            self._redis = connect(self.settings.redis_url, socket_timeout=timeout)
-        return self._redis
-
-    async def io(self, op: Callable[[], Awaitable[Any]], what: str) -> Any:
-        """Run one Redis operation under the retry policy and the command's deadline."""
-        return await call(op, what=what, deadline_s=self.deadline_s)
-
-    def print(self, text: str = "") -> None:
-        """Write one line (flushed: follow mode is often piped)."""
-        print(text, file=self.out, flush=True)
-
-    def emit_json(self, data: object) -> None:
-        """Write one JSON document on one line."""
-        self.print(json.dumps(data, default=str))
-
-    async def close(self) -> None:
-        """Close the client if one was opened."""
-        if self._redis is not None:
-            await self._redis.aclose()
-
-
-def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, tz=UTC).isoformat(timespec="milliseconds")
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _me() -> str:
@@ -169,7 +122,7 @@ async def cmd_emit(ctx: Context) -> int:
         decode_entry(fields, stream=kind)  # type: ignore[arg-type]
     except DecodeError as exc:
         raise ConfigError(f"event would be a dead letter: {exc.reason}") from None
-    entry_id = _text(await ctx.io(lambda: ctx.redis.xadd(stream, fields), "emit"))  # type: ignore[arg-type]
+    entry_id = await ctx.io(lambda: append(ctx.redis, stream, fields), "emit")
     if a.json:
         ctx.emit_json({"id": entry_id, "stream": stream, "entry": msgspec.to_builtins(event)})
     else:
@@ -181,7 +134,7 @@ async def cmd_emit(ctx: Context) -> int:
 
 
 def _show_decision(ctx: Context, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-    eid = _text(entry_id)
+    eid = text(entry_id)
     try:
         d = decode_entry(fields, stream="decisions")
     except DecodeError as exc:
@@ -193,11 +146,11 @@ def _show_decision(ctx: Context, entry_id: bytes, fields: dict[bytes, bytes]) ->
     if ctx.args.json:
         ctx.emit_json({"id": eid, **msgspec.to_builtins(d)})
     elif isinstance(d, LeaderChanged):
-        ctx.print(f"{eid}  {_iso(d.at)}  leader_changed  epoch={d.epoch} leader={d.leader}")
+        ctx.print(f"{eid}  {iso(d.at)}  leader_changed  epoch={d.epoch} leader={d.leader}")
     elif isinstance(d, FailoverDecision):
         evidence = ",".join(d.evidence[:6]) + (",..." if len(d.evidence) > 6 else "")
         ctx.print(
-            f"{eid}  {_iso(d.decided_at)}  failover  {d.from_region} -> {d.to_region}"
+            f"{eid}  {iso(d.decided_at)}  failover  {d.from_region} -> {d.to_region}"
             f"  reason={d.reason} epoch={d.epoch} leader={d.leader}"
             f" decision={d.decision_id} evidence={evidence}"
         )
@@ -205,36 +158,26 @@ def _show_decision(ctx: Context, entry_id: bytes, fields: dict[bytes, bytes]) ->
 
 async def cmd_decisions(ctx: Context) -> int:
     """Print the decisions stream (optionally the last N, or after an id); --follow tails it."""
-    a, key = ctx.args, ctx.keys.decisions
+    a = ctx.args
+    reader = DecisionsReader(ctx.redis, ctx.keys)
     last = parse_id(a.since, what="--since") if a.since else None
     if a.last is not None:
-        page = await ctx.io(lambda: ctx.redis.xrevrange(key, count=a.last), "decisions")
-        entries = list(reversed(page))
+        entries = await ctx.io(lambda: reader.last(a.last), "decisions")
     else:
-        low = f"({last}" if last else "-"
-        entries = []
-        while True:
-            page = await ctx.io(partial(ctx.redis.xrange, key, min=low, count=1000), "read")
-            entries.extend(page)
-            if len(page) < 1000:
-                break
-            low = "(" + _text(page[-1][0])
+        entries = await reader.read_all(last, deadline_s=ctx.deadline_s)
     for entry_id, fields in entries:
         _show_decision(ctx, entry_id, fields)
     if not a.follow:
         if not entries and not a.json:
             ctx.print("no decisions" + (f" after {last}" if last else ""))
         return EXIT_OK
-    cursor = _text(entries[-1][0]) if entries else (last or "0-0")
+    cursor = text(entries[-1][0]) if entries else (last or "0-0")
     while True:
         # Short blocks: Ctrl-C (task cancellation) is honoured within one block.
-        reply = await ctx.io(
-            partial(ctx.redis.xread, {key: cursor}, count=100, block=_FOLLOW_BLOCK_MS), "follow"
-        )
-        for _, stream_entries in reply or []:
-            for entry_id, fields in stream_entries:
-                _show_decision(ctx, entry_id, fields)
-                cursor = _text(entry_id)
+        page = await ctx.io(partial(reader.follow, cursor, block_ms=_FOLLOW_BLOCK_MS), "follow")
+        for entry_id, fields in page:
+            _show_decision(ctx, entry_id, fields)
+            cursor = text(entry_id)
 
 
 # -- dead letters ---------------------------------------------------------------------
@@ -337,9 +280,8 @@ async def cmd_replay(ctx: Context) -> int:
         end=end,
         max_clock_skew_ms=ctx.settings.max_clock_skew_ms,
     )
-    recorded = await ctx.io(
-        lambda: ctx.redis.xrange(ctx.keys.decisions, min=first, max=last, count=1000), "decisions"
-    )
+    reader = DecisionsReader(ctx.redis, ctx.keys)
+    recorded = await ctx.io(partial(reader.range, first, last, count=1000), "decisions")
     recorded_failovers = []
     for _, fields in recorded:
         try:
@@ -369,7 +311,7 @@ async def cmd_replay(ctx: Context) -> int:
     for r in result.decisions:
         planned = r.decision
         ctx.print(
-            f"  {_iso(planned.decided_at)}  {planned.decision_id}"
+            f"  {iso(planned.decided_at)}  {planned.decision_id}"
             f"  {planned.from_region} -> {planned.to_region}  {planned.reason}"
             f"  after {r.trigger}  evidence={','.join(planned.evidence[:6])}"
         )
@@ -381,7 +323,7 @@ async def cmd_replay(ctx: Context) -> int:
               "no failover decision was recorded in the range")  # fmt: skip
     for d in recorded_failovers:
         ctx.print(
-            f"  {_iso(d.decided_at)}  {d.decision_id}  {d.from_region} -> {d.to_region}"
+            f"  {iso(d.decided_at)}  {d.decision_id}  {d.from_region} -> {d.to_region}"
             f"  {d.reason}  epoch={d.epoch}"
         )
     return EXIT_OK

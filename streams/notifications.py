@@ -1,0 +1,75 @@
+"""Lease release notifications: the release script publishes on ``NS:leader:released``.
+
+Followers sleep until the holder's lease runs out, or until they hear it was released
+(DESIGN §4). :meth:`ReleaseNotifications.listen` keeps a subscription up (reconnecting
+after outages); :meth:`ReleaseNotifications.wait` is what a follower awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import redis.exceptions as rex
+
+from streams.cancel import reraise_lost_cancel
+from streams.connection import Client, is_retriable
+from streams.errors import translate
+from streams.keys import Keys
+
+log = logging.getLogger(__name__)
+
+# Short reads: cancellation must not wait on a long blocking read.
+_POLL_S = 0.5
+_RECONNECT_S = 0.5
+
+
+class ReleaseNotifications:
+    """Hears lease releases of one namespace; a follower awaits :meth:`wait`."""
+
+    def __init__(self, client: Client, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self._released = asyncio.Event()
+
+    def clear(self) -> None:
+        """Forget releases heard so far (call before each attempt to acquire)."""
+        self._released.clear()
+
+    async def wait(self, timeout_s: float | None = None) -> bool:
+        """Wait until a release is heard (since :meth:`clear`) or ``timeout_s``; True if heard."""
+        if timeout_s is None:
+            await self._released.wait()
+            return True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._released.wait()
+        return self._released.is_set()
+
+    async def listen(self) -> None:
+        """Subscribe and note every release until cancelled; reconnect after outages.
+
+        Raises the project's error (:mod:`streams.errors`) for a Redis error that will not
+        heal by waiting (a refused password or permission).
+        """
+        while True:
+            pubsub = self.client.pubsub()
+            try:
+                await pubsub.subscribe(self.keys.released)
+                reraise_lost_cancel()
+                while True:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=_POLL_S
+                    )
+                    reraise_lost_cancel()
+                    if message is not None:
+                        self._released.set()
+            except (rex.RedisError, OSError) as exc:
+                if not is_retriable(exc):
+                    raise translate(exc) from exc
+                log.debug("release listener reconnecting: %s", exc)
+                await asyncio.sleep(_RECONNECT_S)
+            finally:
+                with contextlib.suppress(rex.RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
