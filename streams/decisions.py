@@ -120,11 +120,12 @@ class DecisionsGroup:
 
     async def ack(self, ids: list[bytes]) -> None:
         """Mark ``ids`` done for the group; they are never delivered again."""
-        await call(
-            lambda: self.redis.xack(self.stream, self.group, *ids),
-            what=f"{self.group} ack",
-            deadline_s=self.deadline_s,
-        )
+
+        async def ack() -> None:
+            with translated():
+                await self.redis.xack(self.stream, self.group, *ids)
+
+        await call(ack, what=f"{self.group} ack", deadline_s=self.deadline_s)
         self._unacked.difference_update(ids)
 
     async def _read(self, start: str, count: int, block_ms: int | None) -> list[Decision]:
@@ -144,19 +145,20 @@ class DecisionsGroup:
 
     async def _claim(self, count: int) -> bool:
         """Take over entries another consumer left pending for ``claim_idle_ms``."""
-        reply: Any = await call(
-            lambda: self.redis.xautoclaim(
-                self.stream,
-                self.group,
-                self.consumer,
-                min_idle_time=self.claim_idle_ms,
-                start_id="0",
-                count=count,
-                justid=True,
-            ),
-            what=f"{self.group} claim",
-            deadline_s=self.deadline_s,
-        )
+
+        async def claim() -> Any:
+            with translated():
+                return await self.redis.xautoclaim(
+                    self.stream,
+                    self.group,
+                    self.consumer,
+                    min_idle_time=self.claim_idle_ms,
+                    start_id="0",
+                    count=count,
+                    justid=True,
+                )
+
+        reply = await call(claim, what=f"{self.group} claim", deadline_s=self.deadline_s)
         claimed = list(reply or [])  # with JUSTID redis-py answers the claimed ids only
         if claimed:
             log.warning(
