@@ -551,7 +551,7 @@ def test_unreachable_redis_is_one_line_and_exit_1(argv: list[str], namespace: st
     env |= {"FAILOVER_REGIONS": REGIONS, "FAILOVER_REDIS_URL": url, "FAILOVER_NAMESPACE": namespace}
     start = time.monotonic()
     done = subprocess.run(
-        ["failoverctl", "--timeout", "0.5", *argv],
+        [sys.executable, "-m", "workers.ops.cli", "--timeout", "0.5", *argv],
         env=env,
         capture_output=True,
         text=True,
