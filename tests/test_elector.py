@@ -339,6 +339,7 @@ async def test_graceful_handoff_is_prompt_via_the_release_message(
     assert statistics.median(latencies) <= 0.1, latencies
 
 
+@pytest.mark.chaos  # 200 rounds of stopped, crashed and abandoned leaders: about 30 s
 async def test_five_electors_race_for_200_rounds_without_overlap(
     redis_server: RedisServer, keys: Keys
 ) -> None:

@@ -375,6 +375,7 @@ async def _announced(redis: aioredis.Redis, keys: Keys) -> bool:
     return bool(await leader_changes(redis, keys))
 
 
+@pytest.mark.chaos
 async def test_redis_outage_raises_redis_unavailable_within_the_deadline(
     own_redis_server: RedisServer, keys: Keys
 ) -> None:

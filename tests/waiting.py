@@ -12,7 +12,7 @@ async def wait_for(
     predicate: Callable[[], object | Awaitable[object]],
     timeout: float,
     what: str,
-    interval: float = 0.005,
+    interval_s: float = 0.02,
 ) -> None:
     """Poll ``predicate()`` (sync or async) until it is truthy; AssertionError naming ``what``."""
     deadline = time.monotonic() + timeout
@@ -24,4 +24,4 @@ async def wait_for(
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
+        await asyncio.sleep(interval_s)
