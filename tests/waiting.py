@@ -25,3 +25,14 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval_s)
+
+
+def wait_for_sync(
+    predicate: Callable[[], object], timeout: float, what: str, interval_s: float = 0.02
+) -> None:
+    """:func:`wait_for` for tests without an event loop (a sync predicate)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval_s)
