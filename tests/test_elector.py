@@ -20,7 +20,7 @@ from streams.connection import connect
 from streams.keys import Keys
 from streams.lease import Acquired, Held, Lease
 from streams.server import RedisServer
-from tests.elector_fleet import Fleet
+from tests.elector_fleet import Fleet, refusals
 from tests.waiting import wait_for
 from workers.coordinator.elector import DemotionReason, Elector, ElectorTiming, Leadership
 
@@ -57,21 +57,6 @@ def test_timing_refuses_unsafe_values(kwargs: dict[str, int]) -> None:
     }
     with pytest.raises(ConfigError, match="elector timing"):
         ElectorTiming(**(base | kwargs))
-
-
-def _refusals(elector: Elector) -> list[Held]:
-    """Record every campaign attempt of ``elector`` that finds the lease held by another."""
-    refused: list[Held] = []
-    acquire = elector.lease.acquire
-
-    async def recording() -> Acquired | Held:
-        result = await acquire()
-        if isinstance(result, Held):
-            refused.append(result)
-        return result
-
-    elector.lease.acquire = recording  # type: ignore[method-assign]
-    return refused
 
 
 async def test_leader_renews_and_releases_on_stop(
@@ -114,7 +99,7 @@ async def test_stop_before_run_and_while_following(redis_server: RedisServer, ke
         holder = Lease(client, keys, "holder", 60_000)
         assert isinstance(await holder.acquire(), Acquired)
         follower = Elector(client, keys, "follower", FAST)
-        refused = _refusals(follower)
+        refused = refusals(follower)
         task = asyncio.create_task(follower.run(_forever))
         await wait_for(lambda: bool(refused), 5, "the follower to be refused")
         start = time.monotonic()
@@ -277,7 +262,7 @@ async def test_crash_takeover_waits_for_the_ttl_and_no_longer(
     try:
         await fleet.leader(timeout=5)
         followers = [fleet.spawn(), fleet.spawn()]
-        refused = [_refusals(f.elector) for f in followers]
+        refused = [refusals(f.elector) for f in followers]
         first = fleet.term_of(leader)
 
         def following_and_renewed() -> bool:
@@ -319,7 +304,7 @@ async def test_graceful_handoff_is_prompt_via_the_release_message(
         fleet.spawn()
         leader = await fleet.leader(timeout=5)
         for _ in range(5):
-            refused = _refusals(fleet.spawn().elector)
+            refused = refusals(fleet.spawn().elector)
             # Every follower listens on the release channel before the leader lets go.
             deadline = time.monotonic() + 5
             while (await redis_client.pubsub_numsub(keys.released))[0][1] < len(fleet.members):

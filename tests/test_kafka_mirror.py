@@ -167,7 +167,7 @@ async def test_acked_in_redis_only_after_kafka_acknowledged(
             return await pending(redis_client, keys) == 2
 
         await wait_for(delivered_not_acked, 10, "the mirror to take both decisions")
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.5)  # the point: nothing may be acked while Kafka is paused
         assert await pending(redis_client, keys) == 2, "acked before Kafka acknowledged"
     finally:
         broker.proc.send_signal(18)  # SIGCONT
