@@ -40,7 +40,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.server import RedisServer
 from tests.kafka_broker import TansuBroker, create_topics
-from tests.kafka_fixtures import Topics, WorkerProcess, kafka_env
+from tests.kafka_helpers import Topics, kafka_env
+from tests.worker_process import WorkerProcess
 
 PAYLOAD_PAD = "x" * 80  # a health event is ~200-250 bytes of JSON
 # faust-streaming hard-codes fetch_max_wait_ms=1500 for its consumer; tansu holds a fetch for

@@ -1,7 +1,10 @@
-"""Fixtures: a real Redis server per session on a free port, a unique namespace per test."""
+"""Fixtures: a real Redis server per session on a free port, a unique namespace per test;
+a real tansu Kafka broker and the worker processes a test starts (aiokafka is not imported
+here: tests that do not use Kafka do not pay for it)."""
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -11,6 +14,8 @@ import redis.asyncio as aioredis
 from streams.connection import connect
 from streams.keys import Keys
 from streams.server import RedisServer
+from tests.kafka_broker import TansuBroker
+from tests.worker_process import WorkerProcess
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +61,38 @@ async def redis_client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redi
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[TansuBroker]:
+    """One tansu broker for the session, on a free loopback port."""
+    broker = TansuBroker()
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def own_kafka_broker() -> Iterator[TansuBroker]:
+    """A broker for one test that pauses or kills it."""
+    broker = TansuBroker()
+    broker.start()
+    try:
+        yield broker
+    finally:
+        if broker.proc is not None and broker.proc.poll() is None:
+            broker.proc.send_signal(signal.SIGCONT)  # a test may have left it paused
+        broker.stop()
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    """Processes a test starts; every one is killed at the end, whatever happened."""
+    started: list[WorkerProcess] = []
+    try:
+        yield started
+    finally:
+        for worker in started:
+            worker.close()

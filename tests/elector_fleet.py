@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from streams.cancel import cancel_and_wait
 from streams.connection import connect
 from streams.keys import Keys
-from streams.lease import make_owner_id
+from streams.lease import Acquired, Held, make_owner_id
 from workers.coordinator.elector import DemotionReason, Elector, ElectorTiming, Leadership
 
 
@@ -179,3 +179,21 @@ class Fleet:
             assert before.end is not None
             assert before.end < after.start, f"overlap: {before} and {after}"
             assert before.epoch < after.epoch, f"epoch went back: {before} then {after}"
+
+
+def refusals(elector: Elector) -> list[Held]:
+    """Record every campaign attempt of ``elector`` that finds the lease held by another.
+
+    Wrap before the elector's task first runs; a non-empty list means it is following.
+    """
+    refused: list[Held] = []
+    acquire = elector.lease.acquire
+
+    async def recording() -> Acquired | Held:
+        result = await acquire()
+        if isinstance(result, Held):
+            refused.append(result)
+        return result
+
+    elector.lease.acquire = recording  # type: ignore[method-assign]
+    return refused

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
@@ -21,6 +20,7 @@ from tests.pipeline_helpers import (
     settings_for,
     start_term,
 )
+from tests.waiting import wait_for
 
 T0 = 1_800_000_000.0
 GOOD = {
@@ -221,7 +221,11 @@ async def test_event_from_a_clock_running_ahead_is_a_dead_letter_not_a_stale_fai
             return await backlog(redis_client, keys) == 0
 
         await eventually(done, what="caught up")
-        await asyncio.sleep(0.2)  # several ticks: a clock dragged an hour ahead would decide
+        # Several ticks: a clock dragged an hour ahead would decide on one of them.
+        ticked = term.pipeline.stats.commits
+        await wait_for(
+            lambda: term.pipeline.stats.commits >= ticked + 3, 5, "three more tick commits"
+        )
     finally:
         await term.stop()
     (letter,) = await dead_letters(redis_client, keys)

@@ -30,6 +30,7 @@ from streams import scripts
 from streams.connection import connect
 from streams.keys import GROUP, Keys
 from streams.server import RedisServer, free_port
+from tests.waiting import wait_for_sync
 from workers.ops.cli import main
 from workers.ops.replay import merge
 from workers.ops.status import gather_status
@@ -360,6 +361,10 @@ def test_decisions_text_json_since_last(
     assert cli(capsys, "decisions", "--since", "yesterday")[0] == 2
 
 
+def _blocked_in_xread(r: sync_redis.Redis) -> bool:
+    return any(c.get("cmd") == "xread" for c in r.client_list())
+
+
 def test_decisions_follow_prints_new_entries_and_ends_on_ctrl_c(
     env: dict[str, str], r: sync_redis.Redis, keys: Keys
 ) -> None:
@@ -370,7 +375,8 @@ def test_decisions_follow_prints_new_entries_and_ends_on_ctrl_c(
         text=True,
     )
     try:
-        time.sleep(1.0)  # interpreter start; it polls with 200 ms blocks meanwhile
+        # Started and tailing: blocked in its XREAD, so what is written next is new to it.
+        wait_for_sync(lambda: _blocked_in_xread(r), 10, "decisions --follow to block in XREAD")
         ids = _decisions(r, keys)
         lines = [proc.stdout.readline() for _ in range(3)]  # type: ignore[union-attr]
         assert [json.loads(line)["id"] for line in lines] == ids
@@ -563,7 +569,7 @@ def test_unreachable_redis_is_one_line_and_exit_1(argv: list[str], namespace: st
     env |= {"FAILOVER_REGIONS": REGIONS, "FAILOVER_REDIS_URL": url, "FAILOVER_NAMESPACE": namespace}
     start = time.monotonic()
     done = subprocess.run(
-        ["failoverctl", "--timeout", "0.5", *argv],
+        [sys.executable, "-m", "workers.ops.cli", "--timeout", "0.5", *argv],
         env=env,
         capture_output=True,
         text=True,

@@ -17,7 +17,7 @@ def test_demo_stages_a_failover_and_a_takeover_and_leaves_nothing_behind() -> No
     # The demo must ignore the operator's own settings (and never touch their Redis).
     env |= {"FAILOVER_REGIONS": "mars", "FAILOVER_REDIS_URL": "redis://127.0.0.1:6379/9"}
     done = subprocess.run(
-        ["failoverctl", "demo", "--seconds", "30"],
+        [sys.executable, "-m", "workers.ops.cli", "demo", "--seconds", "30"],
         env=env,
         capture_output=True,
         text=True,
@@ -53,8 +53,9 @@ def test_demo_stages_a_failover_and_a_takeover_and_leaves_nothing_behind() -> No
 def test_demo_interrupted_by_ctrl_c_still_stops_every_process() -> None:
     # SIGINT restored to its default first: the test runner may have started us ignoring it.
     launcher = (
-        "import os, signal; signal.signal(signal.SIGINT, signal.SIG_DFL);"
-        " os.execvp('failoverctl', ['failoverctl', 'demo', '--seconds', '30'])"
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL);"
+        " argv = [sys.executable, '-m', 'workers.ops.cli', 'demo', '--seconds', '30'];"
+        " os.execv(sys.executable, argv)"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", launcher], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

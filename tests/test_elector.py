@@ -20,7 +20,8 @@ from streams.connection import connect
 from streams.keys import Keys
 from streams.lease import Acquired, Held, Lease
 from streams.server import RedisServer
-from tests.elector_fleet import Fleet
+from tests.elector_fleet import Fleet, refusals
+from tests.waiting import wait_for
 from workers.coordinator.elector import DemotionReason, Elector, ElectorTiming, Leadership
 
 FAST = ElectorTiming(
@@ -58,14 +59,6 @@ def test_timing_refuses_unsafe_values(kwargs: dict[str, int]) -> None:
         ElectorTiming(**(base | kwargs))
 
 
-async def _wait_until(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
 async def test_leader_renews_and_releases_on_stop(
     redis_server: RedisServer, redis_client: aioredis.Redis, keys: Keys
 ) -> None:
@@ -78,7 +71,7 @@ async def test_leader_renews_and_releases_on_stop(
         leadership = member.elector.leadership
         assert leadership is not None and leadership.epoch == term.epoch
         assert leadership.acquired_at <= leadership.elected_at <= term.start
-        await asyncio.sleep(0.45)  # several renew intervals
+        await asyncio.sleep(0.45)  # time passing is the point: several renew intervals
         renewed = member.elector.renewed_at
         assert renewed is not None and renewed > leadership.acquired_at + 0.25
         pttl = await redis_client.pttl(keys.leader)
@@ -106,8 +99,9 @@ async def test_stop_before_run_and_while_following(redis_server: RedisServer, ke
         holder = Lease(client, keys, "holder", 60_000)
         assert isinstance(await holder.acquire(), Acquired)
         follower = Elector(client, keys, "follower", FAST)
+        refused = refusals(follower)
         task = asyncio.create_task(follower.run(_forever))
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: bool(refused), 5, "the follower to be refused")
         start = time.monotonic()
         follower.stop()
         await asyncio.wait_for(task, 2)
@@ -130,9 +124,9 @@ async def test_work_returning_steps_down_releases_and_campaigns_again_after_a_pa
         await fleet.leader(timeout=5)
         first = fleet.term_of(member)
         member.finish[first.epoch].set()  # the leader work returns
-        await _wait_until(lambda: first.end is not None, 2, "demotion")
+        await wait_for(lambda: first.end is not None, 2, "demotion")
         assert first.reason == "work_ended"
-        await _wait_until(lambda: len(fleet.terms) == 2, 5, "re-election")
+        await wait_for(lambda: len(fleet.terms) == 2, 5, "re-election")
         second = fleet.terms[1]
         assert second.epoch > first.epoch
         assert first.end is not None
@@ -187,7 +181,7 @@ async def test_redis_unavailable_in_work_steps_down_and_campaigns_again(
     )
     task = asyncio.create_task(elector.run(flaky))
     try:
-        await _wait_until(lambda: len(elected) == 2, 5, "second term")
+        await wait_for(lambda: len(elected) == 2, 5, "second term")
         assert terms == [(elected[0], "redis_unavailable")]
         assert elected[1] > elected[0]
     finally:
@@ -214,7 +208,7 @@ async def test_losing_the_lease_ends_leadership_at_once(
         taken_at = time.monotonic()
         usurped = await usurper.acquire()
         assert isinstance(usurped, Acquired) and usurped.epoch > term.epoch
-        await _wait_until(lambda: term.end is not None, 2, "demotion")
+        await wait_for(lambda: term.end is not None, 2, "demotion")
         assert term.reason == "lost"
         assert term.end is not None and term.end - taken_at < 0.1 + 0.4  # interval + noise
         assert await redis_client.get(keys.leader) == b"usurper"  # not released by the loser
@@ -245,7 +239,7 @@ async def test_follower_sleeps_until_expiry_instead_of_polling(
     elector._on_elected = lambda lead: elected_at.append(time.monotonic())
     task = asyncio.create_task(elector.run(_forever))
     try:
-        await _wait_until(lambda: bool(elected_at), 5, "takeover")
+        await wait_for(lambda: bool(elected_at), 5, "takeover")
         assert elected_at[0] >= sent + 1.5 - 0.002  # not before expiry (2 ms: clock domains)
         assert elected_at[0] < sent + 1.5 + 0.4
         # Held (wait the 1 s retry period), Held (wait the ~0.5 s left), Acquired.
@@ -268,8 +262,14 @@ async def test_crash_takeover_waits_for_the_ttl_and_no_longer(
     try:
         await fleet.leader(timeout=5)
         followers = [fleet.spawn(), fleet.spawn()]
+        refused = [refusals(f.elector) for f in followers]
         first = fleet.term_of(leader)
-        await asyncio.sleep(0.5)
+
+        def following_and_renewed() -> bool:
+            renewed_at = leader.elector.renewed_at
+            return all(refused) and renewed_at is not None and renewed_at > first.start
+
+        await wait_for(following_and_renewed, 5, "both followers refused and a renewal")
         crashed_at = await fleet.crash(leader)
         renewed_at = leader.elector.renewed_at
         assert renewed_at is not None
@@ -304,13 +304,14 @@ async def test_graceful_handoff_is_prompt_via_the_release_message(
         fleet.spawn()
         leader = await fleet.leader(timeout=5)
         for _ in range(5):
-            fleet.spawn()
+            refused = refusals(fleet.spawn().elector)
             # Every follower listens on the release channel before the leader lets go.
             deadline = time.monotonic() + 5
             while (await redis_client.pubsub_numsub(keys.released))[0][1] < len(fleet.members):
                 assert time.monotonic() < deadline, "listeners never subscribed"
                 await asyncio.sleep(0.01)
-            await asyncio.sleep(0.05)  # the new follower has tried once and is sleeping
+            # The new follower has tried once and is asleep: only the message can wake it.
+            await wait_for(refused.__len__, 5, "the new follower's first try")
             epoch = fleet.term_of(leader).epoch
             stopped_at = time.monotonic()
             await fleet.stop(leader)
@@ -323,6 +324,7 @@ async def test_graceful_handoff_is_prompt_via_the_release_message(
     assert statistics.median(latencies) <= 0.1, latencies
 
 
+@pytest.mark.chaos  # 200 rounds of stopped, crashed and abandoned leaders: about 30 s
 async def test_five_electors_race_for_200_rounds_without_overlap(
     redis_server: RedisServer, keys: Keys
 ) -> None:

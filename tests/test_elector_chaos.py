@@ -25,7 +25,8 @@ import redis.asyncio as aioredis
 from streams.connection import connect
 from streams.keys import Keys
 from streams.server import RedisServer
-from tests.elector_fleet import Fleet, Member, Term
+from tests.elector_fleet import Fleet, Member, Term, refusals
+from tests.waiting import wait_for
 from workers.coordinator.elector import ElectorTiming
 
 pytestmark = pytest.mark.chaos
@@ -164,7 +165,7 @@ async def test_redis_killed_and_restarted_electors_recover_without_restart(
         await _just_renewed(leader)
 
         own_redis_server.kill()
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # the point: Redis is gone for a while
         await asyncio.to_thread(own_redis_server.start)  # same port, empty data
         restarted_at = time.monotonic()
 
@@ -274,12 +275,13 @@ async def test_sigterm_hands_over_to_a_follower_promptly(
     fleet = Fleet(redis_server.url, keys, _timing(5000, retry_period_ms=1500))
     try:
         elected = await proc.wait_event("elected")
-        fleet.spawn()
+        refused = refusals(fleet.spawn().elector)
         deadline = time.monotonic() + 5
         while (await redis_client.pubsub_numsub(keys.released))[0][1] < 2:
             assert time.monotonic() < deadline, "listeners did not subscribe"
             await asyncio.sleep(0.02)
-        await asyncio.sleep(0.1)
+        # The follower has tried once and is asleep: only the release message can wake it.
+        await wait_for(refused.__len__, 5, "the follower's first try")
         signalled = time.monotonic()
         proc.proc.send_signal(signal.SIGTERM)
         follower = await fleet.leader(timeout=5)

@@ -208,6 +208,7 @@ async def test_round_writes_events_and_snapshots(
     assert 55 <= ttl <= 60
 
 
+@pytest.mark.chaos
 async def test_redis_outage_is_logged_not_raised(own_redis_server: RedisServer, keys: Keys) -> None:
     r = connect(own_redis_server.url, socket_timeout=0.2)
     targets = (ProbeTarget("a", f"tcp://127.0.0.1:{free_port()}"),)

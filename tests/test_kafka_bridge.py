@@ -16,17 +16,15 @@ from streams.kafka_source import faust_credentials
 from streams.keys import Keys
 from streams.server import RedisServer, free_port
 from tests.kafka_broker import TansuBroker
-from tests.kafka_fixtures import (
-    WorkerProcess,
+from tests.kafka_helpers import (
     committed,
-    kafka_broker,  # noqa: F401 - fixture
     kafka_env,
     make_topics,
     new_topics,
     produce,
-    until,
-    workers,  # noqa: F401 - fixture
 )
+from tests.waiting import wait_for
+from tests.worker_process import WorkerProcess
 
 pytestmark = pytest.mark.kafka
 
@@ -57,11 +55,11 @@ async def datas(redis: aioredis.Redis, key: str) -> list[bytes]:
 
 
 async def test_bridge_appends_each_value_unchanged_and_commits_after(
-    kafka_broker: TansuBroker,  # noqa: F811
+    kafka_broker: TansuBroker,
     redis_server: RedisServer,
     redis_client: aioredis.Redis,
     keys: Keys,
-    workers: list[WorkerProcess],  # noqa: F811
+    workers: list[WorkerProcess],
 ) -> None:
     topics = await make_topics(kafka_broker.bootstrap, health=4, events=1)
     valid = [(f"k{i % 5}".encode(), health("eu", f"p{i % 5}", i)) for i in range(60)]
@@ -86,8 +84,8 @@ async def test_bridge_appends_each_value_unchanged_and_commits_after(
     async def all_there() -> bool:
         return await redis_client.xlen(keys.health) >= total
 
-    await until(all_there, 30, "the health records in Redis")
-    await until(lambda: redis_client.xlen(keys.events), 10, "the events record in Redis")
+    await wait_for(all_there, 30, "the health records in Redis")
+    await wait_for(lambda: redis_client.xlen(keys.events), 10, "the events record in Redis")
     got = await datas(redis_client, keys.health)
     expected = [v if v is not None else b"" for _k, v in valid + odd]
     assert sorted(got) == sorted(expected)  # exactly the bytes, each once
@@ -109,11 +107,12 @@ async def test_bridge_appends_each_value_unchanged_and_commits_after(
     assert {p: o for p, o in offsets.items() if o >= 0} == dict(ends)
 
 
+@pytest.mark.chaos
 async def test_redis_outage_holds_offsets_and_skips_nothing(
-    kafka_broker: TansuBroker,  # noqa: F811
+    kafka_broker: TansuBroker,
     own_redis_server: RedisServer,
     keys: Keys,
-    workers: list[WorkerProcess],  # noqa: F811
+    workers: list[WorkerProcess],
 ) -> None:
     topics = await make_topics(kafka_broker.bootstrap, health=1)
     env = kafka_env(
@@ -134,13 +133,13 @@ async def test_redis_outage_holds_offsets_and_skips_nothing(
         async def have(n: int) -> bool:
             return int(await redis.xlen(keys.health)) >= n
 
-        await until(lambda: have(10), 30, "the first batch in Redis")
+        await wait_for(lambda: have(10), 30, "the first batch in Redis")
 
         async def first_committed() -> bool:
             got = await committed(kafka_broker.bootstrap, group, topics.health, 1)
             return got[0] == 10
 
-        await until(first_committed, 10, "the first batch's offsets committed")
+        await wait_for(first_committed, 10, "the first batch's offsets committed")
 
         own_redis_server.pause()  # SIGSTOP: connections hang, nothing answers
         second = [(None, health("eu", "p1", i)) for i in range(10, 30)]
@@ -152,13 +151,13 @@ async def test_redis_outage_holds_offsets_and_skips_nothing(
             assert got[0] == 10, f"offset advanced past records not in Redis: {got}"
         own_redis_server.resume()
 
-        await until(lambda: have(30), 30, "the held records after the outage")
+        await wait_for(lambda: have(30), 30, "the held records after the outage")
 
         async def all_committed() -> bool:
             got = await committed(kafka_broker.bootstrap, group, topics.health, 1)
             return got[0] == 30
 
-        await until(all_committed, 10, "all offsets committed after the outage")
+        await wait_for(all_committed, 10, "all offsets committed after the outage")
         got_values = [fields[b"data"] for _id, fields in await redis.xrange(keys.health)]
         assert sorted(set(got_values)) == sorted(v for _k, v in first + second)
         assert "redis" in bridge.output().lower()  # the outage was logged, with retries
@@ -177,10 +176,10 @@ async def test_redis_outage_holds_offsets_and_skips_nothing(
         own_redis_server.resume()
         again = WorkerProcess("workers.bridge", env, "bridge-again")
         workers.append(again.start())
-        await until(lambda: have(35), 30, "the records held at shutdown, by the next bridge")
+        await wait_for(lambda: have(35), 30, "the records held at shutdown, by the next bridge")
         # (The dead bridge's last MULTI may sit in the paused server's socket and run on
         # resume, so wait for the new bridge to be up before stopping it.)
-        await until(lambda: STARTED in again.output(), 30, "the next bridge up")
+        await wait_for(lambda: STARTED in again.output(), 30, "the next bridge up")
         got_values = [fields[b"data"] for _id, fields in await redis.xrange(keys.health)]
         assert set(got_values) == {v for _k, v in first + second + third}
         assert again.terminate() == 0, again.output()
@@ -191,11 +190,11 @@ async def test_redis_outage_holds_offsets_and_skips_nothing(
 
 @pytest.mark.chaos
 async def test_sigkilled_bridge_loses_nothing_and_peer_takes_over(
-    kafka_broker: TansuBroker,  # noqa: F811
+    kafka_broker: TansuBroker,
     redis_server: RedisServer,
     redis_client: aioredis.Redis,
     keys: Keys,
-    workers: list[WorkerProcess],  # noqa: F811
+    workers: list[WorkerProcess],
 ) -> None:
     """Two bridges share the partitions; one is SIGKILLed mid-stream and comes back."""
     topics = await make_topics(kafka_broker.bootstrap, health=4)
@@ -221,10 +220,10 @@ async def test_sigkilled_bridge_loses_nothing_and_peer_takes_over(
     workers.append(a.start())  # a alone first: it owns every partition
     feeding = asyncio.create_task(producer())
     try:
-        await until(lambda: have(keys_n * 10), 45, "bridge a writing")
+        await wait_for(lambda: have(keys_n * 10), 45, "bridge a writing")
         b = WorkerProcess("workers.bridge", env, "bridge-b")
         workers.append(b.start())  # joins mid-stream: a rebalance while a is busy
-        await until(lambda: have(keys_n * 40), 45, "both bridges writing")
+        await wait_for(lambda: have(keys_n * 40), 45, "both bridges writing")
         a.kill()  # SIGKILL: whatever a wrote since its last commit is re-delivered to b
         await asyncio.sleep(0.5)
         a2 = WorkerProcess("workers.bridge", env, "bridge-a2")
@@ -240,7 +239,7 @@ async def test_sigkilled_bridge_loses_nothing_and_peer_takes_over(
         got = {fields[b"data"] for _id, fields in await redis_client.xrange(keys.health)}
         return len(got) == total
 
-    await until(complete, 60, "every produced record in Redis after the kill")
+    await wait_for(complete, 60, "every produced record in Redis after the kill")
     got = [fields[b"data"] for _id, fields in await redis_client.xrange(keys.health)]
     assert set(got) == set(produced)
     # Per key (so per partition), first appearances follow Kafka order.
@@ -257,15 +256,15 @@ async def test_sigkilled_bridge_loses_nothing_and_peer_takes_over(
     duplicates = len(got) - len(set(got))
     print(f"\n{total} records, {duplicates} re-delivered duplicates after SIGKILL")
     for survivor in (b, a2):
-        await until(lambda w=survivor: STARTED in w.output(), 30, f"{survivor.name} up")
+        await wait_for(lambda w=survivor: STARTED in w.output(), 30, f"{survivor.name} up")
         assert survivor.terminate() == 0, survivor.output()
 
 
 async def test_startup_errors_are_one_clear_line(
-    kafka_broker: TansuBroker,  # noqa: F811
+    kafka_broker: TansuBroker,
     redis_server: RedisServer,
     keys: Keys,
-    workers: list[WorkerProcess],  # noqa: F811
+    workers: list[WorkerProcess],
 ) -> None:
     topics = new_topics()  # not created
     base = dict(redis_url=redis_server.url, namespace=keys.namespace)
@@ -303,7 +302,7 @@ async def test_startup_errors_are_one_clear_line(
     await produce_when_ready(kafka_broker.bootstrap, topics.health, created)
     redis = aioredis.Redis(port=redis_server.port)
     try:
-        await until(lambda: redis.xlen(keys.health), 30, "a record through created topics")
+        await wait_for(lambda: redis.xlen(keys.health), 30, "a record through created topics")
     finally:
         await redis.aclose()
     assert created.terminate() == 0, created.output()
@@ -321,7 +320,7 @@ async def produce_when_ready(bootstrap: str, topic: str, worker: WorkerProcess) 
             assert worker.proc is not None and worker.proc.poll() is None, worker.output()
             return topic in await admin.list_topics()
 
-        await until(exists, 30, f"{topic} created by the bridge", interval_s=0.2)
+        await wait_for(exists, 30, f"{topic} created by the bridge", interval_s=0.2)
     finally:
         await admin.close()
     await produce(bootstrap, topic, [(None, health("eu", "p", uuid.uuid4().int % 1000))])

@@ -18,18 +18,16 @@ from schemas.events import FailoverDecision, LeaderChanged
 from streams.keys import Keys
 from streams.server import RedisServer
 from tests.kafka_broker import TansuBroker
-from tests.kafka_fixtures import (
+from tests.kafka_helpers import (
     Topics,
-    WorkerProcess,
     committed,
-    kafka_broker,  # noqa: F401 - fixture
     kafka_env,
     make_topics,
     produce,
     read_topic,
-    until,
-    workers,  # noqa: F401 - fixture
 )
+from tests.waiting import wait_for
+from tests.worker_process import WorkerProcess
 
 pytestmark = [pytest.mark.kafka, pytest.mark.chaos]
 
@@ -83,11 +81,11 @@ async def leader_caught_up(redis: aioredis.Redis, keys: Keys, expected: int) -> 
 
 
 async def test_kafka_to_decision_to_kafka_with_duplicates_and_a_killed_bridge(
-    kafka_broker: TansuBroker,  # noqa: F811
+    kafka_broker: TansuBroker,
     redis_server: RedisServer,
     redis_client: aioredis.Redis,
     keys: Keys,
-    workers: list[WorkerProcess],  # noqa: F811
+    workers: list[WorkerProcess],
 ) -> None:
     broker = kafka_broker
     topics: Topics = await make_topics(broker.bootstrap, health=HEALTH_PARTITIONS, decisions=2)
@@ -122,7 +120,7 @@ async def test_kafka_to_decision_to_kafka_with_duplicates_and_a_killed_bridge(
         sent.extend(v for _k, v in records)
 
     async def settled(what: str) -> None:
-        await until(lambda: leader_caught_up(redis_client, keys, len(sent)), 60, what)
+        await wait_for(lambda: leader_caught_up(redis_client, keys, len(sent)), 60, what)
 
     # 1. Standbys are up; the active region has two failures: one short of the threshold.
     #    (Nothing else from eu/p1, so a replay of its events cannot reset the failing run.)
@@ -138,7 +136,7 @@ async def test_kafka_to_decision_to_kafka_with_duplicates_and_a_killed_bridge(
     group = f"{env['FAILOVER_KAFKA_GROUP']}-again"
     bridge = start("workers.bridge", "bridge-2", group)
     once = len(sent)
-    await until(
+    await wait_for(
         lambda: leader_caught_up(redis_client, keys, 2 * once), 60, "the duplicates applied"
     )
     assert await failovers(redis_client, keys) == [], "re-delivered duplicates made a decision"
@@ -149,7 +147,7 @@ async def test_kafka_to_decision_to_kafka_with_duplicates_and_a_killed_bridge(
     async def decided() -> bool:
         return len(await failovers(redis_client, keys)) >= 1
 
-    await until(decided, 30, "the failover decision")
+    await wait_for(decided, 30, "the failover decision")
     (decision,) = await failovers(redis_client, keys)
     assert (decision.from_region, decision.to_region) == ("eu", "us")
 
@@ -160,7 +158,7 @@ async def test_kafka_to_decision_to_kafka_with_duplicates_and_a_killed_bridge(
     async def on_kafka() -> bool:
         return any(r.key == b"us" for r in await mirrored())
 
-    await until(on_kafka, 30, "the decision on the Kafka decisions topic")
+    await wait_for(on_kafka, 30, "the decision on the Kafka decisions topic")
     records = await mirrored()
     kafka_decisions = [decode_entry([(b"data", r.value)], stream="decisions") for r in records]
     assert [d for d in kafka_decisions if isinstance(d, FailoverDecision)] == [decision]
@@ -181,7 +179,7 @@ async def test_kafka_to_decision_to_kafka_with_duplicates_and_a_killed_bridge(
     feeding = asyncio.create_task(feed())
     try:
         before = await redis_client.xlen(keys.health)
-        await until(
+        await wait_for(
             lambda: _grown(redis_client, keys, before + 120), 30, "the bridge writing mid-stream"
         )
         bridge.kill()
@@ -200,9 +198,9 @@ async def test_kafka_to_decision_to_kafka_with_duplicates_and_a_killed_bridge(
         got = {f[b"data"] for _id, f in await redis_client.xrange(keys.health)}
         return got >= set(sent)
 
-    await until(nothing_lost, 60, "every record after the kill")
+    await wait_for(nothing_lost, 60, "every record after the kill")
     total = await redis_client.xlen(keys.health)
-    await until(lambda: leader_caught_up(redis_client, keys, total), 60, "the leader caught up")
+    await wait_for(lambda: leader_caught_up(redis_client, keys, total), 60, "the leader caught up")
     duplicates = total - len(set(sent)) - once  # minus the rewind's deliberate copies
     assert duplicates >= uncommitted, (duplicates, uncommitted)
     assert await failovers(redis_client, keys) == [decision], "the kill changed a decision"

@@ -14,17 +14,14 @@ from schemas.events import FailoverDecision, LeaderChanged
 from streams.keys import Keys
 from streams.server import RedisServer
 from tests.kafka_broker import TansuBroker
-from tests.kafka_fixtures import (
+from tests.kafka_helpers import (
     Topics,
-    WorkerProcess,
-    kafka_broker,  # noqa: F401 - fixture
     kafka_env,
     make_topics,
-    own_kafka_broker,  # noqa: F401 - fixture
     read_topic,
-    until,
-    workers,  # noqa: F401 - fixture
 )
+from tests.waiting import wait_for
+from tests.worker_process import WorkerProcess
 from workers.kafka.mirror import MIRROR_GROUP, run_mirror
 from workers.settings import Settings, load_settings
 
@@ -90,7 +87,7 @@ async def pending(redis: aioredis.Redis, keys: Keys) -> int:
 
 
 async def test_decisions_reach_kafka_keyed_in_order_and_acked(
-    kafka_broker: TansuBroker,  # noqa: F811
+    kafka_broker: TansuBroker,
     redis_server: RedisServer,
     redis_client: aioredis.Redis,
     keys: Keys,
@@ -114,7 +111,7 @@ async def test_decisions_reach_kafka_keyed_in_order_and_acked(
     async def all_on_kafka() -> bool:
         return len(await read_topic(kafka_broker.bootstrap, topics.decisions)) >= len(entries)
 
-    await until(all_on_kafka, 30, "every decision on the decisions topic")
+    await wait_for(all_on_kafka, 30, "every decision on the decisions topic")
     records = await read_topic(kafka_broker.bootstrap, topics.decisions)
     assert len(records) == len(entries)  # each once
     by_id = {dict(r.headers)["failover-entry-id"]: r for r in records}  # type: ignore[attr-defined]
@@ -129,7 +126,7 @@ async def test_decisions_reach_kafka_keyed_in_order_and_acked(
     assert [dict(r.headers)["failover-entry-id"] for r in us] == [ids[1], ids[4]]  # type: ignore[attr-defined]
     assert dict(by_id[ids[1]].headers)["failover-type"] == b"failover"  # type: ignore[attr-defined]
 
-    await until(lambda: _none_pending(redis_client, keys), 10, "the mirror's acks")
+    await wait_for(lambda: _none_pending(redis_client, keys), 10, "the mirror's acks")
     assert await mirrors[0].close() == len(entries)
 
 
@@ -137,8 +134,9 @@ async def _none_pending(redis: aioredis.Redis, keys: Keys) -> bool:
     return await pending(redis, keys) == 0
 
 
+@pytest.mark.chaos
 async def test_acked_in_redis_only_after_kafka_acknowledged(
-    own_kafka_broker: TansuBroker,  # noqa: F811
+    own_kafka_broker: TansuBroker,
     redis_server: RedisServer,
     redis_client: aioredis.Redis,
     keys: Keys,
@@ -153,8 +151,8 @@ async def test_acked_in_redis_only_after_kafka_acknowledged(
     async def on_kafka(n: int) -> bool:
         return len(await read_topic(broker.bootstrap, topics.decisions)) >= n
 
-    await until(lambda: on_kafka(1), 30, "the first decision on Kafka")
-    await until(lambda: _none_pending(redis_client, keys), 10, "the first decision acked")
+    await wait_for(lambda: on_kafka(1), 30, "the first decision on Kafka")
+    await wait_for(lambda: _none_pending(redis_client, keys), 10, "the first decision acked")
 
     assert broker.proc is not None
     broker.proc.send_signal(19)  # SIGSTOP: Kafka cannot acknowledge anything
@@ -168,14 +166,14 @@ async def test_acked_in_redis_only_after_kafka_acknowledged(
         async def delivered_not_acked() -> bool:
             return await pending(redis_client, keys) == 2
 
-        await until(delivered_not_acked, 10, "the mirror to take both decisions")
-        await asyncio.sleep(1.5)
+        await wait_for(delivered_not_acked, 10, "the mirror to take both decisions")
+        await asyncio.sleep(1.5)  # the point: nothing may be acked while Kafka is paused
         assert await pending(redis_client, keys) == 2, "acked before Kafka acknowledged"
     finally:
         broker.proc.send_signal(18)  # SIGCONT
 
-    await until(lambda: on_kafka(3), 30, "the held decisions on Kafka after the pause")
-    await until(lambda: _none_pending(redis_client, keys), 10, "the held decisions acked")
+    await wait_for(lambda: on_kafka(3), 30, "the held decisions on Kafka after the pause")
+    await wait_for(lambda: _none_pending(redis_client, keys), 10, "the held decisions acked")
     values = [r.value for r in await read_topic(broker.bootstrap, topics.decisions)]  # type: ignore[attr-defined]
     assert sorted(set(values)) == sorted(
         encode_entry(failover(n, to, frm))[b"data"]
@@ -184,13 +182,14 @@ async def test_acked_in_redis_only_after_kafka_acknowledged(
     await mirror.close()
 
 
+@pytest.mark.chaos
 async def test_dead_mirrors_pending_decisions_are_claimed_and_sent(
-    own_kafka_broker: TansuBroker,  # noqa: F811
+    own_kafka_broker: TansuBroker,
     redis_server: RedisServer,
     redis_client: aioredis.Redis,
     keys: Keys,
     mirrors: list[MirrorTask],
-    workers: list[WorkerProcess],  # noqa: F811
+    workers: list[WorkerProcess],
 ) -> None:
     broker = own_kafka_broker
     topics = await make_topics(broker.bootstrap, decisions=1)
@@ -206,7 +205,7 @@ async def test_dead_mirrors_pending_decisions_are_claimed_and_sent(
         except aioredis.ResponseError:
             return False
 
-    await until(group_exists, 15, "the mirror group")
+    await wait_for(group_exists, 15, "the mirror group")
     broker.proc.send_signal(19)  # SIGSTOP: the first mirror takes decisions it cannot send
     try:
         async with redis_client.pipeline(transaction=True) as pipe:
@@ -217,7 +216,7 @@ async def test_dead_mirrors_pending_decisions_are_claimed_and_sent(
         async def taken() -> bool:
             return await pending(redis_client, keys) == 3
 
-        await until(taken, 10, "the first mirror to take the decisions")
+        await wait_for(taken, 10, "the first mirror to take the decisions")
         first.kill()  # SIGKILL while holding them
     finally:
         broker.proc.send_signal(18)
@@ -229,17 +228,17 @@ async def test_dead_mirrors_pending_decisions_are_claimed_and_sent(
         values = {r.value for r in await read_topic(broker.bootstrap, topics.decisions)}  # type: ignore[attr-defined]
         return len(values) == 3
 
-    await until(on_kafka, 30, "the dead mirror's decisions on Kafka")
+    await wait_for(on_kafka, 30, "the dead mirror's decisions on Kafka")
     # Only a claim can clear the dead consumer's pending entries.
-    await until(lambda: _none_pending(redis_client, keys), 10, "the claimed decisions acked")
+    await wait_for(lambda: _none_pending(redis_client, keys), 10, "the claimed decisions acked")
     assert await second.close() == 3
 
 
 async def test_idempotent_producer_refusal_is_one_clear_line(
-    kafka_broker: TansuBroker,  # noqa: F811
+    kafka_broker: TansuBroker,
     redis_server: RedisServer,
     keys: Keys,
-    workers: list[WorkerProcess],  # noqa: F811
+    workers: list[WorkerProcess],
 ) -> None:
     """tansu refuses idempotent producers: the default setting must say what to change."""
     topics = await make_topics(kafka_broker.bootstrap)
@@ -272,12 +271,13 @@ async def test_idempotent_producer_refusal_is_one_clear_line(
     assert "no-such-topic" in proc.output()
 
 
+@pytest.mark.chaos
 async def test_sigterm_with_kafka_stuck_exits_and_keeps_decisions_pending(
-    own_kafka_broker: TansuBroker,  # noqa: F811
+    own_kafka_broker: TansuBroker,
     redis_server: RedisServer,
     redis_client: aioredis.Redis,
     keys: Keys,
-    workers: list[WorkerProcess],  # noqa: F811
+    workers: list[WorkerProcess],
 ) -> None:
     broker = own_kafka_broker
     topics = await make_topics(broker.bootstrap, decisions=1)
@@ -298,12 +298,12 @@ async def test_sigterm_with_kafka_stuck_exits_and_keeps_decisions_pending(
         except aioredis.ResponseError:
             return False
 
-    await until(group_exists, 15, "the mirror group")
+    await wait_for(group_exists, 15, "the mirror group")
     assert broker.proc is not None
     broker.proc.send_signal(19)  # SIGSTOP
     try:
         await redis_client.xadd(keys.decisions, encode_entry(failover(1, "us")))
-        await until(lambda: _pending_is(redis_client, keys, 1), 10, "the mirror to take it")
+        await wait_for(lambda: _pending_is(redis_client, keys, 1), 10, "the mirror to take it")
         began = asyncio.get_running_loop().time()
         assert mirror.terminate(timeout_s=10) == 0, mirror.output()
         assert asyncio.get_running_loop().time() - began < 5.0
@@ -312,7 +312,7 @@ async def test_sigterm_with_kafka_stuck_exits_and_keeps_decisions_pending(
         broker.proc.send_signal(18)  # SIGCONT
     nxt = MirrorTask(load_settings(env), claim_idle_ms=300)
     try:
-        await until(lambda: _pending_is(redis_client, keys, 0), 30, "the next mirror to send it")
+        await wait_for(lambda: _pending_is(redis_client, keys, 0), 30, "the next mirror to send it")
         values = [r.value for r in await read_topic(broker.bootstrap, topics.decisions)]  # type: ignore[attr-defined]
         assert encode_entry(failover(1, "us"))[b"data"] in values
     finally:

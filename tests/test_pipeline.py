@@ -12,12 +12,14 @@ import redis.asyncio as aioredis
 from schemas.codec import encode_entry
 from schemas.errors import RedisUnavailable
 from schemas.events import FailoverDecision, LeaderChanged, ManualFailover
+from streams.commit import FENCED, Batch, Committed, Committer, Fenced
 from streams.connection import connect
 from streams.group import ConsumerGroup
 from streams.keys import GROUP, Keys
 from streams.server import RedisServer
 from tests.group_reads import read_entries
 from tests.pipeline_helpers import (
+    Term,
     backlog,
     dead_letters,
     decisions,
@@ -30,6 +32,7 @@ from tests.pipeline_helpers import (
     summary,
     take_lease,
 )
+from tests.waiting import wait_for
 from workers.coordinator.pipeline import LeaderPipeline
 from workers.policy.rules import decode_state
 
@@ -217,7 +220,7 @@ async def _has_dlq(redis: aioredis.Redis, keys: Keys) -> bool:
     return bool(await redis.xlen(keys.dlq))
 
 
-async def test_a_fenced_leader_stops_at_once_and_writes_nothing_more(
+async def test_a_fenced_idle_leader_stops_at_once_and_leaves_nothing_running(
     redis_client: aioredis.Redis, redis_server: RedisServer, keys: Keys
 ) -> None:
     settings = settings_for(redis_server.url, keys.namespace)
@@ -228,9 +231,87 @@ async def test_a_fenced_leader_stops_at_once_and_writes_nothing_more(
     await asyncio.wait_for(term.task, timeout=2.0)  # it notices on its next read and returns
     before = await decisions(redis_client, keys)
     await _outage(redis_client, keys, n=3, start=1)
+    # Nothing may happen for a while: no read or commit task of the ended term still runs.
+    # (A leader paused mid-round that resumes is the next test.)
     await asyncio.sleep(0.3)
     assert await decisions(redis_client, keys) == before
     assert await backlog(redis_client, keys) == 6  # nothing taken by the fenced ex-leader
+
+
+class _CommitGate:
+    """Holds a pipeline between its read and its commit: the first batch with acks after
+    :meth:`arm` waits for ``release`` before it is sent; every commit's result is kept."""
+
+    def __init__(self, committer: Committer) -> None:
+        self.armed = False
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+        self.batch: Batch | None = None
+        self.results: list[Committed | Fenced] = []
+        commit = committer.commit
+
+        async def gated(batch: Batch, token: str) -> Committed | Fenced:
+            if self.armed and self.batch is None and (batch.acks[0] or batch.acks[1]):
+                self.batch = batch
+                self.held.set()
+                await self.release.wait()
+            result = await commit(batch, token)
+            self.results.append(result)
+            return result
+
+        committer.commit = gated  # type: ignore[method-assign]
+
+    def arm(self) -> None:
+        """Hold the next commit that acknowledges input."""
+        self.armed = True
+
+
+async def _written(redis: aioredis.Redis, keys: Keys) -> object:
+    """Everything a commit can write: decisions, dead letters, state, and the group's acks."""
+    pending = [await redis.xpending(stream, GROUP) for stream in keys.input_streams]
+    return (
+        await redis.xrange(keys.decisions),
+        await redis.xrange(keys.dlq),
+        await redis.hgetall(keys.state),
+        [(p["pending"], p["min"], p["max"]) for p in pending],
+    )
+
+
+async def test_a_paused_leader_resuming_after_a_takeover_is_fenced_and_writes_nothing(
+    redis_client: aioredis.Redis, redis_server: RedisServer, keys: Keys
+) -> None:
+    settings = settings_for(redis_server.url, keys.namespace)
+    term = await start_term(redis_client, keys, settings, "old#1")
+    gate = _CommitGate(term.pipeline.committer)
+    await _outage(redis_client, keys, n=1)
+    await eventually(lambda: _caught_up(redis_client, keys), what="first batch")
+    gate.arm()
+    # In one transaction, so the old leader reads it in one round: the rest of the outage
+    # (a decision) and an entry that is not an event (a dead letter).
+    async with redis_client.pipeline(transaction=True) as pipe:
+        for i in range(1, 4):
+            pipe.xadd(keys.health, health(f"us-{i}", "us", "o1", "healthy", T0 + i))
+            pipe.xadd(keys.health, health(f"eu-{i}", "eu", "o1", "unhealthy", T0 + i))
+        pipe.xadd(keys.events, {b"data": b"{}"})
+        await pipe.execute()
+    # The old leader has read, applied and sealed its batch, and is paused before sending it.
+    await wait_for(gate.held.is_set, 10, "the old leader to hold its batch before commit")
+    held = gate.batch
+    assert held is not None
+    assert held.decisions and held.dead_letters and len(held.acks[0]) + len(held.acks[1]) == 7
+    old_epoch = term.pipeline.epoch
+    new = await take_lease(redis_client, keys, "new#2")  # a new epoch begins meanwhile
+    assert new.epoch > old_epoch
+    before = await _written(redis_client, keys)
+    gate.release.set()  # the old leader resumes and tries to write
+    await asyncio.wait_for(term.task, timeout=2.0)  # fenced: it returns
+    assert gate.results[-1] is FENCED
+    assert await _written(redis_client, keys) == before
+    assert await failovers(redis_client, keys) == []
+    assert await redis_client.xlen(keys.dlq) == 0
+    assert await backlog(redis_client, keys) == 7  # none acked: the next leader takes them all
+    state = await redis_client.hgetall(keys.state)
+    assert state[b"epoch"] == str(old_epoch).encode()  # the last commit is the old term's first
 
 
 async def test_ticks_turn_silence_into_staleness(
@@ -278,17 +359,24 @@ async def test_cancelling_the_term_is_prompt_when_idle(
 ) -> None:
     settings = settings_for(redis_server.url, keys.namespace, tick_ms=5000)
     term = await start_term(redis_client, keys, settings)
-    await eventually(lambda: _announced(redis_client, keys), what="leader_changed")
-    await asyncio.sleep(0.3)  # inside the idle wait
+    await eventually(lambda: _idle(term, redis_client), what="the idle wait")
     start = time.monotonic()
     await term.stop()
     assert time.monotonic() - start < 0.5
+
+
+async def _idle(term: Term, redis: aioredis.Redis) -> bool:
+    """Announced, first tick committed, and blocked in the idle read."""
+    if term.pipeline.stats.commits < 2:
+        return False
+    return bool((await redis.info("clients"))["blocked_clients"])
 
 
 async def _announced(redis: aioredis.Redis, keys: Keys) -> bool:
     return bool(await leader_changes(redis, keys))
 
 
+@pytest.mark.chaos
 async def test_redis_outage_raises_redis_unavailable_within_the_deadline(
     own_redis_server: RedisServer, keys: Keys
 ) -> None:

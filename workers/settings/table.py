@@ -316,7 +316,10 @@ TABLE: tuple[Setting, ...] = (
     _text("KAFKA_EVENTS_TOPIC", "failover.events", "topic bridged into `NS:events`", {BRIDGE}),
     _text("KAFKA_DECISIONS_TOPIC", "failover.decisions", "topic the mirror produces to", {MIRROR}),
     _text(
-        "KAFKA_GROUP", "failover-bridge", "the bridge's Kafka consumer group (also its app id)", {BRIDGE}
+        "KAFKA_GROUP",
+        "failover-bridge",
+        "the bridge's Kafka consumer group (also its app id)",
+        {BRIDGE},
     ),
     _text(
         "KAFKA_IDEMPOTENT",

@@ -1,29 +1,21 @@
-"""Fixtures and helpers for the Kafka edge tests: a real tansu broker, topics, bridge processes.
+"""Helpers for the Kafka edge tests: topics, settings, producing and reading records.
 
-Import the fixtures into a test module by name (``from tests.kafka_fixtures import ...``).
+The fixtures (``kafka_broker``, ``own_kafka_broker``, ``workers``) are in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable
 
 import msgspec
-import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from tests.kafka_broker import TansuBroker, create_topics
+from tests.kafka_broker import create_topics
 
-ROOT = Path(__file__).resolve().parent.parent
 SESSION_MS = 2000  # tansu joins a group in about half the session timeout
 
 
@@ -33,30 +25,6 @@ class Topics(msgspec.Struct, frozen=True):
     health: str
     events: str
     decisions: str
-
-
-@pytest.fixture(scope="session")
-def kafka_broker() -> Iterator[TansuBroker]:
-    """One tansu broker for the session, on a free loopback port."""
-    broker = TansuBroker()
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
-@pytest.fixture
-def own_kafka_broker() -> Iterator[TansuBroker]:
-    """A broker for one test that pauses or kills it."""
-    broker = TansuBroker()
-    broker.start()
-    try:
-        yield broker
-    finally:
-        if broker.proc is not None and broker.proc.poll() is None:
-            broker.proc.send_signal(signal.SIGCONT)  # a test may have left it paused
-        broker.stop()
 
 
 def new_topics() -> Topics:
@@ -103,68 +71,6 @@ def kafka_env(
     )
     env.update({f"FAILOVER_{k.upper()}": v for k, v in extra.items()})
     return env
-
-
-class WorkerProcess:
-    """``python -m <module>`` as a real child process, its output kept in a file."""
-
-    def __init__(self, module: str, env: Mapping[str, str], name: str = "") -> None:
-        self.module = module
-        self.env = dict(env)
-        self.name = name or module
-        self.log = Path(tempfile.mkstemp(prefix=f"{self.name}-", suffix=".log")[1])
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> WorkerProcess:
-        """Start the process (not waiting for it to be ready)."""
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module],
-                env=self.env,
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    def output(self) -> str:
-        """Everything the process printed so far."""
-        return self.log.read_text(errors="replace")
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no final commit."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def terminate(self, timeout_s: float = 15.0) -> int:
-        """SIGTERM and wait; returns the exit code."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout_s)
-
-    def wait(self, timeout_s: float = 30.0) -> int:
-        """Wait for the process to exit by itself; returns the exit code."""
-        assert self.proc is not None
-        return self.proc.wait(timeout=timeout_s)
-
-    def close(self) -> None:
-        """Kill if still running and remove the log."""
-        self.kill()
-        self.log.unlink(missing_ok=True)
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    """Processes a test starts; every one is killed at the end, whatever happened."""
-    started: list[WorkerProcess] = []
-    try:
-        yield started
-    finally:
-        for worker in started:
-            worker.close()
 
 
 async def produce(
@@ -232,19 +138,3 @@ async def committed(bootstrap: str, group: str, topic: str, partitions: int) -> 
         return result
     finally:
         await consumer.stop()
-
-
-async def until(
-    predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05
-) -> None:
-    """Await ``predicate()`` (sync or async) until truthy, else fail naming ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(interval_s)
