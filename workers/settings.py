@@ -272,11 +272,26 @@ def _check(reader: _Reader, fn: Callable[[str], None], name: str, value: str) ->
         reader.fail(name, str(exc))
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+def help_text(role: str) -> str:
+    """The ``--help`` text of a process role: the ``FAILOVER_*`` variables it reads."""
+    names = [PREFIX + name.upper() for name in Settings.__struct_fields__ if name != "kafka"]
+    names += [f"{PREFIX}KAFKA_{name.upper()}" for name in KafkaSettings.__struct_fields__]
+    lines = [
+        f"usage: python -m workers.{role} (no arguments; settings from the environment)",
+        "",
+        "environment variables (see the README's configuration table):",
+    ]
+    lines += [f"  {name}" for name in sorted(names)]
+    return "\n".join(lines)
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, role: str = "coordinator") -> Settings:
     """Build and validate :class:`Settings` from ``env`` (default: the process environment).
 
-    Raises :class:`ConfigError` whose message has one line per bad variable.
+    Raises :class:`ConfigError` whose message has one line per bad variable. ``role`` names
+    the process (every role reads every setting, for now).
     """
+    del role
     reader = _Reader(os.environ if env is None else env)
     ms = " of milliseconds"
     regions = _regions(reader)
