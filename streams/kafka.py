@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 SSL_PROTOCOLS = ("SSL", "SASL_SSL")
 SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+CLIENT_LOGGERS = ("faust", "mode", "aiokafka")
+"""Loggers of the Kafka client libraries: chatty at INFO, so processes hold them at WARNING."""
 
 
 class KafkaSecurity(msgspec.Struct, frozen=True):
@@ -41,6 +43,32 @@ class KafkaSecurity(msgspec.Struct, frozen=True):
             f"sasl_mechanism={self.sasl_mechanism!r}, sasl_username={self.sasl_username!r}, "
             f"ssl_cafile={self.ssl_cafile!r})"
         )
+
+
+class _SecuritySettings(Protocol):
+    """The SASL/TLS fields of the workers' Kafka settings (streams does not import workers)."""
+
+    @property
+    def security_protocol(self) -> str: ...
+    @property
+    def sasl_mechanism(self) -> str: ...
+    @property
+    def sasl_username(self) -> str: ...
+    @property
+    def sasl_password(self) -> str: ...
+    @property
+    def ssl_cafile(self) -> str: ...
+
+
+def security_of(kafka: _SecuritySettings) -> KafkaSecurity:
+    """The SASL/TLS part of the Kafka settings, as the streams layer takes it."""
+    return KafkaSecurity(
+        security_protocol=kafka.security_protocol,
+        sasl_mechanism=kafka.sasl_mechanism,
+        sasl_username=kafka.sasl_username,
+        sasl_password=kafka.sasl_password,
+        ssl_cafile=kafka.ssl_cafile,
+    )
 
 
 def split_bootstrap(bootstrap: str) -> list[str]:

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -37,10 +35,17 @@ import redis.asyncio as aioredis
 from schemas.codec import DATA_FIELD
 from schemas.errors import ConfigError, FailoverError, RedisUnavailable
 from streams.connection import call, connect
-from streams.kafka import KafkaSecurity, aiokafka_security, ensure_topics, split_bootstrap
+from streams.kafka import (
+    CLIENT_LOGGERS,
+    KafkaSecurity,
+    aiokafka_security,
+    ensure_topics,
+    security_of,
+    split_bootstrap,
+)
 from streams.keys import Keys
-from workers.runtime import stop_on_signals
-from workers.settings import KafkaSettings, Settings, load_settings
+from workers.runtime import exit_now, run
+from workers.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +53,6 @@ WRITE_DEADLINE_S = 10.0
 """One retry round of a Redis write; after it the writer logs and starts another round."""
 
 _Item = tuple[str, bytes, Any, Any]  # (stream key, value, faust stream, faust event)
-
-
-def security_of(kafka: KafkaSettings) -> KafkaSecurity:
-    """The SASL/TLS part of the Kafka settings, as the streams layer takes it."""
-    return KafkaSecurity(
-        security_protocol=kafka.security_protocol,
-        sasl_mechanism=kafka.sasl_mechanism,
-        sasl_username=kafka.sasl_username,
-        sasl_password=kafka.sasl_password,
-        ssl_cafile=kafka.ssl_cafile,
-    )
 
 
 def faust_credentials(security: KafkaSecurity) -> faust.auth.Credentials | None:
@@ -277,40 +271,17 @@ async def _stop_app(app: faust.App, timeout_s: float) -> bool:
     return True
 
 
-def configure_logging() -> None:
-    """One line per record; faust, mode and aiokafka are quiet unless something is wrong."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in ("faust", "mode", "aiokafka"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Bridge until ``stop`` is set (the bridge's main, run by :func:`workers.runtime.run`)."""
+    if not await run_bridge(settings, stop):
+        # Stuck client threads (no daemons) would keep the process alive: leave now,
+        # nothing unwritten was committed.
+        exit_now(0)
 
 
 def main() -> None:
-    """Process entry point: SIGTERM/SIGINT stop the bridge; exit 0, or 2 on bad settings."""
-    configure_logging()
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"bridge: {exc}", file=sys.stderr)
-        sys.exit(2)
-
-    async def _main() -> None:
-        if not await run_bridge(settings, stop_on_signals()):
-            # faust is stuck (its consumer thread is no daemon, its tasks may ignore
-            # cancellation): leave now; nothing unwritten was committed.
-            logging.shutdown()
-            os._exit(0)
-
-    try:
-        asyncio.run(_main())
-    except ConfigError as exc:
-        print(f"bridge: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except FailoverError as exc:
-        print(f"bridge: {exc}", file=sys.stderr)
-        sys.exit(1)
-    sys.exit(0)
+    """Process entry point: SIGTERM/SIGINT stop the bridge; exit 0, 1 or 2 (see runtime)."""
+    run("bridge", serve, quiet=CLIENT_LOGGERS)
 
 
 if __name__ == "__main__":

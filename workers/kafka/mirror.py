@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -30,12 +29,17 @@ from schemas.codec import DATA_FIELD, decode_entry
 from schemas.errors import ConfigError, DecodeError, FailoverError, KafkaUnavailable
 from schemas.events import FailoverDecision, LeaderChanged
 from streams.connection import call, connect
-from streams.kafka import aiokafka_security, ensure_topics, split_bootstrap
+from streams.kafka import (
+    CLIENT_LOGGERS,
+    aiokafka_security,
+    ensure_topics,
+    security_of,
+    split_bootstrap,
+)
 from streams.keys import Keys
 from streams.lease import make_owner_id
-from workers.kafka.bridge import configure_logging, security_of
-from workers.runtime import stop_on_signals
-from workers.settings import Settings, load_settings
+from workers.runtime import run
+from workers.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -329,25 +333,12 @@ async def run_mirror(
 
 
 def main() -> None:
-    """Process entry point: SIGTERM/SIGINT stop the mirror; exit 0, 2 on bad settings."""
-    configure_logging()
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"mirror: {exc}", file=sys.stderr)
-        sys.exit(2)
+    """Process entry point: SIGTERM/SIGINT stop the mirror; exit 0, 1 or 2 (see runtime)."""
 
-    async def _main() -> None:
-        await run_mirror(settings, stop_on_signals())
+    async def serve(settings: Settings, stop: asyncio.Event) -> None:
+        await run_mirror(settings, stop)
 
-    try:
-        asyncio.run(_main())
-    except ConfigError as exc:
-        print(f"mirror: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except FailoverError as exc:
-        print(f"mirror: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run("mirror", serve, quiet=CLIENT_LOGGERS)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import asyncio
 import logging
 import secrets
 import ssl
-import sys
 import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit
@@ -27,8 +26,8 @@ from schemas.errors import ConfigError, RedisUnavailable
 from schemas.events import HealthEvent, Status
 from streams.connection import call, connect
 from streams.keys import Keys
-from workers.runtime import every, stop_on_signals
-from workers.settings import ProbeTarget, Settings, load_settings
+from workers.runtime import every, run
+from workers.settings import ProbeTarget, Settings
 
 log = logging.getLogger(__name__)
 
@@ -236,8 +235,10 @@ class Prober:
         await every(self.settings.probe_interval_ms / 1000, stop, self.round)
 
 
-async def _main(settings: Settings) -> None:
-    stop = stop_on_signals()
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Probe until ``stop`` is set (the prober's main, run by :func:`workers.runtime.run`)."""
+    if not settings.probe_targets:
+        raise ConfigError("FAILOVER_PROBE_TARGETS: is required for the prober")
     redis = connect(settings.redis_url, client_name=f"prober:{settings.instance_id}")
     log.info(
         "prober %s: %d targets every %sms, redis %s",
@@ -252,20 +253,10 @@ async def _main(settings: Settings) -> None:
         await redis.aclose()
 
 
-def main() -> int:
+def main() -> None:
     """Process entry point: exit 2 on bad settings, 0 after SIGTERM/SIGINT."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    if not settings.probe_targets:
-        print("FAILOVER_PROBE_TARGETS: is required for the prober", file=sys.stderr)
-        return 2
-    asyncio.run(_main(settings))
-    return 0
+    run("health", serve)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
