@@ -1,4 +1,4 @@
-"""The one process lifecycle (workers/runtime.py), through real processes: help, exit codes, logs."""
+"""The one process lifecycle (workers/runtime.py), through real processes."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def test_unreachable_redis_is_one_line_and_exit_1() -> None:
         """,
         FAILOVER_REDIS_URL=f"redis://admin:s3cret@127.0.0.1:{free_port()}/0",
     )
-    out, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1, err
     lines = [line for line in err.splitlines() if not TEXT_LINE.match(line)]
     assert len(lines) == 1, err
