@@ -219,6 +219,7 @@ async def _lifecycle(role: str, amain: AsyncMain, settings: Settings) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+
     async def main() -> int | None:
         return await amain(settings, stop)
 
