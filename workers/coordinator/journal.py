@@ -11,7 +11,8 @@ import logging
 from collections.abc import Sequence
 
 from schemas.events import DeadLetter
-from workers.policy.state import PlannedFailover, PolicyState, Refusal
+from schemas.state import PlannedFailover
+from workers.policy.state import PolicyState, Refusal
 
 # The pipeline's logger: these lines are part of its story, and operators grep for it.
 log = logging.getLogger("workers.coordinator.pipeline")

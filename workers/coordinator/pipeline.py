@@ -45,13 +45,14 @@ from schemas.events import LeaderChanged
 from streams.commit import Batch, Committed, Committer, Fenced
 from streams.connection import call
 from streams.group import ZERO_ID, ConsumerGroup, RawRead
-from streams.keys import Keys
+from streams.keys import Keys, StateField
 from workers.coordinator.elector import Leadership
 from workers.coordinator.intake import Intake, Run
 from workers.coordinator.journal import Journal
 from workers.monitor.metrics import CoordinatorMetrics
 from workers.policy.apply import DELETED, Applier, Outcome, stamp
-from workers.policy.rules import Policy, PolicyConfig, decode_state, encode_state
+from workers.policy.rules import Policy
+from workers.policy.state import PolicyConfig, decode_state, encode_state
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -211,7 +212,9 @@ class LeaderPipeline:
         return result
 
     async def _load(self) -> Policy:
-        raw = await self._io(lambda: self.redis.hget(self.keys.state, "policy"), "load state")
+        raw = await self._io(
+            lambda: self.redis.hget(self.keys.state, StateField.POLICY), "load state"
+        )
         if raw is None:
             log.info("no committed policy state: starting fresh epoch=%s", self.epoch)
             return Policy(self.config)
@@ -350,14 +353,14 @@ class LeaderPipeline:
     def _add_state(self, batch: Batch) -> None:
         """Stamp ``batch`` with who commits it, and the policy state if it changed."""
         assert self.policy is not None
-        batch.state["epoch"] = b"%d" % self.epoch
-        batch.state["leader"] = self.owner.encode()
-        batch.state["updated_at"] = repr(self._clock()).encode()
+        batch.state[StateField.EPOCH] = b"%d" % self.epoch
+        batch.state[StateField.LEADER] = self.owner.encode()
+        batch.state[StateField.UPDATED_AT] = repr(self._clock()).encode()
         state = encode_state(self.policy.state)
         if state != self._state_bytes:
             self._state_bytes = state
-            batch.state["policy"] = state
-            batch.state["summary"] = _summary_encoder.encode(self.policy.summary())
+            batch.state[StateField.POLICY] = state
+            batch.state[StateField.SUMMARY] = _summary_encoder.encode(self.policy.summary())
 
     async def _commit_batch(self, batch: Batch) -> Committed | Fenced:
         token = self.committer.next_token()

@@ -21,10 +21,12 @@ import msgspec
 import redis.asyncio as aioredis
 
 from schemas.errors import ConfigError
+from schemas.state import PlannedFailover, PolicySummary
 from streams.connection import call
 from streams.keys import Keys
 from workers.policy.apply import INPUT_KINDS, Applier, Outcome
-from workers.policy.rules import PlannedFailover, Policy, PolicyConfig, PolicySummary
+from workers.policy.rules import Policy
+from workers.policy.state import PolicyConfig
 
 _ID = re.compile(r"^(\d+)(?:-(\d+))?$")
 _PAGE = 1000

@@ -16,12 +16,11 @@ import msgspec
 import redis.asyncio as aioredis
 
 from schemas.errors import DecodeError
+from schemas.state import PolicySummary, RegionSnapshot
 from streams.connection import call
 from streams.keys import Keys
 from streams.lag import LagReport, LagSampler
 from workers.monitor.lag_status import GroupSample, Verdict, evaluate_instant, worst
-from workers.policy.rules import PolicySummary
-from workers.probe.prober import RegionSnapshot
 from workers.settings import Settings
 
 _summary_decoder = msgspec.json.Decoder(PolicySummary)

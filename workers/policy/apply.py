@@ -37,8 +37,8 @@ from schemas.events import (
     ManualFailover,
     Restore,
 )
+from schemas.state import PlannedFailover
 from workers.policy.rules import Policy
-from workers.policy.state import PlannedFailover
 
 INPUT_KINDS: tuple[StreamKind, StreamKind] = ("health", "events")
 """What each input stream may carry, by its index (``Keys.input_streams`` order)."""

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from schemas.codec import encode_entry
 from schemas.errors import ConfigError, RedisUnavailable
 from schemas.events import HealthEvent, Status
+from schemas.state import ProbeResult, RegionSnapshot
 from streams.connection import call, connect
 from streams.keys import Keys
 from workers.runtime import every, run
@@ -36,27 +37,6 @@ SNAPSHOT_TTL_S = 60
 # shown by status, not acted on by the policy.
 SLOW_FRACTION = 0.8
 _SEVERITY: dict[Status, int] = {"healthy": 0, "degraded": 1, "unhealthy": 2}
-
-
-class ProbeResult(msgspec.Struct, frozen=True):
-    """The outcome of probing one target once."""
-
-    region: str
-    url: str
-    status: Status
-    latency_ms: float
-    detail: str
-    observed_at: float = 0.0
-
-
-class RegionSnapshot(msgspec.Struct, frozen=True):
-    """The value of ``NS:region:health:<region>``: one prober's latest view of a region."""
-
-    region: str
-    status: Status
-    source: str
-    observed_at: float
-    targets: list[ProbeResult]
 
 
 async def _http_status(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, url: str) -> int:
