@@ -19,10 +19,12 @@
   script, applied whole or not at all, and an unreleased lease expires on its own;
 - a **second** signal exits at once with ``128 + signal number`` (130 for Ctrl-C twice),
   for an operator who does not want to wait;
-- maps failures to exit codes: :class:`RedisUnavailable` / :class:`KafkaUnavailable` (and
-  any other :class:`FailoverError` that escapes) are one line on stderr with passwords
-  redacted, exit 1. Anything else is a bug: logged with its traceback, exit 70
-  (``EX_SOFTWARE``), so a supervisor and a reader of the logs can tell it from an outage.
+- maps failures to exit codes: :class:`RedisUnavailable` / ``KafkaUnavailable`` (and any
+  other :class:`FailoverError` that escapes, e.g. an unreadable committed state) are one
+  line on stderr with passwords redacted, exit 1; a :class:`ConfigError` at any time
+  (settings that disagree with the committed state too) is exit 2. Anything else is a bug:
+  logged with its traceback, exit 70 (``EX_SOFTWARE``), so a supervisor and a reader of
+  the logs can tell it from an outage or a bad setting.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import NoReturn, TextIO
 
-from schemas.errors import ConfigError, FailoverError, KafkaUnavailable, RedisUnavailable
+from schemas.errors import ConfigError, FailoverError, RedisUnavailable
 from workers.settings import Settings, help_text, load_settings
 
 EXIT_OK = 0
@@ -150,9 +152,7 @@ def unavailable_line(exc: FailoverError, redis_url: str | None) -> str:
     """The one line that reports an outage (or another deliberate error) that ends a process."""
     if isinstance(exc, RedisUnavailable) and redis_url:
         return f"cannot reach Redis at {redis_url}: {exc}"
-    if isinstance(exc, KafkaUnavailable):
-        return f"cannot reach Kafka: {exc}"
-    return str(exc)
+    return str(exc)  # KafkaUnavailable names the brokers itself
 
 
 # -- the lifecycle ------------------------------------------------------------------------
