@@ -7,7 +7,7 @@ the rules that change it live in :mod:`workers.policy.rules`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import msgspec
 
@@ -17,13 +17,30 @@ from schemas.state import PlannedFailover, PolicySummary, RegionState, RegionSum
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from workers.settings import Settings
-
 STATE_VERSION = 1
 MAX_REFUSED = 20
 MAX_RECENT_EVENTS = 64
 
 FailoverStatus = Literal["open", "completed", "failed"]
+
+
+class _PolicySettings(Protocol):
+    """The settings the policy reads (workers.policy imports only schemas, not the settings)."""
+
+    @property
+    def regions(self) -> tuple[str, ...]: ...
+    @property
+    def threshold(self) -> int: ...
+    @property
+    def quorum(self) -> int: ...
+    @property
+    def window_ms(self) -> int: ...
+    @property
+    def stale_after_ms(self) -> int: ...
+    @property
+    def recovery_threshold(self) -> int: ...
+    @property
+    def cooldown_ms(self) -> int: ...
 
 
 class PolicyConfig(msgspec.Struct, frozen=True):
@@ -50,7 +67,7 @@ class PolicyConfig(msgspec.Struct, frozen=True):
             raise ConfigError(f"policy cooldown_ms must be >= 0, got {self.cooldown_ms}")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> PolicyConfig:
+    def from_settings(cls, settings: _PolicySettings) -> PolicyConfig:
         """Take the policy's knobs from the process settings."""
         return cls(
             regions=tuple(settings.regions),
