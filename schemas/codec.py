@@ -126,6 +126,34 @@ def raw_from_fields(fields: Fields) -> tuple[list[tuple[str, str]], Literal["utf
         ], "base64"
 
 
+def pairs(flat: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
+    """``[f1, v1, f2, v2, ...]`` as ``[(f1, v1), (f2, v2), ...]`` (a stream reply's fields)."""
+    return list(zip(flat[0::2], flat[1::2], strict=True))
+
+
+def dead_letter(
+    stream: str,
+    entry_id: bytes | str,
+    reason: str,
+    deliveries: int,
+    fields: Sequence[bytes] | None,
+) -> DeadLetter:
+    """The dead letter of one entry; ``fields`` is flat, as Redis returned it (None: deleted).
+
+    The raw fields keep their order and duplicates, as text, or base64 for every field and
+    value when any is not UTF-8, so :func:`fields_from_raw` gives back the exact bytes.
+    """
+    raw, encoding = raw_from_fields(pairs(fields or ()))
+    return DeadLetter(
+        stream=stream,
+        entry_id=entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+        reason=reason,
+        deliveries=deliveries,
+        raw=raw,
+        raw_encoding=encoding,
+    )
+
+
 def fields_from_raw(
     raw: Iterable[tuple[str, str]], encoding: Literal["utf-8", "base64"]
 ) -> list[tuple[bytes, bytes]]:

@@ -6,10 +6,29 @@ touches hashes to one slot.
 
 from __future__ import annotations
 
+from typing import Final
+
 import msgspec
 
 GROUP = "coordinator"
 """Consumer group the leader reads ``health`` and ``events`` through."""
+
+
+class StateField:
+    """Field names of the ``NS:state`` hash, written by the fenced commit only."""
+
+    POLICY: Final = "policy"
+    """The complete policy state (msgspec JSON), what a new leader continues from."""
+    SUMMARY: Final = "summary"
+    """:class:`schemas.state.PolicySummary` as JSON, what ``status`` shows."""
+    EPOCH: Final = "epoch"
+    """The epoch of the leader that committed last."""
+    LEADER: Final = "leader"
+    """The owner id of the leader that committed last."""
+    UPDATED_AT: Final = "updated_at"
+    """When that commit was made (unix seconds, the leader's clock)."""
+    COMMIT: Final = "commit"
+    """The token (``epoch:sequence``) of the last commit; set by the COMMIT script itself."""
 
 
 class Keys(msgspec.Struct, frozen=True):

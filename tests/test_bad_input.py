@@ -7,8 +7,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from schemas.codec import fields_from_raw
-from streams.dead_letters import pairs
+from schemas.codec import fields_from_raw, pairs
 from streams.keys import Keys
 from streams.server import RedisServer
 from tests.pipeline_helpers import (

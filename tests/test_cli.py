@@ -26,6 +26,7 @@ from schemas.events import (
     LeaderChanged,
     ManualFailover,
 )
+from schemas.state import ProbeResult, RegionSnapshot
 from streams import scripts
 from streams.connection import connect
 from streams.keys import GROUP, Keys
@@ -34,8 +35,8 @@ from tests.waiting import wait_for_sync
 from workers.ops.cli import main
 from workers.ops.replay import merge
 from workers.ops.status import gather_status
-from workers.policy.rules import Policy, PolicyConfig
-from workers.probe.prober import ProbeResult, RegionSnapshot
+from workers.policy.rules import Policy
+from workers.policy.state import PolicyConfig
 from workers.settings import load_settings
 
 REGIONS = "us-east,eu-west,ap-south"

@@ -37,7 +37,8 @@ from schemas.events import (
 from streams.group import split_id
 from streams.keys import GROUP, Keys
 from streams.server import RedisServer, die_with_parent, free_port
-from workers.policy.rules import Policy, PolicyConfig
+from workers.policy.rules import Policy
+from workers.policy.state import PolicyConfig
 
 pytestmark = pytest.mark.chaos
 

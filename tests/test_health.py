@@ -17,10 +17,11 @@ import redis.asyncio as aioredis
 
 from schemas.codec import decode_entry
 from schemas.events import HealthEvent
+from schemas.state import RegionSnapshot
 from streams.connection import connect
 from streams.keys import Keys
 from streams.server import RedisServer, free_port
-from workers.probe.prober import Prober, RegionSnapshot, probe, probe_all
+from workers.probe.prober import Prober, probe, probe_all
 from workers.settings import ProbeTarget, Settings
 
 TIMEOUT_MS = 300

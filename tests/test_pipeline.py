@@ -34,7 +34,7 @@ from tests.pipeline_helpers import (
 )
 from tests.waiting import wait_for
 from workers.coordinator.pipeline import LeaderPipeline
-from workers.policy.rules import decode_state
+from workers.policy.state import decode_state
 
 T0 = 1_800_000_000.0
 

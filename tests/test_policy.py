@@ -19,14 +19,9 @@ from schemas.events import (
     ManualFailover,
     Restore,
 )
-from workers.policy.rules import (
-    PlannedFailover,
-    Policy,
-    PolicyConfig,
-    decision_id,
-    decode_state,
-    encode_state,
-)
+from schemas.state import PlannedFailover
+from workers.policy.rules import Policy, decision_id
+from workers.policy.state import PolicyConfig, decode_state, encode_state
 from workers.settings import Settings, load_settings
 
 T0 = 1_700_000_000.0

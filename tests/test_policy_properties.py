@@ -23,7 +23,9 @@ from schemas.events import (
     ManualFailover,
     Restore,
 )
-from workers.policy.rules import PlannedFailover, Policy, PolicyConfig, decode_state, encode_state
+from schemas.state import PlannedFailover
+from workers.policy.rules import Policy
+from workers.policy.state import PolicyConfig, decode_state, encode_state
 
 T0 = 1_700_000_000.0
 UNKNOWN = "mars"

@@ -3,4 +3,4 @@
 from workers.monitor.lagmon import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -1,34 +1,275 @@
-"""What every long-running process shares: a stop event set by signals, a steady schedule.
+"""One process lifecycle for every long-running entry point: :func:`run`.
 
-Only process entry points call :func:`stop_on_signals` (signals belong to them alone).
+``run(role, amain)`` is all a process's ``main()`` does. It
+
+- answers ``--help`` / ``-h`` with the role's settings help (exit 0); other arguments are a
+  usage error (exit 2);
+- loads the role's settings; every bad value is one line on stderr, ``<role>: FAILOVER_X:
+  rule``, and the process exits 2 (so does a :class:`ConfigError` raised by ``amain``);
+- sets up logging, one format for every process: text lines
+  ``2026-11-29T08:17:22.123Z INFO workers.x message`` (UTC, millisecond precision), or one
+  JSON object per line with ``FAILOVER_LOG_FORMAT=json``; level ``FAILOVER_LOG_LEVEL``
+  (default INFO);
+- runs ``amain(settings, stop)``; SIGTERM and SIGINT set ``stop``, and ``amain`` returns
+  once it has wound down (``None`` means exit 0);
+- bounds the shutdown: ``amain`` gets ``FAILOVER_SHUTDOWN_TIMEOUT_MS`` after the first
+  signal. Near the end of it the work is cancelled; if even that hangs (a blocked event
+  loop, a library that swallows cancellation) a watchdog thread ends the process with
+  exit 0 when the timeout runs out. Abandoning work is safe by design: a commit is one
+  script, applied whole or not at all, and an unreleased lease expires on its own;
+- a **second** signal exits at once with ``128 + signal number`` (130 for Ctrl-C twice),
+  for an operator who does not want to wait;
+- maps failures to exit codes: :class:`RedisUnavailable` / ``KafkaUnavailable`` (and any
+  other :class:`FailoverError` that escapes, e.g. an unreadable committed state) are one
+  line on stderr with passwords redacted, exit 1; a :class:`ConfigError` at any time
+  (settings that disagree with the committed state too) is exit 2. Anything else is a bug:
+  logged with its traceback, exit 70 (``EX_SOFTWARE``), so a supervisor and a reader of
+  the logs can tell it from an outage or a bad setting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
+import re
 import signal
+import sys
+import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import NoReturn, TextIO
+
+from schemas.errors import ConfigError, FailoverError, RedisUnavailable
+from workers.settings import Settings, help_text, load_settings
+
+EXIT_OK = 0
+EXIT_UNAVAILABLE = 1
+EXIT_CONFIG = 2
+EXIT_BUG = 70  # sysexits.h EX_SOFTWARE: an internal error, not an outage or a bad setting
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+# The share of the shutdown timeout the work gets to finish on its own before it is
+# cancelled; the rest is for the cancellation to unwind (close connections, log).
+_GRACE_SHARE = 0.8
+_SECRET_IN_URL = re.compile(r"(\w[\w+.-]*://[^:/@\s]*:)[^@\s]+@")
+
+AsyncMain = Callable[[Settings, asyncio.Event], Awaitable[int | None]]
+
+log = logging.getLogger("workers.runtime")
 
 
-def configure_logging(quiet: Iterable[str] = ()) -> None:
-    """One line per record; the loggers named in ``quiet`` only from WARNING up."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in quiet:
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+# -- logging ------------------------------------------------------------------------------
 
 
-def stop_on_signals() -> asyncio.Event:
-    """Return an event that SIGTERM or SIGINT sets, on the running loop."""
+def _utc(record: logging.LogRecord) -> str:
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    return f"{seconds}.{int(record.msecs):03d}Z"
+
+
+class TextFormatter(logging.Formatter):
+    """``<UTC time>Z LEVEL logger message``, then the traceback if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """One line per record (plus the traceback lines of an exception)."""
+        line = f"{_utc(record)} {record.levelname} {record.name} {record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``message`` (+ ``exc``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
+        out = {
+            "ts": _utc(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def log_options(env: Mapping[str, str] | None = None) -> tuple[str, str, list[str]]:
+    """``FAILOVER_LOG_LEVEL`` and ``FAILOVER_LOG_FORMAT`` with defaults, and one error line each.
+
+    Read here rather than through the settings object: every role logs, failoverctl too.
+    """
+    env = os.environ if env is None else env
+    errors = []
+    level = env.get("FAILOVER_LOG_LEVEL", "").strip().upper() or "INFO"
+    if level not in LOG_LEVELS:
+        errors.append(f"FAILOVER_LOG_LEVEL: must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+        level = "INFO"
+    fmt = env.get("FAILOVER_LOG_FORMAT", "").strip().lower() or "text"
+    if fmt not in LOG_FORMATS:
+        errors.append(f"FAILOVER_LOG_FORMAT: must be text or json, got {fmt!r}")
+        fmt = "text"
+    return level, fmt, errors
+
+
+def configure_logging(
+    level: str | int = "INFO",
+    fmt: str = "text",
+    *,
+    quiet: Iterable[str] = (),
+    stream: TextIO | None = None,
+) -> None:
+    """Send every log record to stderr in the one process format; ``quiet`` loggers at WARNING."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in quiet:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the password of every URL in it masked (``scheme://user:***@``)."""
+    return _SECRET_IN_URL.sub(r"\1***@", text)
+
+
+def say(role: str, lines: str | Iterable[str]) -> None:
+    """Print ``<role>: line`` on stderr for each line, passwords redacted (not a log record)."""
+    for line in [lines] if isinstance(lines, str) else lines:
+        print(redact_text(f"{role}: {line}"), file=sys.stderr, flush=True)
+
+
+def unavailable_line(exc: FailoverError, redis_url: str | None) -> str:
+    """The one line that reports an outage (or another deliberate error) that ends a process."""
+    if isinstance(exc, RedisUnavailable) and redis_url:
+        return f"cannot reach Redis at {redis_url}: {exc}"
+    return str(exc)  # KafkaUnavailable names the brokers itself
+
+
+# -- the lifecycle ------------------------------------------------------------------------
+
+
+def run(
+    role: str,
+    amain: AsyncMain,
+    argv: Sequence[str] | None = None,
+    *,
+    quiet: Iterable[str] = (),
+) -> NoReturn:
+    """Run one process of ``role`` around ``amain`` and exit with its code (see module doc).
+
+    ``quiet`` names chatty client-library loggers to hold at WARNING.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in args or "--help" in args:
+        print(help_text(role))
+        sys.exit(EXIT_OK)
+    if args:
+        say(role, f"unexpected arguments {' '.join(args)!r}: settings come from FAILOVER_*")
+        say(role, "see --help")
+        sys.exit(EXIT_CONFIG)
+    level, fmt, errors = log_options()
+    settings: Settings | None = None
+    try:
+        settings = load_settings(role=role)
+    except ConfigError as exc:
+        errors = str(exc).splitlines() + errors
+    if errors or settings is None:
+        say(role, errors)
+        sys.exit(EXIT_CONFIG)
+    configure_logging(level, fmt, quiet=quiet)
+    try:
+        code = asyncio.run(_lifecycle(role, amain, settings))
+    except ConfigError as exc:
+        say(role, str(exc).splitlines())
+        code = EXIT_CONFIG
+    except FailoverError as exc:
+        say(role, unavailable_line(exc, settings.redacted_url))
+        code = EXIT_UNAVAILABLE
+    except Exception:
+        log.exception("%s crashed: this is a bug", role)
+        code = EXIT_BUG
+    logging.shutdown()
+    sys.exit(code)
+
+
+async def _lifecycle(role: str, amain: AsyncMain, settings: Settings) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    timeout_s = settings.shutdown_timeout_ms / 1000
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting now, work abandoned", sig.name)
+            exit_now(128 + sig.value)
+        log.info(
+            "received %s: stopping %s (at most %sms)", sig.name, role, settings.shutdown_timeout_ms
+        )
+        stop.set()
+        _watchdog(timeout_s)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
+        loop.add_signal_handler(sig, on_signal, sig)
+
+    async def main() -> int | None:
+        return await amain(settings, stop)
+
+    work = asyncio.create_task(main(), name=f"{role}-main")
+    stopped = asyncio.create_task(stop.wait(), name="stop-requested")
+    try:
+        await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():
+            done, _ = await asyncio.wait({work}, timeout=timeout_s * _GRACE_SHARE)
+            if not done:
+                log.warning(
+                    "%s did not stop within %.0fms: cancelling its work",
+                    role,
+                    timeout_s * _GRACE_SHARE * 1000,
+                )
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+                return EXIT_OK
+        code = work.result()
+        log.info("%s stopped", role)
+        return EXIT_OK if code is None else code
+    finally:
+        stopped.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def _watchdog(timeout_s: float) -> None:
+    """End the process at ``timeout_s`` from now, whatever the event loop is doing."""
+
+    def fire() -> None:
+        log.error("shutdown timeout of %.0fms reached: exiting now", timeout_s * 1000)
+        exit_now(EXIT_OK)
+
+    timer = threading.Timer(timeout_s, fire)
+    timer.daemon = True
+    timer.start()
+
+
+def exit_now(code: int) -> NoReturn:
+    # os._exit skips interpreter teardown, which is exactly what may hang; flush first.
+    with contextlib.suppress(Exception):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+# -- helpers for the processes' own loops -------------------------------------------------
 
 
 async def every(

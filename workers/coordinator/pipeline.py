@@ -34,49 +34,37 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
-from schemas.codec import StreamKind, check_event_time, decode_data, decode_entry, encode_data
-from schemas.errors import DecodeError, GroupMissing
-from schemas.events import (
-    DeadLetter,
-    Drain,
-    FailoverCompleted,
-    FailoverDecision,
-    FailoverEvent,
-    FailoverFailed,
-    HealthEvent,
-    LeaderChanged,
-    ManualFailover,
-    Restore,
-)
+from schemas.codec import encode_data
+from schemas.errors import GroupMissing
+from schemas.events import LeaderChanged
 from streams.cancel import reraise_lost_cancel
 from streams.commit import Batch, Committed, Committer, Fenced
 from streams.connection import Client, call
-from streams.dead_letters import dead_letter, encode_dead_letter, pairs
 from streams.errors import translated
 from streams.group import ZERO_ID, ConsumerGroup, RawRead
-from streams.keys import Keys
+from streams.keys import Keys, StateField
 from streams.state import read_policy_state
 from workers.coordinator.elector import Leadership
 from workers.coordinator.intake import Intake, Run
+from workers.coordinator.journal import Journal
 from workers.monitor.metrics import CoordinatorMetrics
-from workers.policy.rules import PlannedFailover, Policy, PolicyConfig, decode_state, encode_state
+from workers.policy.apply import DELETED, Applier, Outcome, stamp
+from workers.policy.rules import Policy
+from workers.policy.state import PolicyConfig, decode_state, encode_state
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_KINDS: tuple[StreamKind, StreamKind] = ("health", "events")
-_DATA = b"data"
 _MAX_BLOCK_MS = 100
 # Input retention is enforced every this many ticks (10 s by default): trimming is cheap,
 # but there is no need to pay it on every round.
 _TRIM_EVERY_TICKS = 10
-_EVENT_TYPES = (FailoverCompleted, FailoverFailed, ManualFailover, Drain, Restore)
 _summary_encoder = msgspec.json.Encoder()
 
 
@@ -120,19 +108,17 @@ class LeaderPipeline:
         )
         self.config = PolicyConfig.from_settings(settings)
         self.policy: Policy | None = None
+        self.applier: Applier | None = None
         self.stats = PipelineStats()
         self._clock = clock
         self._count = settings.batch_size
-        self._max_deliveries = settings.max_deliveries
-        self._max_skew_ms = settings.max_clock_skew_ms
         self._tick_s = settings.tick_ms / 1000
         self._retention_ms = settings.input_retention_ms
         self._deadline_s = settings.renew_deadline_ms / 1000
         self._streams = keys.input_streams
         self.intake = Intake(len(self._streams))
         self._state_bytes: bytes | None = None
-        self._no_target: str | None = None
-        self._last_refusal: object | None = None
+        self.journal = Journal(self.epoch, self.owner)
 
     # -- the term -----------------------------------------------------------------------
 
@@ -140,6 +126,12 @@ class LeaderPipeline:
         """Lead until fenced (returns) or cancelled; RedisUnavailable propagates."""
         await self._io(self.group.ensure, "create group")
         self.policy = await self._load()
+        self.applier = Applier(
+            self.policy,
+            self._streams,
+            max_deliveries=self.settings.max_deliveries,
+            max_clock_skew_ms=self.settings.max_clock_skew_ms,
+        )
         if not await self._announce():
             return
         if not await self._claim():
@@ -301,7 +293,8 @@ class LeaderPipeline:
         except GroupMissing:
             log.warning("consumer group vanished (stream deleted?); recreating it")
             await self._io(self.group.ensure, "create group")
-            got = RawRead(entries=[[], []], redelivered=[[], []])
+            none: list[list[Any]] = [[] for _ in self._streams]
+            got = RawRead(entries=none, redelivered=[[] for _ in self._streams])
         if isinstance(got, Fenced):
             log.error("fenced on read: another leader took over epoch=%s", self.epoch)
             return None
@@ -313,95 +306,32 @@ class LeaderPipeline:
 
     def _apply(self, runs: list[Run]) -> _Work:
         """Decode and apply the runs in order; collect acks, decisions, dead letters."""
-        policy = self.policy
-        assert policy is not None  # set by run() before the first round
+        applier = self.applier
+        assert applier is not None  # set by run() before the first round
         work = _Work()
-        acks = work.batch.acks
+        out = work.out
         for stream, entry_id in self.intake.take_orphans():
-            reason = "entry was deleted from the stream while pending"
-            self._dead(
-                work, stream=stream, entry_id=entry_id, fields=None, deliveries=0, reason=reason
-            )
-        max_deliveries = self._max_deliveries
-        max_skew_ms = self._max_skew_ms
-        apply = policy.apply
-        planned_all = work.planned
-        applied = 0
+            applier.dead(out, stream, entry_id, fields=None, deliveries=0, reason=DELETED)
+        acks = work.batch.acks
+        deliveries = self.intake.deliveries
         for stream, entries in runs:
             acks.setdefault(stream, []).extend([entry[0] for entry in entries])
-            counts = self.intake.deliveries[stream]
-            for entry_id, fields in entries:
-                deliveries = counts.pop(entry_id, 1) if counts else 1
-                if fields is None:
-                    reason = "entry was deleted from the stream while pending"
-                    self._dead(
-                        work,
-                        stream=stream,
-                        entry_id=entry_id,
-                        fields=None,
-                        deliveries=deliveries,
-                        reason=reason,
-                    )
-                    continue
-                if deliveries > max_deliveries:
-                    reason = (
-                        f"delivered {deliveries} times, more than "
-                        f"FAILOVER_MAX_DELIVERIES={max_deliveries}"
-                    )
-                    self._dead(
-                        work,
-                        stream=stream,
-                        entry_id=entry_id,
-                        fields=fields,
-                        deliveries=deliveries,
-                        reason=reason,
-                    )
-                    continue
-                try:
-                    event = _decode(stream, fields)
-                    check_event_time(event, entry_id, max_skew_ms)
-                except DecodeError as exc:
-                    self._dead(
-                        work,
-                        stream=stream,
-                        entry_id=entry_id,
-                        fields=fields,
-                        deliveries=deliveries,
-                        reason=exc.reason,
-                    )
-                    continue
-                planned = apply(event)
-                applied += 1
-                if planned:
-                    planned_all.extend(planned)
-        self.stats.applied += applied
+            applier.apply(stream, entries, out, deliveries[stream])
+        self.stats.applied += out.applied
         return work
-
-    def _dead(
-        self,
-        work: _Work,
-        *,
-        stream: int,
-        entry_id: bytes,
-        fields: list[bytes] | None,
-        deliveries: int,
-        reason: str,
-    ) -> None:
-        letter = dead_letter(self._streams[stream], entry_id, reason, deliveries, fields)
-        work.letters.append(letter)
-        work.batch.dead_letters.append(encode_dead_letter(letter))
 
     def _tick(self, work: _Work) -> None:
         assert self.policy is not None
-        planned = self.policy.tick(self._clock())
-        work.planned.extend(planned)
+        work.out.planned.extend(self.policy.tick(self._clock()))
         work.ticked = True
 
     def _seal(self, work: _Work) -> bool:
         """Complete a round's batch (decisions, state); False if there is nothing to commit."""
         batch = work.batch
-        for plan in work.planned:
-            batch.decisions.append(encode_data(self._stamp(plan)))
+        for plan in work.out.planned:
+            batch.decisions.append(encode_data(stamp(plan, self.epoch, self.owner)))
+        for letter in work.out.letters:
+            batch.dead_letters.append(encode_data(letter))
         if work.ticked or not batch.empty:
             self._add_state(batch)
         return not batch.empty
@@ -411,32 +341,27 @@ class LeaderPipeline:
         result = await self._commit_batch(work.batch)
         if isinstance(result, Fenced):
             return False
-        self._report(work, result)
+        planned, letters = work.out.planned, work.out.letters
+        assert self.policy is not None
+        self.journal.committed(planned, letters, result.decision_ids, self.policy.state)
+        self.stats.decisions += len(planned)
+        self.stats.dead_letters += len(letters)
+        if self.metrics is not None:
+            self.metrics.decided("failover", len(planned))
+            self.metrics.dead_lettered(len(letters))
         return True
-
-    def _stamp(self, plan: PlannedFailover) -> FailoverDecision:
-        return FailoverDecision(
-            decision_id=plan.decision_id,
-            epoch=self.epoch,
-            leader=self.owner,
-            from_region=plan.from_region,
-            to_region=plan.to_region,
-            reason=plan.reason,
-            evidence=plan.evidence,
-            decided_at=plan.decided_at,
-        )
 
     def _add_state(self, batch: Batch) -> None:
         """Stamp ``batch`` with who commits it, and the policy state if it changed."""
         assert self.policy is not None
-        batch.state["epoch"] = b"%d" % self.epoch
-        batch.state["leader"] = self.owner.encode()
-        batch.state["updated_at"] = repr(self._clock()).encode()
+        batch.state[StateField.EPOCH] = b"%d" % self.epoch
+        batch.state[StateField.LEADER] = self.owner.encode()
+        batch.state[StateField.UPDATED_AT] = repr(self._clock()).encode()
         state = encode_state(self.policy.state)
         if state != self._state_bytes:
             self._state_bytes = state
-            batch.state["policy"] = state
-            batch.state["summary"] = _summary_encoder.encode(self.policy.summary())
+            batch.state[StateField.POLICY] = state
+            batch.state[StateField.SUMMARY] = _summary_encoder.encode(self.policy.summary())
 
     async def _commit_batch(self, batch: Batch) -> Committed | Fenced:
         token = self.committer.next_token()
@@ -451,83 +376,10 @@ class LeaderPipeline:
         self.stats.commits += 1
         return result
 
-    def _report(self, work: _Work, result: Committed) -> None:
-        """Log what a commit put into Redis: one line per decision and per dead letter."""
-        ids = result.decision_ids or ["?"] * len(work.planned)
-        for plan, entry_id in zip(work.planned, ids, strict=False):
-            log.warning(
-                "decision %s: failover %s -> %s reason=%s evidence=%s epoch=%s leader=%s entry=%s",
-                plan.decision_id,
-                plan.from_region,
-                plan.to_region,
-                plan.reason,
-                ",".join(plan.evidence),
-                self.epoch,
-                self.owner,
-                entry_id,
-            )
-        self.stats.decisions += len(work.planned)
-        for letter in work.letters:
-            log.warning(
-                "dead letter %s %s (deliveries=%s): %s epoch=%s",
-                letter.stream,
-                letter.entry_id,
-                letter.deliveries,
-                letter.reason,
-                self.epoch,
-            )
-        self.stats.dead_letters += len(work.letters)
-        if self.metrics is not None:
-            self.metrics.decided("failover", len(work.planned))
-            self.metrics.dead_lettered(len(work.letters))
-        self._report_policy_notes()
-
-    def _report_policy_notes(self) -> None:
-        """Log a missing failover target and refused requests once, when they change."""
-        assert self.policy is not None
-        state = self.policy.state
-        if state.no_target != self._no_target:
-            self._no_target = state.no_target
-            if state.no_target is not None:
-                log.error("no failover target: %s epoch=%s", state.no_target, self.epoch)
-        if state.refused and state.refused[-1] is not self._last_refusal:
-            fresh = []
-            for refusal in reversed(state.refused):
-                if refusal is self._last_refusal:
-                    break
-                fresh.append(refusal)
-            for refusal in reversed(fresh):
-                log.warning(
-                    "refused %s %s from %s: %s epoch=%s",
-                    refusal.kind,
-                    refusal.event_id,
-                    refusal.actor,
-                    refusal.reason,
-                    self.epoch,
-                )
-            self._last_refusal = state.refused[-1]
-
 
 class _Work(msgspec.Struct):
     """One round's output before it is committed."""
 
     batch: Batch = msgspec.field(default_factory=Batch)
-    planned: list[PlannedFailover] = msgspec.field(default_factory=list)
-    letters: list[DeadLetter] = msgspec.field(default_factory=list)
+    out: Outcome = msgspec.field(default_factory=Outcome)
     ticked: bool = False
-
-
-def _decode(stream: int, fields: list[bytes]) -> HealthEvent | FailoverEvent:
-    """Decode an input entry; DecodeError (with the codec's reason) if it is not valid here."""
-    if len(fields) == 2 and fields[0] == _DATA:
-        # Fast path for the usual one-field entry; anything unusual goes the general way.
-        event = decode_data(fields[1])
-        if stream == 0:
-            if type(event) is HealthEvent:
-                return event
-        elif isinstance(event, _EVENT_TYPES):
-            return event
-    entry = decode_entry(pairs(fields), stream=_KINDS[stream])
-    if isinstance(entry, HealthEvent | _EVENT_TYPES):
-        return entry
-    raise AssertionError(f"codec let {type(entry).__name__} onto an input stream")

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 import time
 
 from schemas.codec import DATA_FIELD
@@ -31,8 +29,8 @@ from streams.kafka import LIBRARY_LOGGERS, ensure_topics, security_of
 from streams.kafka_source import KafkaSource, SourceRecord
 from streams.keys import Keys
 from streams.producer import append_many
-from workers.runtime import configure_logging, stop_on_signals
-from workers.settings import Settings, load_settings
+from workers.runtime import exit_now, run
+from workers.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -156,31 +154,17 @@ async def run_bridge(settings: Settings, stop: asyncio.Event) -> bool:
     return clean
 
 
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Bridge until ``stop`` is set (the bridge's main, run by :func:`workers.runtime.run`)."""
+    if not await run_bridge(settings, stop):
+        # Stuck client threads (no daemons) would keep the process alive: leave now,
+        # nothing unwritten was committed.
+        exit_now(0)
+
+
 def main() -> None:
-    """Process entry point: SIGTERM/SIGINT stop the bridge; exit 0, or 2 on bad settings."""
-    configure_logging(quiet=LIBRARY_LOGGERS)
-    try:
-        settings = load_settings(role="bridge")
-    except ConfigError as exc:
-        print(f"bridge: {exc}", file=sys.stderr)
-        sys.exit(2)
-
-    async def _main() -> None:
-        if not await run_bridge(settings, stop_on_signals()):
-            # The consumer is stuck (its thread is no daemon, its tasks may ignore
-            # cancellation): leave now; nothing unwritten was committed.
-            logging.shutdown()
-            os._exit(0)
-
-    try:
-        asyncio.run(_main())
-    except ConfigError as exc:
-        print(f"bridge: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except FailoverError as exc:
-        print(f"bridge: {exc}", file=sys.stderr)
-        sys.exit(1)
-    sys.exit(0)
+    """Process entry point: SIGTERM/SIGINT stop the bridge; exit 0, 1 or 2 (see runtime)."""
+    run("bridge", serve, quiet=LIBRARY_LOGGERS)
 
 
 if __name__ == "__main__":

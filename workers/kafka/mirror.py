@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import Sequence
 
 from schemas.codec import DATA_FIELD, decode_entry
@@ -28,8 +27,8 @@ from streams.kafka import LIBRARY_LOGGERS, ensure_topics, security_of
 from streams.kafka_sink import KafkaSink, SinkRecord
 from streams.keys import Keys
 from streams.lease import make_owner_id
-from workers.runtime import configure_logging, stop_on_signals
-from workers.settings import Settings, load_settings
+from workers.runtime import run
+from workers.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -218,25 +217,12 @@ async def run_mirror(
 
 
 def main() -> None:
-    """Process entry point: SIGTERM/SIGINT stop the mirror; exit 0, 2 on bad settings."""
-    configure_logging(quiet=LIBRARY_LOGGERS)
-    try:
-        settings = load_settings(role="mirror")
-    except ConfigError as exc:
-        print(f"mirror: {exc}", file=sys.stderr)
-        sys.exit(2)
+    """Process entry point: SIGTERM/SIGINT stop the mirror; exit 0, 1 or 2 (see runtime)."""
 
-    async def _main() -> None:
-        await run_mirror(settings, stop_on_signals())
+    async def serve(settings: Settings, stop: asyncio.Event) -> None:
+        await run_mirror(settings, stop)
 
-    try:
-        asyncio.run(_main())
-    except ConfigError as exc:
-        print(f"mirror: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except FailoverError as exc:
-        print(f"mirror: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run("mirror", serve, quiet=LIBRARY_LOGGERS)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 
-from schemas.errors import ConfigError, RedisUnavailable
+from schemas.errors import RedisUnavailable
 from schemas.lag import LagReport
 from streams.connection import Client, call, connect
 from streams.keys import Keys
 from streams.lag import LagSampler
 from workers.monitor.lag_status import GroupSample, LagWindow, Verdict
-from workers.monitor.metrics import LagMetrics, MetricsServer, serve
-from workers.runtime import every, stop_on_signals
-from workers.settings import Settings, load_settings
+from workers.monitor.metrics import LagMetrics, MetricsServer
+from workers.monitor.metrics import serve as serve_metrics
+from workers.runtime import every, run
+from workers.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +75,13 @@ class LagMonitor:
         await every(self.settings.lag_interval_ms / 1000, stop, step)
 
 
-async def _main(settings: Settings) -> None:
-    stop = stop_on_signals()
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Sample until ``stop`` is set (the lag monitor's main, run by :func:`workers.runtime.run`)."""
     redis = connect(settings.redis_url, client_name=f"lagmon:{settings.instance_id}")
     monitor = LagMonitor(redis, settings)
     server: MetricsServer | None = None
     if settings.metrics_port:
-        server = serve(monitor.metrics.registry, settings.metrics_port)
+        server = serve_metrics(monitor.metrics.registry, settings.metrics_port)
         log.info("metrics on :%s/metrics", server.port)
     else:
         log.warning("FAILOVER_METRICS_PORT is 0: lag statuses are logged, no metrics served")
@@ -100,17 +100,10 @@ async def _main(settings: Settings) -> None:
         await redis.aclose()
 
 
-def main() -> int:
+def main() -> None:
     """Process entry point: exit 2 on bad settings, 0 after SIGTERM/SIGINT."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
-        settings = load_settings(role="lagmon")
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    asyncio.run(_main(settings))
-    return 0
+    run("lagmon", serve)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -24,7 +24,10 @@ from streams.connection import redact, validate_url
 from streams.errors import translated
 from workers.ops.commands import COMMANDS, EVENT_TYPES
 from workers.ops.context import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Context
+from workers.runtime import configure_logging, log_options, say, unavailable_line
 from workers.settings import Settings, load_settings
+
+PROG = "failoverctl"
 
 # -- parser ---------------------------------------------------------------------------
 
@@ -59,7 +62,7 @@ def _seconds(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for the README's CLI reference)."""
     p = argparse.ArgumentParser(
-        prog="failoverctl",
+        prog=PROG,
         description="Operate the regional failover coordinator (settings from FAILOVER_*).",
     )
     p.add_argument("--redis-url", help="override FAILOVER_REDIS_URL")
@@ -186,10 +189,12 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     """Console entry point; returns the exit code."""
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.ERROR,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    # The processes' log format; the level is the CLI's own (-v), its output is the point.
+    _, log_format, errors = log_options()
+    if errors:
+        say(PROG, errors)
+        return EXIT_USAGE
+    configure_logging(logging.INFO if args.verbose else logging.ERROR, log_format)
     if args.command == "demo":
         from workers.ops.demo import run_demo  # noqa: PLC0415 - only the demo needs it
 
@@ -200,14 +205,13 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         url = settings.redacted_url
         return asyncio.run(_run(args, settings, out))
     except ConfigError as exc:
-        for line in str(exc).splitlines():
-            print(f"failoverctl: {line}", file=sys.stderr)
+        say(PROG, str(exc).splitlines())
         return EXIT_USAGE
     except RedisUnavailable as exc:
-        print(f"failoverctl: cannot reach Redis at {url}: {exc}", file=sys.stderr)
+        say(PROG, unavailable_line(exc, url))
         return EXIT_FAILED
     except RedisRefused as exc:
-        print(f"failoverctl: Redis at {url} answered: {redact(str(exc))}", file=sys.stderr)
+        say(PROG, f"Redis at {url} answered: {redact(str(exc))}")
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_OK if getattr(args, "follow", False) else 130

@@ -31,7 +31,7 @@ from workers.ops.context import EXIT_FAILED, EXIT_OK, Context, iso
 from workers.ops.dlq import drop_dead_letters, list_dead_letters, replay_dead_letters
 from workers.ops.replay import bounds, merge, parse_id, read_range, replay
 from workers.ops.status import gather_status, render_status, status_json
-from workers.policy.rules import PolicyConfig
+from workers.policy.state import PolicyConfig
 from workers.probe.prober import probe_all
 from workers.settings import Settings
 

@@ -2,10 +2,11 @@
 
 Entries of ``NS:health`` and ``NS:events`` in an id range are merged in the order the
 leader applies them (entry id, ``health`` before ``events`` on a tie, see
-:mod:`workers.coordinator.pipeline`) and fed to a fresh
-:class:`~workers.policy.rules.Policy`, optionally with
-other knobs. The coordinator's ticks are simulated every ``tick_ms`` on the entries' id
-clock, from the start of the range to its end. Nothing is written.
+:mod:`workers.coordinator.intake`) and fed through the leader's own step
+(:mod:`workers.policy.apply`: decode, clock-skew check, dead letters) to a fresh
+:class:`~workers.policy.rules.Policy`, optionally with other knobs. The coordinator's ticks
+are simulated every ``tick_ms`` on the entries' id clock, from the start of the range to its
+end. Nothing is written.
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
-from schemas.codec import check_event_time, decode_entry
-from schemas.errors import ConfigError, DecodeError
-from schemas.events import HealthEvent
+from schemas.errors import ConfigError
+from schemas.state import PlannedFailover, PolicySummary
 from streams.connection import Client
 from streams.history import read_all
 from streams.keys import Keys
-from workers.policy.rules import PlannedFailover, Policy, PolicyConfig, PolicySummary
+from workers.policy.apply import INPUT_KINDS, Applier, Outcome
+from workers.policy.rules import Policy
+from workers.policy.state import PolicyConfig
 
 _ID = re.compile(r"^(\d+)(?:-(\d+))?$")
-_KINDS = ("health", "events")
 # Simulated ticks are cheap but not free: about a month of 1 s ticks.
 MAX_TICKS = 3_000_000
 
@@ -74,6 +75,10 @@ class ReplayResult(msgspec.Struct, frozen=True):
     summary: PolicySummary
 
 
+def _flat(fields: dict[bytes, bytes]) -> list[bytes]:
+    return [part for pair in fields.items() for part in pair]
+
+
 def merge(streams: Sequence[Sequence[tuple[bytes, dict[bytes, bytes]]]]) -> list[RawEntry]:
     """Merge per-stream entries (each in id order) by id, lower stream index first on a tie."""
     keyed = [
@@ -102,7 +107,7 @@ def replay(
         )
     next_tick = start
     ticks = 0
-    applied = dict.fromkeys(_KINDS, 0)
+    applied: dict[str, int] = dict.fromkeys(INPUT_KINDS, 0)
     undecodable: list[Undecodable] = []
     decisions: list[ReplayedDecision] = []
 
@@ -114,21 +119,20 @@ def replay(
             ticks += 1
             next_tick += tick_s
 
+    # The leader's own step; history read by XRANGE is a first delivery of every entry.
+    applier = Applier(policy, INPUT_KINDS, max_deliveries=1, max_clock_skew_ms=max_clock_skew_ms)
     for index, entry_id, fields in entries:
-        kind = _KINDS[index]
+        kind = INPUT_KINDS[index]
         at = _split(entry_id)[0] / 1000
         if next_tick is None:
             next_tick = at
         tick_until(at)
-        try:
-            event = decode_entry(fields, stream=kind)  # type: ignore[arg-type]
-            check_event_time(event, entry_id, max_clock_skew_ms)  # type: ignore[arg-type]
-        except DecodeError as exc:
-            undecodable.append(Undecodable(kind, entry_id.decode(), exc.reason))
-            continue
-        assert isinstance(event, HealthEvent) or kind == "events"
-        applied[kind] += 1
-        for d in policy.apply(event):  # type: ignore[arg-type]
+        out = Outcome()
+        applier.apply(index, [(entry_id, _flat(fields))], out)
+        for letter in out.letters:
+            undecodable.append(Undecodable(kind, letter.entry_id, letter.reason))
+        applied[kind] += out.applied
+        for d in out.planned:
             decisions.append(ReplayedDecision(d, f"{kind} {entry_id.decode()}", at))
     if end is not None:
         tick_until(end)

@@ -16,13 +16,12 @@ import msgspec
 
 from schemas.errors import DecodeError
 from schemas.lag import LagReport
+from schemas.state import PolicySummary, RegionSnapshot
 from streams.connection import Client, call
 from streams.keys import Keys
 from streams.lag import LagSampler
 from streams.snapshots import read_snapshots
 from workers.monitor.lag_status import GroupSample, Verdict, evaluate_instant, worst
-from workers.policy.rules import PolicySummary
-from workers.probe.prober import RegionSnapshot
 from workers.settings import Settings
 
 _summary_decoder = msgspec.json.Decoder(PolicySummary)

@@ -28,35 +28,18 @@ from schemas.events import (
     ManualFailover,
     Restore,
 )
+from schemas.state import PlannedFailover, PolicySummary, RegionState
 from workers.policy.state import (
     MAX_RECENT_EVENTS,
     MAX_REFUSED,
     ObserverRun,
     OpenFailover,
-    PlannedFailover,
     PolicyConfig,
     PolicyState,
-    PolicySummary,
     Refusal,
-    RegionState,
-    RegionSummary,
-    decode_state,
-    encode_state,
     initial_state,
+    summarize,
 )
-
-__all__ = [
-    "PlannedFailover",
-    "Policy",
-    "PolicyConfig",
-    "PolicyState",
-    "PolicySummary",
-    "RegionSummary",
-    "decision_id",
-    "decode_state",
-    "encode_state",
-    "initial_state",
-]
 
 _INF = float("inf")
 # Time-based re-evaluation is scheduled this much early so float rounding can never make it
@@ -395,31 +378,9 @@ class Policy:
 
     def summary(self) -> PolicySummary:
         """A read-only view of the state for ``status``."""
-        st = self._state
-        now = st.clock
-        regions = {}
-        for region in self._regions:
-            runs = self._runs[region]
-            reason = None if now is None else self._down(region, now)[0]
-            regions[region] = RegionSummary(
-                state=self.region_state(region),
-                drained=region in st.drained,
-                observers={name: run.status for name, run in runs.items()},
-                last_seen=self._last_seen.get(region),
-                down_reason=reason,
-                suspect_since_failure=st.failed_at.get(region),
-            )
-        last = st.last_decision
-        cooldown_until = None if last is None else last.decided_at + self._cooldown
-        return PolicySummary(
-            active_region=st.active,
-            clock=now,
-            regions=regions,
-            last_decision=last,
-            open_failover=None
-            if st.open_failover is None
-            else msgspec.structs.asdict(st.open_failover),
-            refused=[msgspec.structs.asdict(r) for r in st.refused],
-            no_target=st.no_target,
-            cooldown_until=cooldown_until,
-        )
+        now = self._state.clock
+        verdicts = {
+            region: (self.region_state(region), None if now is None else self._down(region, now)[0])
+            for region in self._regions
+        }
+        return summarize(self._state, verdicts, self._cooldown)

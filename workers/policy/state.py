@@ -7,17 +7,20 @@ the rules that change it live in :mod:`workers.policy.rules`.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import msgspec
 
 from schemas.errors import ConfigError, DecodeError
+from schemas.state import PlannedFailover, PolicySummary, RegionState, RegionSummary
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 STATE_VERSION = 1
 MAX_REFUSED = 20
 MAX_RECENT_EVENTS = 64
 
-RegionState = Literal["up", "down", "suspect", "unknown"]
 FailoverStatus = Literal["open", "completed", "failed"]
 
 
@@ -81,17 +84,6 @@ class PolicyConfig(msgspec.Struct, frozen=True):
         )
 
 
-class PlannedFailover(msgspec.Struct, frozen=True):
-    """A decision before the coordinator stamps it with epoch and leader."""
-
-    decision_id: str
-    from_region: str
-    to_region: str
-    reason: str
-    evidence: list[str]
-    decided_at: float
-
-
 class ObserverRun(msgspec.Struct):
     """One observer's current run for one region: consecutive same-verdict observations.
 
@@ -153,28 +145,36 @@ class PolicyState(msgspec.Struct):
     recent_events: list[str] = []
 
 
-class RegionSummary(msgspec.Struct, frozen=True):
-    """One region as ``status`` shows it."""
-
-    state: RegionState
-    drained: bool
-    observers: dict[str, str]
-    last_seen: float | None
-    down_reason: str | None
-    suspect_since_failure: float | None = None
-
-
-class PolicySummary(msgspec.Struct, frozen=True):
-    """The policy as ``status`` shows it."""
-
-    active_region: str
-    clock: float | None
-    regions: dict[str, RegionSummary]
-    last_decision: PlannedFailover | None
-    open_failover: dict[str, Any] | None
-    refused: list[dict[str, Any]]
-    no_target: str | None
-    cooldown_until: float | None = None
+def summarize(
+    state: PolicyState,
+    verdicts: Mapping[str, tuple[RegionState, str | None]],
+    cooldown_s: float,
+) -> PolicySummary:
+    """The view ``status`` shows, given each region's state and down reason, in order."""
+    regions = {
+        region: RegionSummary(
+            state=verdict,
+            drained=region in state.drained,
+            observers={name: run.status for name, run in state.runs.get(region, {}).items()},
+            last_seen=state.last_seen.get(region),
+            down_reason=reason,
+            suspect_since_failure=state.failed_at.get(region),
+        )
+        for region, (verdict, reason) in verdicts.items()
+    }
+    last = state.last_decision
+    return PolicySummary(
+        active_region=state.active,
+        clock=state.clock,
+        regions=regions,
+        last_decision=last,
+        open_failover=None
+        if state.open_failover is None
+        else msgspec.structs.asdict(state.open_failover),
+        refused=[msgspec.structs.asdict(r) for r in state.refused],
+        no_target=state.no_target,
+        cooldown_until=None if last is None else last.decided_at + cooldown_s,
+    )
 
 
 def initial_state(config: PolicyConfig) -> PolicyState:

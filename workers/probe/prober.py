@@ -14,21 +14,19 @@ import asyncio
 import logging
 import secrets
 import ssl
-import sys
 import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-import msgspec
-
 from schemas.errors import ConfigError, RedisUnavailable
 from schemas.events import HealthEvent, Status
+from schemas.state import ProbeResult, RegionSnapshot
 from streams.connection import Client, call, connect
 from streams.keys import Keys
 from streams.producer import append_many
 from streams.snapshots import write_snapshots
-from workers.runtime import every, stop_on_signals
-from workers.settings import ProbeTarget, Settings, load_settings
+from workers.runtime import every, run
+from workers.settings import ProbeTarget, Settings
 
 log = logging.getLogger(__name__)
 
@@ -37,27 +35,6 @@ SNAPSHOT_TTL_S = 60
 # shown by status, not acted on by the policy.
 SLOW_FRACTION = 0.8
 _SEVERITY: dict[Status, int] = {"healthy": 0, "degraded": 1, "unhealthy": 2}
-
-
-class ProbeResult(msgspec.Struct, frozen=True):
-    """The outcome of probing one target once."""
-
-    region: str
-    url: str
-    status: Status
-    latency_ms: float
-    detail: str
-    observed_at: float = 0.0
-
-
-class RegionSnapshot(msgspec.Struct, frozen=True):
-    """The value of ``NS:region:health:<region>``: one prober's latest view of a region."""
-
-    region: str
-    status: Status
-    source: str
-    observed_at: float
-    targets: list[ProbeResult]
 
 
 async def _http_status(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, url: str) -> int:
@@ -228,8 +205,10 @@ class Prober:
         await every(self.settings.probe_interval_ms / 1000, stop, self.round)
 
 
-async def _main(settings: Settings) -> None:
-    stop = stop_on_signals()
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Probe until ``stop`` is set (the prober's main, run by :func:`workers.runtime.run`)."""
+    if not settings.probe_targets:
+        raise ConfigError("FAILOVER_PROBE_TARGETS: is required for the prober")
     redis = connect(settings.redis_url, client_name=f"prober:{settings.instance_id}")
     log.info(
         "prober %s: %d targets every %sms, redis %s",
@@ -244,20 +223,10 @@ async def _main(settings: Settings) -> None:
         await redis.aclose()
 
 
-def main() -> int:
+def main() -> None:
     """Process entry point: exit 2 on bad settings, 0 after SIGTERM/SIGINT."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
-        settings = load_settings(role="prober")
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    if not settings.probe_targets:
-        print("FAILOVER_PROBE_TARGETS: is required for the prober", file=sys.stderr)
-        return 2
-    asyncio.run(_main(settings))
-    return 0
+    run("prober", serve)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
