@@ -29,7 +29,7 @@ def _env(**extra: str) -> dict[str, str]:
 def _script(body: str, **env: str) -> subprocess.Popen[str]:
     """A process whose main is ``amain`` in ``body``, run by workers.runtime.run."""
     code = "import asyncio\nfrom workers.runtime import run\n" + textwrap.dedent(body)
-    code += '\nrun("tester", amain, [])\n'
+    code += '\nrun("coordinator", amain, [])\n'
     return subprocess.Popen(
         [sys.executable, "-c", code],
         env=_env(FAILOVER_REGIONS="a,b", **env),
@@ -72,8 +72,9 @@ def test_bad_settings_exit_2_with_one_line_per_bad_value() -> None:
         FAILOVER_LOG_FORMAT="xml",
         FAILOVER_REDIS_URL="http://u:hunter2@host/0",
     )
+    # The coordinator reads all four (the lag monitor reads neither REGIONS nor the lease).
     done = subprocess.run(
-        [sys.executable, "-m", "workers.lagmon"],
+        [sys.executable, "-m", "workers.coordinator"],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -84,7 +85,7 @@ def test_bad_settings_exit_2_with_one_line_per_bad_value() -> None:
     assert done.returncode == 2
     lines = done.stderr.splitlines()
     assert len(lines) == 4, done.stderr
-    assert all(line.startswith("lagmon: FAILOVER_") for line in lines), lines
+    assert all(line.startswith("coordinator: FAILOVER_") for line in lines), lines
     for name in ("REGIONS", "LEASE_TTL_MS", "LOG_FORMAT", "REDIS_URL"):
         assert sum(f"FAILOVER_{name}:" in line for line in lines) == 1, name
     assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
@@ -105,7 +106,7 @@ def test_unreachable_redis_is_one_line_and_exit_1() -> None:
     assert proc.returncode == 1, err
     lines = [line for line in err.splitlines() if not TEXT_LINE.match(line)]
     assert len(lines) == 1, err
-    assert lines[0].startswith("tester: cannot reach Redis at redis://admin:***@127.0.0.1")
+    assert lines[0].startswith("coordinator: cannot reach Redis at redis://admin:***@127.0.0.1")
     assert "s3cret" not in err and "Traceback" not in err
 
 
