@@ -21,6 +21,7 @@ from workers.settings import (
     lease_timing_problems,
     load_settings,
     markdown_table,
+    read_setting,
 )
 from workers.settings.__main__ import main as settings_main
 from workers.settings.docs import readme_table
@@ -496,3 +497,25 @@ def test_settings_command_prints_the_table_and_help(capsys: pytest.CaptureFixtur
     assert settings_main(["lagmon"]) == 0
     assert capsys.readouterr().out.strip() == help_text("lagmon")
     assert settings_main(["--bogus"]) == 2
+
+
+def test_log_settings_are_rows_of_the_table_and_ignore_case() -> None:
+    settings = load_settings(
+        {"FAILOVER_LOG_LEVEL": "debug", "FAILOVER_LOG_FORMAT": "JSON"}, role="lagmon"
+    )
+    assert (settings.log_level, settings.log_format) == ("DEBUG", "json")
+    assert (DEFAULTS.log_level, DEFAULTS.log_format) == ("INFO", "text")
+    with pytest.raises(ConfigError) as bad:
+        load_settings({"FAILOVER_LOG_LEVEL": "loud"}, role="lagmon")
+    assert str(bad.value) == (
+        "FAILOVER_LOG_LEVEL: must be one of DEBUG, INFO, WARNING, ERROR, got 'loud'"
+    )
+
+
+def test_read_setting_checks_one_variable_alone() -> None:
+    assert read_setting("LOG_FORMAT", {}) == "text"
+    assert read_setting("LOG_FORMAT", {"FAILOVER_LOG_FORMAT": " Json "}) == "json"
+    with pytest.raises(ConfigError, match=r"^FAILOVER_LOG_FORMAT: must be one of text, json"):
+        read_setting("LOG_FORMAT", {"FAILOVER_LOG_FORMAT": "xml"})
+    with pytest.raises(TypeError):
+        read_setting("RENEW_INTERVAL_MS", {})  # derived from the TTL: only load_settings knows

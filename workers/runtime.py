@@ -39,7 +39,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import NoReturn, TextIO
 
 from schemas.errors import ConfigError, FailoverError, RedisUnavailable
@@ -50,8 +50,6 @@ EXIT_UNAVAILABLE = 1
 EXIT_CONFIG = 2
 EXIT_BUG = 70  # sysexits.h EX_SOFTWARE: an internal error, not an outage or a bad setting
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-LOG_FORMATS = ("text", "json")
 # The share of the shutdown timeout the work gets to finish on its own before it is
 # cancelled; the rest is for the cancellation to unwind (close connections, log).
 _GRACE_SHARE = 0.8
@@ -97,27 +95,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
-def log_options(env: Mapping[str, str] | None = None) -> tuple[str, str, list[str]]:
-    """``FAILOVER_LOG_LEVEL`` and ``FAILOVER_LOG_FORMAT`` with defaults, and one error line each.
-
-    Read here rather than through the settings object: every role logs, failoverctl too.
-    """
-    env = os.environ if env is None else env
-    errors = []
-    level = env.get("FAILOVER_LOG_LEVEL", "").strip().upper() or "INFO"
-    if level not in LOG_LEVELS:
-        errors.append(f"FAILOVER_LOG_LEVEL: must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
-        level = "INFO"
-    fmt = env.get("FAILOVER_LOG_FORMAT", "").strip().lower() or "text"
-    if fmt not in LOG_FORMATS:
-        errors.append(f"FAILOVER_LOG_FORMAT: must be text or json, got {fmt!r}")
-        fmt = "text"
-    return level, fmt, errors
-
-
 def configure_logging(
-    level: str | int = "INFO",
-    fmt: str = "text",
+    level: str | int,
+    fmt: str,
     *,
     quiet: Iterable[str] = (),
     stream: TextIO | None = None,
@@ -177,16 +157,12 @@ def run(
         say(role, f"unexpected arguments {' '.join(args)!r}: settings come from FAILOVER_*")
         say(role, "see --help")
         sys.exit(EXIT_CONFIG)
-    level, fmt, errors = log_options()
-    settings: Settings | None = None
     try:
         settings = load_settings(role=role)
     except ConfigError as exc:
-        errors = str(exc).splitlines() + errors
-    if errors or settings is None:
-        say(role, errors)
+        say(role, str(exc).splitlines())
         sys.exit(EXIT_CONFIG)
-    configure_logging(level, fmt, quiet=quiet)
+    configure_logging(settings.log_level, settings.log_format, quiet=quiet)
     try:
         code = asyncio.run(_lifecycle(role, amain, settings))
     except ConfigError as exc:

@@ -24,8 +24,8 @@ from streams.connection import redact, validate_url
 from streams.errors import translated
 from workers.ops.commands import COMMANDS, EVENT_TYPES
 from workers.ops.context import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Context
-from workers.runtime import configure_logging, log_options, say, unavailable_line
-from workers.settings import Settings, load_settings
+from workers.runtime import configure_logging, say, unavailable_line
+from workers.settings import Settings, load_settings, read_setting
 
 PROG = "failoverctl"
 
@@ -190,9 +190,10 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
     # The processes' log format; the level is the CLI's own (-v), its output is the point.
-    _, log_format, errors = log_options()
-    if errors:
-        say(PROG, errors)
+    try:
+        log_format = read_setting("LOG_FORMAT")
+    except ConfigError as exc:
+        say(PROG, str(exc))
         return EXIT_USAGE
     configure_logging(logging.INFO if args.verbose else logging.ERROR, log_format)
     if args.command == "demo":

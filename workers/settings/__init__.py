@@ -17,6 +17,7 @@ from workers.settings.loader import (
     ProbeTarget,
     Settings,
     load_settings,
+    read_setting,
 )
 from workers.settings.rules import lease_timing_problems
 from workers.settings.table import ALL, MAX_DURATION_MS, MIN_REELECT_MS, PREFIX, ROLES
@@ -36,4 +37,5 @@ __all__ = [
     "lease_timing_problems",
     "load_settings",
     "markdown_table",
+    "read_setting",
 ]

@@ -90,6 +90,8 @@ class Settings(msgspec.Struct, frozen=True):
     reelect_delay_ms: int = _default("reelect_delay_ms")
     reelect_jitter_ms: int = _default("reelect_jitter_ms")
     shutdown_timeout_ms: int = _default("shutdown_timeout_ms")
+    log_level: str = _default("log_level")
+    log_format: str = _default("log_format")
     tick_ms: int = _default("tick_ms")
     max_clock_skew_ms: int = _default("max_clock_skew_ms")
     metrics_port: int = _default("metrics_port")
@@ -171,6 +173,11 @@ def _boolean(_row: Setting, text: str, _: Mapping[str, Any]) -> bool:
 
 
 def _choice(row: Setting, text: str, _: Mapping[str, Any]) -> str:
+    # Case does not matter to a person typing `debug` or `JSON`; the choice's own spelling
+    # is what the program sees.
+    by_case = {choice.casefold(): choice for choice in row.choices}
+    if text.casefold() in by_case and text not in row.choices:
+        return by_case[text.casefold()]
     if text not in row.choices:
         raise _Invalid(f"must be one of {', '.join(row.choices)}", text)
     return text
@@ -283,6 +290,21 @@ def load_settings(
     if errors:
         raise ConfigError("\n".join(errors))
     return _build(values)
+
+
+def read_setting(name: str, env: Mapping[str, str] | None = None) -> Any:
+    """One variable (``name`` without prefix) on its own, checked as :func:`load_settings`
+    checks it, or its default when unset; ConfigError with its one line if invalid."""
+    row = BY_ENV[name]
+    if isinstance(row.default, Derived):
+        raise TypeError(f"{row.name} has a derived default: load it with load_settings")
+    text = _raw(row, os.environ if env is None else env)
+    if text is None:
+        return row.default
+    try:
+        return text if row.kind == "secret" else _PARSERS[row.kind](row, text, {})
+    except _Invalid as bad:
+        raise ConfigError(_line(row.env, bad.rule, bad.shown)) from None
 
 
 def _build(values: Mapping[str, Any]) -> Settings:

@@ -31,6 +31,9 @@ BRIDGE, MIRROR, OPERATOR = "bridge", "mirror", "operator"
 ROLES = (COORDINATOR, PROBER, LAGMON, BRIDGE, MIRROR, OPERATOR)
 ALL = "all"
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+
 Kind = Literal["int", "text", "bool", "choice", "secret", "url", "regions", "targets"]
 Values = Mapping[str, Any]
 
@@ -219,6 +222,22 @@ TABLE: tuple[Setting, ...] = (
         (100, 600_000, "ms"),
         "SIGTERM to exit 0, at most",
         _LONG_RUNNING,
+    ),
+    _text(
+        "LOG_LEVEL",
+        "INFO",
+        "log level, the same for every process (failoverctl: its own `-v`)",
+        _LONG_RUNNING,
+        kind="choice",
+        choices=LOG_LEVELS,
+    ),
+    _text(
+        "LOG_FORMAT",
+        "text",
+        "`text` (one line per record, UTC time) or `json` (one object per line)",
+        _EVERY,
+        kind="choice",
+        choices=LOG_FORMATS,
     ),
     _int(
         "TICK_MS",
