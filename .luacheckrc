@@ -7,8 +7,9 @@ read_globals = { "redis", "KEYS", "ARGV", "cjson", "cmsgpack", "bit", "struct" }
 
 -- streams/scripts.py prepends the preludes to the scripts that list them, so their local
 -- functions are in scope there: scripts may read them, and a prelude need not use its own.
+-- ``state_field`` (the NS:state field names) is a prelude generated from streams/keys.py.
 files["streams/lua/*.lua"] = {
-  read_globals = { "holds_lease", "id_lt", "id_next" },
+  read_globals = { "holds_lease", "id_lt", "id_next", "state_field" },
 }
 files["streams/lua/prelude/*.lua"] = {
   ignore = { "211/holds_lease", "211/id_lt", "211/id_next" },

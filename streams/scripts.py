@@ -22,6 +22,8 @@ from weakref import WeakKeyDictionary
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
+from streams.keys import StateField
+
 Name = Literal[
     "acquire",
     "renew",
@@ -43,8 +45,8 @@ _PRELUDES: dict[Name, tuple[str, ...]] = {
     "read_guard": ("lease",),
     "claim": ("lease",),
     "prune": ("lease",),
-    "commit": ("lease", "ids"),
-    "lag_snapshot": (),
+    "commit": ("lease", "ids", "state_fields"),
+    "lag_snapshot": ("state_fields",),
     "dlq_replay": (),
     "trim_input": ("lease", "ids"),
 }
@@ -56,10 +58,25 @@ def _read(relative: str) -> str:
     return files("streams").joinpath("lua", *relative.split("/")).read_text(encoding="utf-8")
 
 
+def _state_fields() -> str:
+    # Generated, so the NS:state field names stay written once (streams/keys.py).
+    rows = "".join(
+        f"  {attr.lower()} = '{value}',\n"
+        for attr, value in vars(StateField).items()
+        if attr.isupper()
+    )
+    header = "-- The NS:state field names (streams.keys.StateField).\n"
+    return f"{header}local state_field = {{\n{rows}}}\n"
+
+
+def _prelude(name: str) -> str:
+    return _state_fields() if name == "state_fields" else _read(f"prelude/{name}.lua")
+
+
 @cache
 def source(name: Name) -> str:
     """The full text Redis runs for script ``name``: its preludes, then the script."""
-    parts = [_read(f"prelude/{prelude}.lua") for prelude in _PRELUDES[name]]
+    parts = [_prelude(prelude) for prelude in _PRELUDES[name]]
     parts.append(_read(f"{name}.lua"))
     return "\n".join(parts)
 

@@ -119,13 +119,13 @@ for _, key in ipairs(input_keys) do
   wrong = check_type(key, 'stream')
   if wrong then return wrong end
 end
-if redis.call('HGET', state_key, 'commit') == token then
+if redis.call('HGET', state_key, state_field.commit) == token then
   return {2, tail_ids(decisions_key, decisions), tail_ids(dlq_key, dead_letters)}
 end
 for j = 1, #state_pairs, 2 do
   redis.call('HSET', state_key, state_pairs[j], state_pairs[j + 1])
 end
-redis.call('HSET', state_key, 'commit', token)
+redis.call('HSET', state_key, state_field.commit, token)
 local decision_ids, dead_ids = {}, {}
 for _, data in ipairs(decisions) do
   decision_ids[#decision_ids + 1] = redis.call('XADD', decisions_key, '*', 'data', data)

@@ -42,7 +42,10 @@ local function xlen(key)
 end
 local state = false
 if with_state then
-  state = redis.call('HMGET', state_key, 'summary', 'epoch', 'leader', 'updated_at')
+  state = redis.call(
+    'HMGET', state_key,
+    state_field.summary, state_field.epoch, state_field.leader, state_field.updated_at
+  )
 end
 local streams = {}
 for _, key in ipairs(input_keys) do
