@@ -32,11 +32,13 @@ class Held(msgspec.Struct, frozen=True):
     """Someone (``owner``) holds the lease for ``pttl_ms`` more milliseconds.
 
     A lease key without expiry (set by hand) is reported with a full TTL, so followers back
-    off for a retry period instead of spinning on it.
+    off for a retry period instead of spinning on it. ``epoch`` is the current epoch (0 when
+    none), which a follower keeps as the floor of its own next epoch.
     """
 
     owner: str
     pttl_ms: int
+    epoch: int = 0
 
 
 class LeaseInfo(msgspec.Struct, frozen=True):
@@ -59,14 +61,18 @@ class Lease:
         self._renew = scripts.register(redis, "renew")
         self._release = scripts.register(redis, "release")
 
-    async def acquire(self) -> Acquired | Held:
+    async def acquire(self, seen_epoch: int = 0) -> Acquired | Held:
         """Try once to take the lease; return the new epoch or who holds it.
 
-        Re-entrant: if the lease already names this owner (an earlier acquire ran but its
-        reply was lost), it is taken again under a new epoch, which fences that earlier term.
+        The new epoch is larger than the current one, than the server's TIME in ms and than
+        ``seen_epoch`` (the largest epoch the caller knows of), so epochs never go back even
+        when Redis lost its data (see ``streams/lua/acquire.lua``). Re-entrant: if the lease
+        already names this owner (an earlier acquire ran but its reply was lost), it is taken
+        again under a new epoch, which fences that earlier term.
         """
         reply = await self._acquire(
-            keys=[self.keys.leader, self.keys.epoch], args=[self.owner, self.ttl_ms]
+            keys=[self.keys.leader, self.keys.epoch],
+            args=[self.owner, self.ttl_ms, seen_epoch],
         )
         if not isinstance(reply, list) or not reply:
             raise ScriptError(f"acquire script answered {reply!r}")
@@ -74,7 +80,8 @@ class Lease:
             return Acquired(epoch=int(reply[1]))
         holder = text(reply[1]) if reply[1] is not None else ""
         pttl = int(reply[2])
-        return Held(owner=holder, pttl_ms=self.ttl_ms if pttl == -1 else max(pttl, 0))
+        epoch = int(reply[3]) if len(reply) > 3 and reply[3] is not None else 0
+        return Held(owner=holder, pttl_ms=self.ttl_ms if pttl == -1 else max(pttl, 0), epoch=epoch)
 
     async def renew(self, epoch: int) -> bool:
         """Extend the lease by its TTL if we still own it under ``epoch``."""

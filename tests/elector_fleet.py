@@ -189,8 +189,8 @@ def refusals(elector: Elector) -> list[Held]:
     refused: list[Held] = []
     acquire = elector.lease.acquire
 
-    async def recording() -> Acquired | Held:
-        result = await acquire()
+    async def recording(seen_epoch: int = 0) -> Acquired | Held:
+        result = await acquire(seen_epoch)
         if isinstance(result, Held):
             refused.append(result)
         return result

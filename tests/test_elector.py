@@ -230,8 +230,8 @@ async def test_follower_sleeps_until_expiry_instead_of_polling(
     attempts: list[Acquired | Held] = []
     acquire = elector.lease.acquire
 
-    async def counted() -> Acquired | Held:
-        attempts.append(await acquire())
+    async def counted(seen_epoch: int = 0) -> Acquired | Held:
+        attempts.append(await acquire(seen_epoch))
         return attempts[-1]
 
     elector.lease.acquire = counted  # type: ignore[method-assign]

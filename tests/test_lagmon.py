@@ -149,7 +149,8 @@ async def test_metrics_endpoint_is_scraped_and_parsed(
         assert isinstance(acquired, Acquired)
         await monitor.sample()  # baseline epoch
         await lease.release(acquired.epoch)
-        await Lease(redis_client, keys, "node-b#1", 5000).acquire()
+        second = await Lease(redis_client, keys, "node-b#1", 5000).acquire()
+        assert isinstance(second, Acquired)
         await redis_client.xadd(keys.dlq, {"data": "x"})
         await monitor.sample()
         found = await asyncio.to_thread(_scrape, server.port)
@@ -164,7 +165,7 @@ async def test_metrics_endpoint_is_scraped_and_parsed(
     assert _value(found, "failover_group_lag_seconds", **h) > 0
     assert _value(found, "failover_oldest_pending_age_seconds", **h) > 0
     assert _value(found, "failover_dead_letters") == 1
-    assert _value(found, "failover_leader_epoch") == 2
+    assert _value(found, "failover_leader_epoch") == second.epoch
     assert _value(found, "failover_leadership_changes_total") == 1
     assert _value(found, "failover_lag_status", failover_lag_status="OK", **h) == 1
     assert _value(found, "failover_lag_status", failover_lag_status="STOP", **h) == 0

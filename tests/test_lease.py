@@ -32,18 +32,28 @@ def test_owner_ids_are_instance_plus_fresh_nonce() -> None:
     assert all(re.fullmatch(r"coord-1#[0-9a-f]{12}", i) for i in ids)
 
 
+async def _server_us(client: aioredis.Redis) -> int:
+    seconds, micros = await client.time()
+    return int(seconds) * 1_000_000 + int(micros)
+
+
 async def test_acquire_free_lease(redis_client: aioredis.Redis, keys: Keys) -> None:
+    before = await _server_us(redis_client)
     result = await _lease(redis_client, keys, "a").acquire()
-    assert result == Acquired(epoch=1)
+    after = await _server_us(redis_client)
+    assert isinstance(result, Acquired)
+    # The first epoch is the server's TIME in µs (the floor that survives data loss).
+    assert before <= result.epoch <= after
     assert await redis_client.get(keys.leader) == b"a"
     assert TTL_MS - 500 < await redis_client.pttl(keys.leader) <= TTL_MS
-    assert await _epoch(redis_client, keys) == 1
+    assert await _epoch(redis_client, keys) == result.epoch
 
 
 async def test_contention_is_a_return_value_never_retried(
     redis_client: aioredis.Redis, keys: Keys, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert isinstance(await _lease(redis_client, keys, "a").acquire(), Acquired)
+    first = await _lease(redis_client, keys, "a").acquire()
+    assert isinstance(first, Acquired)
     b = _lease(redis_client, keys, "b")
     attempts = 0
 
@@ -57,10 +67,12 @@ async def test_contention_is_a_return_value_never_retried(
     assert isinstance(result, Held)
     assert result.owner == "a"
     assert TTL_MS - 1000 < result.pttl_ms <= TTL_MS
+    assert result.epoch == first.epoch  # a follower learns the epoch to stay above
     assert attempts == 1
     assert not caplog.records  # nothing was retried or logged as a failure
     assert await redis_client.get(keys.leader) == b"a"
-    assert await _epoch(redis_client, keys) == 1  # a refused acquire does not burn an epoch
+    # A refused acquire does not burn an epoch.
+    assert await _epoch(redis_client, keys) == first.epoch
 
 
 async def test_renew_only_by_the_owner_under_its_epoch(
@@ -154,7 +166,7 @@ async def test_epoch_strictly_increases_across_every_acquisition(
     await asyncio.sleep(0.25)
     await take(a)  # the same owner again after its own expiry
     await take(a)  # ... and while still holding it (a lost reply): re-entrant, new epoch
-    assert epochs == list(range(1, len(epochs) + 1))
+    assert epochs == sorted(set(epochs)), epochs  # strictly increasing
     assert await _epoch(redis_client, keys) == epochs[-1]
 
 
@@ -170,7 +182,7 @@ async def test_reacquire_by_the_holder_fences_its_earlier_term(
     ghost = await a.acquire()
     current = await a.acquire()
     assert isinstance(ghost, Acquired) and isinstance(current, Acquired)
-    assert current.epoch == ghost.epoch + 1
+    assert current.epoch > ghost.epoch
     assert await a.renew(ghost.epoch) is False
     assert await a.release(ghost.epoch) is False
     assert await redis_client.get(keys.leader) == b"a"
@@ -183,11 +195,13 @@ async def test_held_lease_expires_then_another_owner_acquires(
 ) -> None:
     a = _lease(redis_client, keys, "a", ttl_ms=300)
     b = _lease(redis_client, keys, "b", ttl_ms=300)
-    assert isinstance(await a.acquire(), Acquired)
+    first = await a.acquire()
+    assert isinstance(first, Acquired)
     held = await b.acquire()
     assert isinstance(held, Held) and held.owner == "a"
     await asyncio.sleep((held.pttl_ms + 20) / 1000)
-    assert await b.acquire() == Acquired(epoch=2)
+    second = await b.acquire()
+    assert isinstance(second, Acquired) and second.epoch > first.epoch
 
 
 async def test_lease_without_expiry_reports_a_full_ttl(
@@ -195,7 +209,7 @@ async def test_lease_without_expiry_reports_a_full_ttl(
 ) -> None:
     await redis_client.set(keys.leader, "set-by-hand")  # no TTL: PTTL answers -1
     held = await _lease(redis_client, keys, "b", ttl_ms=700).acquire()
-    assert held == Held(owner="set-by-hand", pttl_ms=700)
+    assert held == Held(owner="set-by-hand", pttl_ms=700, epoch=0)
 
 
 async def test_only_one_of_many_concurrent_acquirers_wins(
@@ -204,7 +218,7 @@ async def test_only_one_of_many_concurrent_acquirers_wins(
     leases = [_lease(c, keys, f"o{i}") for i, c in enumerate(redis_server_clients)]
     results = await asyncio.gather(*(lease.acquire() for lease in leases))
     winners = [r for r in results if isinstance(r, Acquired)]
-    assert winners == [Acquired(epoch=1)]
+    assert len(winners) == 1
     owner = (await redis_server_clients[0].get(keys.leader)).decode()
     assert all(isinstance(r, Held) and r.owner == owner for r in results if r not in winners)
 
@@ -229,4 +243,47 @@ async def test_read_lease(redis_client: aioredis.Redis, keys: Keys) -> None:
     assert info.owner == "a" and info.epoch == result.epoch
     assert info.pttl_ms is not None and TTL_MS - 1000 < info.pttl_ms <= TTL_MS
     await a.release(result.epoch)
-    assert await read_lease(redis_client, keys) == LeaseInfo(owner=None, pttl_ms=None, epoch=1)
+    assert await read_lease(redis_client, keys) == LeaseInfo(
+        owner=None, pttl_ms=None, epoch=result.epoch
+    )
+
+
+async def test_epoch_never_goes_back_when_redis_loses_its_data(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    """A restart without persistence (or a lagging replica promoted) loses the epoch key:
+    the next epoch is still above every earlier one (the server's TIME is the floor)."""
+    a = _lease(redis_client, keys, "a", ttl_ms=100)
+    epochs = []
+    for _ in range(3):
+        got = await a.acquire()
+        assert isinstance(got, Acquired)
+        epochs.append(got.epoch)
+    await redis_client.delete(keys.leader, keys.epoch)  # what a data loss leaves behind
+    after = await a.acquire()
+    assert isinstance(after, Acquired)
+    assert after.epoch > max(epochs), (epochs, after)
+
+
+async def test_epoch_stays_above_the_largest_epoch_the_caller_has_seen(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    """A promoted primary whose clock is behind: the epoch a follower saw is the floor."""
+    ahead = await _server_us(redis_client) + 3_600_000_000  # an old primary an hour ahead
+    got = await _lease(redis_client, keys, "a").acquire(seen_epoch=ahead)
+    assert got == Acquired(epoch=ahead + 1)
+    assert await _epoch(redis_client, keys) == ahead + 1
+    # ... and the stored epoch then carries on from there for everyone.
+    await redis_client.delete(keys.leader)
+    nxt = await _lease(redis_client, keys, "b").acquire()
+    assert isinstance(nxt, Acquired) and nxt.epoch == ahead + 2
+
+
+async def test_epoch_stays_exact_far_above_the_clock(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    big = 2**52 + 7  # well past %.14g: must not be rounded on its way into Redis
+    got = await _lease(redis_client, keys, "a").acquire(seen_epoch=big)
+    assert got == Acquired(epoch=big + 1)
+    assert await redis_client.get(keys.epoch) == str(big + 1).encode()
+    assert await _lease(redis_client, keys, "a").renew(big + 1) is True

@@ -125,6 +125,10 @@ class Elector:
         # the current or most recent term: the lease lives in Redis until at least this +
         # ttl, and the leader steps down by this + renew_deadline. None before any term.
         self.renewed_at: float | None = None
+        # The largest epoch this process has seen (its own terms, the holders it was refused
+        # by): the floor of its next epoch, so a promoted primary whose clock is behind the
+        # old one's still cannot hand out an epoch that goes back.
+        self.seen_epoch = 0
         self._on_elected = on_elected
         self._on_demoted = on_demoted
         self._stopping = asyncio.Event()
@@ -168,11 +172,14 @@ class Elector:
             self._releases.clear()
             sent = time.monotonic()
             try:
-                result = await call(self.lease.acquire, what="acquire", deadline_s=retry_s)
+                result = await call(
+                    lambda: self.lease.acquire(self.seen_epoch), what="acquire", deadline_s=retry_s
+                )
             except RedisUnavailable as exc:
                 log.warning("cannot reach redis to campaign for the lease: %s", exc)
                 await self._sleep_or_wake(retry_s, wake_on_release=False)
                 continue
+            self.seen_epoch = max(self.seen_epoch, result.epoch)
             if isinstance(result, Acquired):
                 return Leadership(
                     owner=self.owner,

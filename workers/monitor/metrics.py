@@ -78,7 +78,7 @@ class LagMetrics:
         )
         self.leadership_changes = Counter(
             "failover_leadership_changes",
-            "Leader elections seen (epoch increments between samples)",
+            "Leader elections seen (samples whose epoch changed; epochs are not consecutive)",
             registry=r,
         )
         self.lag_status = Enum(
@@ -117,8 +117,10 @@ class LagMetrics:
         self.epoch.set(report.epoch)
         self.leader_present.set(1 if report.leader is not None else 0)
         self.lease_left.set((report.lease_ms_left or 0) / 1000)
-        if self._last_epoch is not None and report.epoch > self._last_epoch:
-            self.leadership_changes.inc(report.epoch - self._last_epoch)
+        # Epochs jump (the acquire script's clock floor), so a change counts once: several
+        # elections between two samples are one change here, and a new leader is what matters.
+        if self._last_epoch is not None and report.epoch != self._last_epoch:
+            self.leadership_changes.inc()
         self._last_epoch = report.epoch
         self.sample_seconds.observe(sample_seconds)
 
