@@ -13,12 +13,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions as rex
+from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from tenacity import (
     AsyncRetrying,
@@ -120,20 +123,111 @@ def validate_url(url: str) -> None:
         raise ConfigError(f"URL {redact(url)!r}: the database (the path) must be a number")
 
 
-def connect(url: str, *, socket_timeout: float = 2.0, client_name: str | None = None) -> Client:
-    """Build an asyncio client from ``url`` (TLS via ``rediss://``, ACL user/password in it).
+class RedisTarget(msgspec.Struct, frozen=True):
+    """Where Redis is: a URL, or the primary Sentinel names (user, password, db and TLS
+    still from the URL, whose host and port are then unused)."""
 
-    redis-py's own retries are switched off: all retrying goes through :func:`call`, so an
-    outage is retried once, with one deadline, and logged with its attempt count.
+    url: str
+    sentinels: tuple[tuple[str, int], ...] = ()
+    sentinel_master: str = "mymaster"
+    sentinel_username: str = ""
+    sentinel_password: str = ""
+
+    def __repr__(self) -> str:
+        """The target with its passwords masked (it gets logged)."""
+        hosts = ",".join(f"{host}:{port}" for host, port in self.sentinels)
+        if not hosts:
+            return f"RedisTarget({redact(self.url)!r})"
+        return (
+            f"RedisTarget({redact(self.url)!r}, sentinels={hosts}, master={self.sentinel_master})"
+        )
+
+    def describe(self) -> str:
+        """One phrase for logs and error lines: the URL, or the sentinels and master name."""
+        if not self.sentinels:
+            return redact(self.url)
+        hosts = ",".join(f"{host}:{port}" for host, port in self.sentinels)
+        return f"sentinel master {self.sentinel_master!r} via {hosts} ({redact(self.url)})"
+
+
+def parse_sentinels(text: str) -> tuple[tuple[str, int], ...]:
+    """``host:port,host:port`` as pairs; ValueError naming the first bad item."""
+    out: list[tuple[str, int]] = []
+    for item in (part.strip() for part in text.split(",")):
+        host, colon, port = item.rpartition(":")
+        host = host.strip("[]")  # [::1]:26379
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{item!r} is not host:port")
+        out.append((host, int(port)))
+    if not out:
+        raise ValueError("no sentinel given")
+    return tuple(out)
+
+
+class _SentinelClient(aioredis.Redis):
+    """A client of the primary Sentinel names; closing it closes the sentinel clients too."""
+
+    sentinel_manager: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        """Close the primary's connections, then the sentinels'."""
+        await super().aclose(close_connection_pool)
+        if self.sentinel_manager is not None:
+            await self.sentinel_manager.aclose()
+
+
+def connect(
+    target: str | RedisTarget, *, socket_timeout: float = 2.0, client_name: str | None = None
+) -> Client:
+    """Build an asyncio client from a URL (TLS via ``rediss://``, ACL user/password in it),
+    or for the primary that Sentinel names (:class:`RedisTarget` with sentinels).
+
+    Through Sentinel the client asks for the primary's address whenever it (re)connects,
+    and a primary demoted under it answers READONLY, which drops the connection (a
+    transient error for :func:`call`), so it follows promotions. redis-py's own retries are
+    switched off: all retrying goes through :func:`call`, so an outage is retried once,
+    with one deadline, and logged with its attempt count.
     """
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=socket_timeout,
-        retry=Retry(NoBackoff(), 0),
-        client_name=client_name,
-        health_check_interval=0,
+    if isinstance(target, str):
+        target = RedisTarget(target)
+    common: dict[str, object] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "client_name": client_name,
+        "health_check_interval": 0,
+    }
+    if not target.sentinels:
+        return aioredis.Redis.from_url(target.url, **common)  # type: ignore[arg-type]
+    return _sentinel_client(target, common)
+
+
+def _sentinel_client(target: RedisTarget, common: dict[str, object]) -> Client:
+    if target.url.startswith("unix:"):
+        raise ConfigError("a unix:// URL cannot be combined with Sentinel")
+    kwargs: dict[str, object] = dict(parse_url(target.url))
+    for unused in ("host", "port"):
+        kwargs.pop(unused, None)
+    tls = kwargs.pop("connection_class", None) is SSLConnection
+    tls_options = {k: v for k, v in kwargs.items() if k.startswith("ssl_")}
+    sentinel_kwargs: dict[str, object] = {
+        "socket_timeout": common["socket_timeout"],
+        "socket_connect_timeout": common["socket_connect_timeout"],
+        "retry": Retry(NoBackoff(), 0),
+        **({"ssl": True, **tls_options} if tls else {}),
+    }
+    if target.sentinel_username:
+        sentinel_kwargs["username"] = target.sentinel_username
+    if target.sentinel_password:
+        sentinel_kwargs["password"] = target.sentinel_password
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    pool_kwargs: dict[str, Any] = {**kwargs, **common, **({"ssl": True} if tls else {})}
+    client = cast(
+        "_SentinelClient",
+        sentinel.master_for(target.sentinel_master, redis_class=_SentinelClient, **pool_kwargs),
     )
+    client.sentinel_manager = sentinel
+    return client
 
 
 async def ping(client: aioredis.Redis, *, deadline_s: float) -> None:

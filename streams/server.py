@@ -19,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -54,12 +55,29 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """One server process: start, stop, kill (SIGKILL), pause (SIGSTOP), resume, restart."""
+    """One server process: start, stop, kill (SIGKILL), pause (SIGSTOP), resume, restart.
 
-    def __init__(self, port: int | None = None, binary: str | None = None) -> None:
+    ``extra_args`` are appended to the command line (e.g. ``--replicaof``); with
+    ``sentinel_config`` the process is a Sentinel (``--sentinel``) run from that config
+    text, which it rewrites as it learns the topology; ``password`` is what the readiness
+    check authenticates with, if the config requires one.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        binary: str | None = None,
+        *,
+        extra_args: Sequence[str] = (),
+        sentinel_config: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.binary = binary or find_server_binary()
         self.dir = tempfile.mkdtemp(prefix="failover-redis-")
+        self.extra_args = list(extra_args)
+        self.sentinel_config = sentinel_config
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
 
@@ -70,8 +88,15 @@ class RedisServer:
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Start the server and wait until it answers PING."""
+        config: list[str] = []
+        if self.sentinel_config is not None:
+            path = Path(self.dir) / "sentinel.conf"
+            if not path.exists():  # a restarted sentinel keeps what it learned
+                path.write_text(self.sentinel_config, encoding="utf-8")
+            config = [str(path), "--sentinel"]
         args = [
             self.binary,
+            *config,
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
@@ -79,12 +104,15 @@ class RedisServer:
             "--dir", self.dir,
             "--protected-mode", "no",
             "--loglevel", "warning",
+            *self.extra_args,
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
         deadline = time.monotonic() + timeout_s
-        client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        client = redis.Redis(
+            port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5, password=self.password
+        )
         try:
             while True:
                 if self.proc.poll() is not None:

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from streams.connection import connect
 from streams.keys import Keys
+from streams.replica_set import ReplicaSet
 from streams.server import RedisServer
 from tests.kafka_broker import TansuBroker
 from tests.worker_process import WorkerProcess
@@ -39,6 +40,19 @@ def own_redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def replica_set() -> Iterator[ReplicaSet]:
+    """A primary, two replicas and three Sentinels (down-after 1 s) for one test."""
+    group = ReplicaSet()
+    try:
+        group.start()
+        yield group
+    finally:
+        for server in group.servers:
+            server.resume()  # a test may have left one paused
+        group.stop()
 
 
 @pytest.fixture

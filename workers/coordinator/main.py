@@ -35,7 +35,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     timing = ElectorTiming.from_settings(settings)  # a bad combination is a ConfigError: exit 2
     owner = make_owner_id(settings.instance_id)
     keys = Keys(settings.namespace)
-    redis = connect(settings.redis_url, client_name=f"coordinator:{owner}")
+    redis = connect(settings.redis_target, client_name=f"coordinator:{owner}")
     metrics = CoordinatorMetrics(settings.instance_id)
     elector = Elector(
         redis,

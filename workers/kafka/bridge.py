@@ -109,7 +109,7 @@ async def run_bridge(settings: Settings, stop: asyncio.Event) -> bool:
         security=security_of(kafka),
         auto_create=kafka.auto_create_topics,
     )
-    redis = connect(settings.redis_url, client_name=f"failover-bridge-{settings.instance_id}")
+    redis = connect(settings.redis_target, client_name=f"failover-bridge-{settings.instance_id}")
     source = new_source(settings)
     appender = RedisAppender(redis, source)
     writer = asyncio.create_task(appender.run(), name="bridge-writer")

@@ -184,7 +184,7 @@ async def run_mirror(
         auto_create=kafka.auto_create_topics,
     )
     consumer = make_owner_id(settings.instance_id)
-    redis = connect(settings.redis_url, client_name=f"failover-mirror-{settings.instance_id}")
+    redis = connect(settings.redis_target, client_name=f"failover-mirror-{settings.instance_id}")
     sink = new_sink(settings)
     try:
         await start_sink(sink)

@@ -77,7 +77,7 @@ class LagMonitor:
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Sample until ``stop`` is set (the lag monitor's main, run by :func:`workers.runtime.run`)."""
-    redis = connect(settings.redis_url, client_name=f"lagmon:{settings.instance_id}")
+    redis = connect(settings.redis_target, client_name=f"lagmon:{settings.instance_id}")
     monitor = LagMonitor(redis, settings)
     server: MetricsServer | None = None
     if settings.metrics_port:

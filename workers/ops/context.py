@@ -31,7 +31,7 @@ class Context:
         """The client, created on first use."""
         if self._redis is None:
             timeout = max(0.1, min(self.deadline_s, 2.0))
-            self._redis = connect(self.settings.redis_url, socket_timeout=timeout)
+            self._redis = connect(self.settings.redis_target, socket_timeout=timeout)
         return self._redis
 
     async def io(self, op: Callable[[], Awaitable[Any]], what: str) -> Any:

@@ -209,7 +209,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Probe until ``stop`` is set (the prober's main, run by :func:`workers.runtime.run`)."""
     if not settings.probe_targets:
         raise ConfigError("FAILOVER_PROBE_TARGETS: is required for the prober")
-    redis = connect(settings.redis_url, client_name=f"prober:{settings.instance_id}")
+    redis = connect(settings.redis_target, client_name=f"prober:{settings.instance_id}")
     log.info(
         "prober %s: %d targets every %sms, redis %s",
         settings.instance_id,

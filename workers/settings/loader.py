@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from schemas.errors import ConfigError
-from streams.connection import redact, validate_url
+from streams.connection import RedisTarget, parse_sentinels, redact, validate_url
 from workers.settings.rules import RULES
 from workers.settings.table import (
     ALL,
@@ -98,6 +98,12 @@ class Settings(msgspec.Struct, frozen=True):
     decisions_maxlen: int = _default("decisions_maxlen")
     dlq_maxlen: int = _default("dlq_maxlen")
     input_retention_ms: int = _default("input_retention_ms")
+    redis_sentinels: str = _default("redis_sentinels")
+    redis_sentinel_master: str = _default("redis_sentinel_master")
+    redis_sentinel_username: str = _default("redis_sentinel_username")
+    redis_sentinel_password: str = _default("redis_sentinel_password")
+    min_replicas: int = _default("min_replicas")
+    heartbeat_interval_ms: int = _default("heartbeat_interval_ms")
     probe_targets: tuple[ProbeTarget, ...] = _default("probe_targets")
     probe_interval_ms: int = _default("probe_interval_ms")
     probe_timeout_ms: int = _default("probe_timeout_ms")
@@ -108,15 +114,27 @@ class Settings(msgspec.Struct, frozen=True):
 
     @property
     def redacted_url(self) -> str:
-        """The Redis URL with any password masked, for logs."""
-        return redact(self.redis_url)
+        """Where Redis is, with any password masked, for logs (the Sentinels too if set)."""
+        return self.redis_target.describe()
+
+    @property
+    def redis_target(self) -> RedisTarget:
+        """What :func:`streams.connection.connect` needs: the URL, and Sentinel if set."""
+        return RedisTarget(
+            url=self.redis_url,
+            sentinels=parse_sentinels(self.redis_sentinels) if self.redis_sentinels else (),
+            sentinel_master=self.redis_sentinel_master,
+            sentinel_username=self.redis_sentinel_username,
+            sentinel_password=self.redis_sentinel_password,
+        )
 
     def __repr__(self) -> str:
         """Like the default repr, with passwords masked (settings get logged)."""
         return _masked_repr(
             self,
             {
-                "redis_url": self.redacted_url,
+                "redis_url": redact(self.redis_url),
+                "redis_sentinel_password": "***" if self.redis_sentinel_password else "",
                 "probe_targets": tuple(
                     ProbeTarget(region=t.region, url=redact(t.url)) for t in self.probe_targets
                 ),

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from streams.connection import parse_sentinels
+
 PREFIX = "FAILOVER_"
 MIN_REELECT_MS = 1000
 # Upper bound for most durations: a day is already absurd for a lease or a window, and a
@@ -115,6 +117,15 @@ _LONG_RUNNING = frozenset({COORDINATOR, PROBER, LAGMON, BRIDGE, MIRROR})
 _EVERY = _LONG_RUNNING | {OPERATOR}
 _KAFKA = frozenset({BRIDGE, MIRROR})
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+def _sentinel_list(text: str) -> bool:
+    try:
+        parse_sentinels(text)
+    except ValueError:
+        return False
+    return True
+
 
 TABLE: tuple[Setting, ...] = (
     _text(
@@ -285,6 +296,49 @@ TABLE: tuple[Setting, ...] = (
         " consumer group has acknowledged (never an undelivered or pending one);"
         " 0 = keep everything",
         _C,
+    ),
+    # -- replicated Redis (DESIGN §4 v2) --
+    _text(
+        "REDIS_SENTINELS",
+        "",
+        "comma-separated Sentinel `host:port` list: find the primary through Sentinel and"
+        " follow promotions (user, password, db and TLS still from `FAILOVER_REDIS_URL`,"
+        " whose host is then unused); empty = the URL's host",
+        _EVERY,
+        check=_sentinel_list,
+        rule="must be a comma-separated list of host:port",
+    ),
+    _text(
+        "REDIS_SENTINEL_MASTER",
+        "mymaster",
+        "the primary's name in the Sentinels' `sentinel monitor`",
+        _EVERY,
+        check=_no_space(128),
+        rule="must be non-empty, without spaces, at most 128 characters",
+    ),
+    _text("REDIS_SENTINEL_USERNAME", "", "ACL user for the Sentinels (if they need one)", _EVERY),
+    _text(
+        "REDIS_SENTINEL_PASSWORD",
+        "",
+        "password for the Sentinels (`requirepass` / ACL; never appears in logs)",
+        _EVERY,
+        kind="secret",
+    ),
+    _int(
+        "MIN_REPLICAS",
+        0,
+        (0, 100, "replicas"),
+        "a new lease counts only once `WAIT` confirms it on this many replicas (else it is"
+        " released and the attempt lost); 0 = off",
+        _C,
+    ),
+    _int(
+        "HEARTBEAT_INTERVAL_MS",
+        # The renew interval (TTL/5 where that is itself a default not yet computed).
+        Derived("the renew interval", lambda v: v.get("RENEW_INTERVAL_MS", v["LEASE_TTL_MS"] // 5)),
+        (10, HOUR_MS, "ms"),
+        "every process writes `NS:members:<owner>` this often (TTL: 3 intervals)",
+        _LONG_RUNNING,
     ),
     _text(
         "PROBE_TARGETS",
