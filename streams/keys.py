@@ -71,6 +71,26 @@ class Keys(msgspec.Struct, frozen=True):
         """Pub/sub channel the release script publishes on."""
         return f"{self.namespace}:leader:released"
 
+    @property
+    def step_down(self) -> str:
+        """Pub/sub channel ``failoverctl step-down`` publishes the leader's owner id on."""
+        return f"{self.namespace}:leader:stepdown"
+
+    def member(self, owner: str) -> str:
+        """Heartbeat hash of one process (TTL: three heartbeat intervals)."""
+        return f"{self.namespace}:members:{owner}"
+
+    @property
+    def members(self) -> str:
+        """Sorted set of every owner that sent a heartbeat, scored by its last one (unix
+        ms); it remembers a process after its hash expired, so a missing one can be named."""
+        return f"{self.namespace}:members"
+
+    @property
+    def members_last(self) -> str:
+        """Hash owner -> the last heartbeat as JSON, for the processes that went missing."""
+        return f"{self.namespace}:members:last"
+
     def read_guard(self, owner: str) -> str:
         """Transient key proving, inside one fenced read's transaction, that ``owner`` leads.
 

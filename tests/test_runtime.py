@@ -23,6 +23,8 @@ TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WAR
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAILOVER_")}
+    # Never the default URL: the heartbeat would write to whatever listens on 6379.
+    env["FAILOVER_REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
     return env | extra
 
 

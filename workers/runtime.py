@@ -19,6 +19,10 @@
   script, applied whole or not at all, and an unreleased lease expires on its own;
 - a **second** signal exits at once with ``128 + signal number`` (130 for Ctrl-C twice),
   for an operator who does not want to wait;
+- writes this process's heartbeat ``NS:members:<owner>`` every
+  ``FAILOVER_HEARTBEAT_INTERVAL_MS`` (TTL three intervals; :class:`Membership`) with the
+  leader and epoch it sees, and removes it on a clean exit, so ``failoverctl members``
+  lists the fleet and names the processes that went missing;
 - maps failures to exit codes: :class:`RedisUnavailable` / ``KafkaUnavailable`` (and any
   other :class:`FailoverError` that escapes, e.g. an unreadable committed state) are one
   line on stderr with passwords redacted, exit 1; a :class:`ConfigError` at any time
@@ -43,7 +47,10 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import NoReturn, TextIO
 
 from schemas.errors import ConfigError, FailoverError, RedisUnavailable
+from workers.membership import Membership, current_membership, set_membership
 from workers.settings import Settings, help_text, load_settings
+
+__all__ = ["Membership", "current_membership"]
 
 EXIT_OK = 0
 EXIT_UNAVAILABLE = 1
@@ -179,6 +186,22 @@ def run(
 
 
 async def _lifecycle(role: str, amain: AsyncMain, settings: Settings) -> int:
+    membership = set_membership(Membership(role, settings))
+    heartbeat = asyncio.create_task(membership.run(), name="heartbeat")
+    try:
+        code = await _supervise(role, amain, settings)
+    except BaseException:
+        await membership.close(leave=False)  # a crash: it shows as missing, rightly
+        raise
+    finally:
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
+    await membership.close(leave=code == EXIT_OK)
+    return code
+
+
+async def _supervise(role: str, amain: AsyncMain, settings: Settings) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     timeout_s = settings.shutdown_timeout_ms / 1000

@@ -28,7 +28,9 @@ from workers.settings import DEFAULTS, MIN_REELECT_MS, PREFIX, Settings, lease_t
 
 log = logging.getLogger(__name__)
 
-DemotionReason = Literal["lost", "renew_deadline", "work_ended", "redis_unavailable", "shutdown"]
+DemotionReason = Literal[
+    "lost", "renew_deadline", "work_ended", "redis_unavailable", "shutdown", "step_down"
+]
 
 # Followers wake this long after the holder's lease should have expired, so that their
 # acquire lands after expiry in Redis rather than a hair before it.
@@ -132,7 +134,7 @@ class Elector:
         self._on_elected = on_elected
         self._on_demoted = on_demoted
         self._stopping = asyncio.Event()
-        self._releases = ReleaseNotifications(redis, keys)
+        self._releases = ReleaseNotifications(redis, keys, owner)
 
     @property
     def is_leader(self) -> bool:
@@ -203,17 +205,20 @@ class Elector:
         log.info("elected leader owner=%s epoch=%s", leadership.owner, leadership.epoch)
         if self._on_elected is not None:
             self._on_elected(leadership)
+        self._releases.step_down.clear()  # a request is for the term it was sent in
         work_task = asyncio.create_task(work(leadership), name=f"leader-work-{leadership.epoch}")
         renew_task = asyncio.create_task(self._renew(leadership), name="lease-renew")
         stop_task = asyncio.create_task(self._stopping.wait(), name="stop-wait")
+        step_down_task = asyncio.create_task(self._releases.step_down.wait(), name="step-down")
         crash: BaseException | None = None
         try:
             try:
                 await asyncio.wait(
-                    {work_task, renew_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
+                    {work_task, renew_task, stop_task, step_down_task},
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
             finally:
-                await cancel_and_wait(work_task, renew_task, stop_task)
+                await cancel_and_wait(work_task, renew_task, stop_task, step_down_task)
         except asyncio.CancelledError:
             # run() was cancelled (a crash): the work is gone, so is_leader must say so.
             self.leadership = None
@@ -228,6 +233,8 @@ class Elector:
             reason = renew_task.result()
         elif stop_task.done() and not stop_task.cancelled():
             reason = "shutdown"
+        elif step_down_task.done() and not step_down_task.cancelled():
+            reason = "step_down"  # failoverctl step-down: release, then pause like any loss
         elif not work_task.cancelled() and work_task.exception() is not None:
             crash = work_task.exception()
             reason = "redis_unavailable" if isinstance(crash, RedisUnavailable) else "work_ended"
@@ -235,7 +242,7 @@ class Elector:
             reason = "work_ended"
         self.leadership = None
         log.log(
-            logging.INFO if reason == "shutdown" else logging.WARNING,
+            logging.INFO if reason in ("shutdown", "step_down") else logging.WARNING,
             "stepped down owner=%s epoch=%s reason=%s",
             leadership.owner,
             leadership.epoch,

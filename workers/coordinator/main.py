@@ -24,7 +24,7 @@ from workers.coordinator.elector import Elector, ElectorTiming, Leadership
 from workers.coordinator.pipeline import LeaderPipeline
 from workers.monitor.metrics import CoordinatorMetrics
 from workers.monitor.metrics import serve as serve_metrics
-from workers.runtime import run
+from workers.runtime import current_membership, run
 from workers.settings import Settings
 
 log = logging.getLogger("workers.coordinator")
@@ -33,7 +33,9 @@ log = logging.getLogger("workers.coordinator")
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run one coordinator until ``stop`` is set; an unknown error propagates (a bug)."""
     timing = ElectorTiming.from_settings(settings)  # a bad combination is a ConfigError: exit 2
-    owner = make_owner_id(settings.instance_id)
+    member = current_membership()
+    # One owner id per process: the lease, the consumer name and the heartbeat agree.
+    owner = member.owner if member is not None else make_owner_id(settings.instance_id)
     keys = Keys(settings.namespace)
     redis = connect(settings.redis_target, client_name=f"coordinator:{owner}")
     metrics = CoordinatorMetrics(settings.instance_id)
@@ -42,8 +44,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         keys,
         owner,
         timing,
-        on_elected=lambda _: metrics.elected(),
-        on_demoted=lambda _, __: metrics.demoted(),
+        on_elected=lambda term: _elected(term, metrics),
+        on_demoted=lambda _, __: _demoted(metrics),
     )
 
     async def lead(leadership: Leadership) -> None:
@@ -78,6 +80,20 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             exporter.close()
         with contextlib.suppress(Exception):
             await redis.aclose()
+
+
+def _elected(term: Leadership, metrics: CoordinatorMetrics) -> None:
+    metrics.elected()
+    member = current_membership()
+    if member is not None:
+        member.see(leader=term.owner, epoch=term.epoch)
+
+
+def _demoted(metrics: CoordinatorMetrics) -> None:
+    metrics.demoted()
+    member = current_membership()
+    if member is not None:
+        member.see(leader=None, epoch=None)
 
 
 def main() -> None:

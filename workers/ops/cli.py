@@ -126,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = data_cmd("check", "probe FAILOVER_PROBE_TARGETS once; exit 1 if any is unhealthy")
     check.add_argument("--timeout-ms", type=_positive, help="override FAILOVER_PROBE_TIMEOUT_MS")
 
+    data_cmd("members", "the fleet: every process's heartbeat, and who is missing (exit 1)")
+    step = sub.add_parser("step-down", help="make the leader hand over now (planned maintenance)")
+    step.add_argument(
+        "--wait", type=_seconds, default=10.0, help="wait this long for a new leader, s (10)"
+    )
+
     demo = sub.add_parser("demo", help="run a private coordinator fleet through an outage")
     demo.add_argument("--seconds", type=_positive, default=30, help="how long (30)")
     return p

@@ -29,6 +29,7 @@ from streams.producer import append
 from streams.replies import text
 from workers.ops.context import EXIT_FAILED, EXIT_OK, Context, iso
 from workers.ops.dlq import drop_dead_letters, list_dead_letters, replay_dead_letters
+from workers.ops.members import cmd_members, cmd_step_down
 from workers.ops.replay import bounds, merge, parse_id, read_range, replay
 from workers.ops.status import gather_status, render_status, status_json
 from workers.policy.state import PolicyConfig
@@ -364,4 +365,6 @@ COMMANDS: dict[str, Callable[[Context], Awaitable[int]]] = {
     "dlq drop": cmd_dlq_drop,
     "replay": cmd_replay,
     "check": cmd_check,
+    "members": cmd_members,
+    "step-down": cmd_step_down,
 }
