@@ -41,6 +41,15 @@ class Held(msgspec.Struct, frozen=True):
     epoch: int = 0
 
 
+class Unconfirmed(msgspec.Struct, frozen=True):
+    """The lease was taken under ``epoch``, but ``WAIT`` saw only ``replicas`` replicas
+    confirm it in time: it was released again and the attempt counts as lost (a lease
+    that a promoted replica never saw could be granted twice)."""
+
+    epoch: int
+    replicas: int
+
+
 class LeaseInfo(msgspec.Struct, frozen=True):
     """A read-only view of the lease for status and monitoring."""
 
@@ -52,17 +61,33 @@ class LeaseInfo(msgspec.Struct, frozen=True):
 class Lease:
     """Acquire, renew and release one namespace's lease on behalf of one owner."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, owner: str, ttl_ms: int) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        owner: str,
+        ttl_ms: int,
+        *,
+        min_replicas: int = 0,
+        confirm_timeout_ms: int = 1000,
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.owner = owner
         self.ttl_ms = ttl_ms
+        self.min_replicas = min_replicas
+        self.confirm_timeout_ms = confirm_timeout_ms
         self._acquire = scripts.register(redis, "acquire")
         self._renew = scripts.register(redis, "renew")
         self._release = scripts.register(redis, "release")
 
-    async def acquire(self, seen_epoch: int = 0) -> Acquired | Held:
+    async def acquire(self, seen_epoch: int = 0) -> Acquired | Held | Unconfirmed:
         """Try once to take the lease; return the new epoch or who holds it.
+
+        With ``min_replicas`` > 0 a taken lease counts only once ``WAIT min_replicas``
+        confirms it within ``confirm_timeout_ms``; otherwise it is released at once and the
+        result is :class:`Unconfirmed`. WAIT counts the writes of its own connection, so
+        the acquire and the WAIT share one connection.
 
         The new epoch is larger than the current one, than the server's TIME in ms and than
         ``seen_epoch`` (the largest epoch the caller knows of), so epochs never go back even
@@ -70,10 +95,30 @@ class Lease:
         already names this owner (an earlier acquire ran but its reply was lost), it is taken
         again under a new epoch, which fences that earlier term.
         """
-        reply = await self._acquire(
+        if self.min_replicas == 0:
+            return self._parse(await self._acquire_on(None, seen_epoch))
+        async with self.redis.client() as conn:
+            result = self._parse(await self._acquire_on(conn, seen_epoch))
+            if not isinstance(result, Acquired):
+                return result
+            replicas = int(await conn.wait(self.min_replicas, self.confirm_timeout_ms))
+            if replicas >= self.min_replicas:
+                return result
+            await self._release(
+                keys=[self.keys.leader, self.keys.epoch],
+                args=[self.owner, self.keys.released, result.epoch],
+                client=conn,
+            )
+            return Unconfirmed(epoch=result.epoch, replicas=replicas)
+
+    async def _acquire_on(self, conn: aioredis.Redis | None, seen_epoch: int) -> object:
+        return await self._acquire(
             keys=[self.keys.leader, self.keys.epoch],
             args=[self.owner, self.ttl_ms, seen_epoch],
+            client=conn,
         )
+
+    def _parse(self, reply: object) -> Acquired | Held:
         if not isinstance(reply, list) or not reply:
             raise ScriptError(f"acquire script answered {reply!r}")
         if int(reply[0]) == 1:

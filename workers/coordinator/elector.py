@@ -22,7 +22,7 @@ from schemas.errors import ConfigError, RedisUnavailable
 from streams.cancel import cancel_and_wait
 from streams.connection import Client, call
 from streams.keys import Keys
-from streams.lease import Acquired, Lease
+from streams.lease import Acquired, Lease, Unconfirmed
 from streams.notifications import ReleaseNotifications
 from workers.settings import DEFAULTS, MIN_REELECT_MS, PREFIX, Settings, lease_timing_problems
 
@@ -48,6 +48,7 @@ class ElectorTiming(msgspec.Struct, frozen=True):
     reelect_jitter_ms: int = DEFAULTS.reelect_jitter_ms
     min_reelect_ms: int = MIN_REELECT_MS
     follower_jitter_ms: int = 10
+    min_replicas: int = 0
 
     def __post_init__(self) -> None:
         """Refuse timings that would let a leader outlive its lease or spin."""
@@ -70,6 +71,7 @@ class ElectorTiming(msgspec.Struct, frozen=True):
                 "reelect_jitter_ms",
                 "min_reelect_ms",
                 "follower_jitter_ms",
+                "min_replicas",
             )
             if getattr(self, name) < 0
         ]
@@ -86,6 +88,7 @@ class ElectorTiming(msgspec.Struct, frozen=True):
             retry_period_ms=settings.renew_interval_ms,
             reelect_delay_ms=settings.reelect_delay_ms,
             reelect_jitter_ms=settings.reelect_jitter_ms,
+            min_replicas=settings.min_replicas,
         )
 
 
@@ -120,7 +123,16 @@ class Elector:
         self.keys = keys
         self.owner = owner
         self.timing = timing
-        self.lease = Lease(redis, keys, owner, timing.ttl_ms)
+        # WAIT for the replicas at most a retry period: the lease must still have most of
+        # its TTL left when leading starts.
+        self.lease = Lease(
+            redis,
+            keys,
+            owner,
+            timing.ttl_ms,
+            min_replicas=timing.min_replicas,
+            confirm_timeout_ms=timing.retry_period_ms,
+        )
         self.leadership: Leadership | None = None
         self.leadership_changes = 0
         # Monotonic *send* time of the last renew Redis confirmed (or of the acquisition) in
@@ -175,13 +187,27 @@ class Elector:
             sent = time.monotonic()
             try:
                 result = await call(
-                    lambda: self.lease.acquire(self.seen_epoch), what="acquire", deadline_s=retry_s
+                    lambda: self.lease.acquire(self.seen_epoch),
+                    what="acquire",
+                    # Room for the WAIT too (a confirm timeout is one retry period).
+                    deadline_s=retry_s * (2 if self.timing.min_replicas else 1),
                 )
             except RedisUnavailable as exc:
                 log.warning("cannot reach redis to campaign for the lease: %s", exc)
                 await self._sleep_or_wake(retry_s, wake_on_release=False)
                 continue
             self.seen_epoch = max(self.seen_epoch, result.epoch)
+            if isinstance(result, Unconfirmed):
+                log.warning(
+                    "lease epoch=%s confirmed by %s of %s replicas within %sms: released,"
+                    " attempt lost",
+                    result.epoch,
+                    result.replicas,
+                    self.timing.min_replicas,
+                    self.timing.retry_period_ms,
+                )
+                await self._sleep_or_wake(retry_s, wake_on_release=False)
+                continue
             if isinstance(result, Acquired):
                 return Leadership(
                     owner=self.owner,
