@@ -25,6 +25,7 @@ class PlannedFailover(msgspec.Struct, frozen=True):
     reason: str
     evidence: list[str]
     decided_at: float
+    config_version: int | None = None
 
 
 class RegionSummary(msgspec.Struct, frozen=True):
@@ -38,6 +39,15 @@ class RegionSummary(msgspec.Struct, frozen=True):
     suspect_since_failure: float | None = None
 
 
+class PanicSummary(msgspec.Struct, frozen=True):
+    """A panic (fail-static): how many regions are down, since when, held until when."""
+
+    down: int
+    regions: int
+    since: float
+    hold_until: float
+
+
 class PolicySummary(msgspec.Struct, frozen=True):
     """The policy as ``status`` shows it: the ``summary`` field of ``NS:state``."""
 
@@ -49,6 +59,13 @@ class PolicySummary(msgspec.Struct, frozen=True):
     refused: list[dict[str, Any]]
     no_target: str | None
     cooldown_until: float | None = None
+    # v2 (issue 10)
+    held: str | None = None
+    paused: dict[str, Any] | None = None
+    panic: PanicSummary | None = None
+    config_version: int | None = None
+    config: dict[str, Any] | None = None
+    observers: int = 0
 
 
 class ProbeResult(msgspec.Struct, frozen=True):

@@ -54,7 +54,12 @@ from workers.coordinator.journal import Journal
 from workers.monitor.metrics import CoordinatorMetrics
 from workers.policy.apply import DELETED, Applier, Outcome, stamp
 from workers.policy.rules import Policy
-from workers.policy.state import PolicyConfig, decode_state, encode_state
+from workers.policy.state import (
+    PolicyConfig,
+    config_differences,
+    decode_state,
+    encode_state,
+)
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -131,7 +136,10 @@ class LeaderPipeline:
             self._streams,
             max_deliveries=self.settings.max_deliveries,
             max_clock_skew_ms=self.settings.max_clock_skew_ms,
+            max_observers=self.settings.max_observers,
+            observers=self.settings.observers,
         )
+        self.journal.config(self.policy.state, self.config)
         if not await self._announce():
             return
         if not await self._claim():
@@ -215,10 +223,27 @@ class LeaderPipeline:
         reraise_lost_cancel()  # a demoted leader must not run on until fenced
         return result
 
+    @property
+    def config_drift(self) -> dict[str, tuple[int | float, int | float]]:
+        """Policy settings whose environment value differs from the version in force:
+        ``{name: (environment, in force)}`` (empty before the state is loaded)."""
+        if self.policy is None:
+            return {}
+        return config_differences(self.config, self.policy.config)
+
+    @property
+    def config_version(self) -> int | None:
+        """The configuration version in force (None before the state is loaded)."""
+        return None if self.policy is None else self.policy.state.config_version
+
     async def _load(self) -> Policy:
         raw = await self._io(lambda: read_policy_state(self.redis, self.keys), "load state")
         if raw is None:
-            log.info("no committed policy state: starting fresh epoch=%s", self.epoch)
+            log.info(
+                "no committed policy state: starting fresh, configuration version 1 from the"
+                " environment epoch=%s",
+                self.epoch,
+            )
             return Policy(self.config)
         # A corrupt or incompatible state raises (DecodeError / ConfigError): starting over
         # could re-emit decisions, so the process stops loudly instead.
@@ -343,7 +368,7 @@ class LeaderPipeline:
             return False
         planned, letters = work.out.planned, work.out.letters
         assert self.policy is not None
-        self.journal.committed(planned, letters, result.decision_ids, self.policy.state)
+        self.journal.committed(planned, letters, result.decision_ids, self.policy)
         self.stats.decisions += len(planned)
         self.stats.dead_letters += len(letters)
         if self.metrics is not None:

@@ -63,7 +63,7 @@ class Undecodable(msgspec.Struct, frozen=True):
 
 
 class ReplayResult(msgspec.Struct, frozen=True):
-    """The outcome of one replay."""
+    """The outcome of one replay; ``config`` is the one in force at its end."""
 
     config: PolicyConfig
     start: float | None
@@ -96,9 +96,16 @@ def replay(
     start: float | None,
     end: float | None,
     max_clock_skew_ms: int = 0,
+    max_observers: int = 1_000_000,
+    observers: Sequence[str] = (),
+    overrides: dict[str, int | float] | None = None,
 ) -> ReplayResult:
-    """Apply ``entries`` (merged) to a fresh policy with simulated ticks; pure."""
-    policy = Policy(config)
+    """Apply ``entries`` (merged) to a fresh policy with simulated ticks; pure.
+
+    ``config`` is the first configuration version; ``config_changed`` events in the range
+    change it where they happened, and ``overrides`` win over every version (what-ifs).
+    """
+    policy = Policy(config, overrides=overrides)
     tick_s = tick_ms / 1000
     if start is not None and end is not None and (end - start) / tick_s > MAX_TICKS:
         raise ConfigError(
@@ -120,7 +127,14 @@ def replay(
             next_tick += tick_s
 
     # The leader's own step; history read by XRANGE is a first delivery of every entry.
-    applier = Applier(policy, INPUT_KINDS, max_deliveries=1, max_clock_skew_ms=max_clock_skew_ms)
+    applier = Applier(
+        policy,
+        INPUT_KINDS,
+        max_deliveries=1,
+        max_clock_skew_ms=max_clock_skew_ms,
+        max_observers=max_observers,
+        observers=observers,
+    )
     for index, entry_id, fields in entries:
         kind = INPUT_KINDS[index]
         at = _split(entry_id)[0] / 1000
@@ -137,7 +151,7 @@ def replay(
     if end is not None:
         tick_until(end)
     return ReplayResult(
-        config=config,
+        config=policy.config,
         start=start,
         end=end,
         applied=applied,
