@@ -35,9 +35,12 @@ class Journal:
         self._config_version = 0
         self._env: PolicyConfig | None = None
 
-    def config(self, state: PolicyState, env: PolicyConfig) -> None:
-        """Log the configuration in force at the start of the term, and how the environment
-        differs from it (once per version)."""
+    def start(self, policy: Policy, env: PolicyConfig) -> None:
+        """Note where the term starts (region states, panic, pause), log the configuration
+        in force and how the environment differs from it (then once per version)."""
+        state = policy.state
+        self._regions = {r: policy.region_state(r) for r in policy.config.regions}
+        self._panic, self._paused, self._held = state.panic_since, state.paused, state.held
         self._env = env
         self._config_version = state.config_version
         assert state.config is not None

@@ -139,7 +139,7 @@ class LeaderPipeline:
             max_observers=self.settings.max_observers,
             observers=self.settings.observers,
         )
-        self.journal.config(self.policy.state, self.config)
+        self.journal.start(self.policy, self.config)
         if not await self._announce():
             return
         if not await self._claim():
@@ -374,6 +374,14 @@ class LeaderPipeline:
         if self.metrics is not None:
             self.metrics.decided("failover", len(planned))
             self.metrics.dead_lettered(len(letters))
+            st = self.policy.state
+            self.metrics.policy(
+                panic=st.panic_since is not None,
+                paused=st.paused is not None,
+                held=st.held is not None,
+                config_version=st.config_version,
+                observers=len(st.observers),
+            )
         return True
 
     def _add_state(self, batch: Batch) -> None:
