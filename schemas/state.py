@@ -37,6 +37,8 @@ class RegionSummary(msgspec.Struct, frozen=True):
     last_seen: float | None
     down_reason: str | None
     suspect_since_failure: float | None = None
+    # v2: verdict -> number of observers; ``observers`` names them only when there are few.
+    observer_counts: dict[str, int] = {}
 
 
 class PanicSummary(msgspec.Struct, frozen=True):

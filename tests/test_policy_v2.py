@@ -311,3 +311,20 @@ def test_a_version_1_state_is_migrated_on_load() -> None:
 def test_a_state_from_a_newer_release_is_refused_loudly() -> None:
     with pytest.raises(DecodeError, match="version 3"):
         decode_state(msgspec.json.encode({"active": US, "version": 3}))
+
+
+def test_the_state_stays_under_2_mib_with_the_maximum_number_of_observers() -> None:
+    # FAILOVER_MAX_OBSERVERS (1000) long-named observers, each with a full run per region.
+    policy = Policy(config())
+    for i in range(3):
+        for o in range(1000):
+            for region in REGIONS:
+                name = f"prober-{o:04d}.{region}.compute.internal.example.com"
+                status = "unhealthy" if o % 3 == 0 else "healthy"
+                policy.apply(HealthEvent(f"{o}-{i}-{region}-{'x' * 24}", region, name, status,
+                                         T0 + i))  # fmt: skip
+    state = encode_state(policy.state)
+    summary = msgspec.json.encode(policy.summary())
+    assert len(state) + len(summary) < 2 * 1024 * 1024
+    assert len(summary) < 16 * 1024  # status names a region's observers only when few
+    assert policy.summary().regions[US].observer_counts == {"healthy": 666, "unhealthy": 334}

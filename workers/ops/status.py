@@ -146,14 +146,18 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return [fmt.format(*headers).rstrip()] + [fmt.format(*r).rstrip() for r in rows]
 
 
-def _observers(observers: dict[str, str]) -> str:
+def _observers(observers: dict[str, str], counts: dict[str, int]) -> str:
     """A few observers by name; many as counts per verdict (``failoverctl observers`` lists all)."""
-    if len(observers) <= 4:
-        return " ".join(f"{k}={v}" for k, v in sorted(observers.items())) or "-"
-    counts: dict[str, int] = {}
-    for verdict in observers.values():
-        counts[verdict] = counts.get(verdict, 0) + 1
-    return f"{len(observers)}: " + " ".join(f"{v}={n}" for v, n in sorted(counts.items()))
+    if observers and len(observers) <= 4:
+        return " ".join(f"{k}={v}" for k, v in sorted(observers.items()))
+    if not counts:
+        counts = {}
+        for verdict in observers.values():
+            counts[verdict] = counts.get(verdict, 0) + 1
+    if not counts:
+        return "-"
+    total = sum(counts.values())
+    return f"{total}: " + " ".join(f"{v}={n}" for v, n in sorted(counts.items()))
 
 
 def _region_rows(report: StatusReport, now_s: float) -> list[list[str]]:
@@ -166,7 +170,7 @@ def _region_rows(report: StatusReport, now_s: float) -> list[list[str]]:
         if info is None:
             rows.append([region, "unknown", "-", "never", "-", probe, "-"])
             continue
-        observers = _observers(info.observers)
+        observers = _observers(info.observers, info.observer_counts)
         active = "*" if summary is not None and summary.active_region == region else ""
         rows.append(
             [

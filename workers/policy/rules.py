@@ -184,11 +184,17 @@ class Policy(Verdicts):
                 return []  # duplicate or out of order for this observer
             if run.failing is failing:
                 run.count += 1
-                run.ids.append(event.event_id)
                 times.append(at)
                 if len(times) > self._keep:
-                    del run.ids[: -self._keep]
                     del times[: -self._keep]
+                if failing:
+                    run.ids.append(event.event_id)
+                    if len(run.ids) > self._keep:
+                        del run.ids[: -self._keep]
+                else:
+                    # Only failing runs are evidence; a passing run keeps its last id (for
+                    # duplicates), which keeps NS:state small with many observers.
+                    run.ids[-1] = event.event_id
             else:
                 run.failing = failing
                 run.count = 1

@@ -143,9 +143,10 @@ def config_differences(
 class ObserverRun(msgspec.Struct):
     """One observer's current run for one region: consecutive same-verdict observations.
 
-    ``ids``/``times`` keep the most recent observations of the run (at most
-    max(threshold, recovery_threshold)); their last entries are the last applied event,
-    which is what duplicates are recognised by.
+    ``times`` keeps the most recent observations of the run (at most
+    max(threshold, recovery_threshold)), ``ids`` their event ids for a failing run (the
+    evidence) and only the last one for a passing run; the last entries are the last
+    applied event, which is what duplicates are recognised by.
     """
 
     status: str

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import msgspec
 
 from schemas.state import PanicSummary, PolicySummary, RegionState, RegionSummary
-from workers.policy.state import PolicyConfig, PolicyState
+from workers.policy.state import ObserverRun, PolicyConfig, PolicyState
 
 
 class ObserverView(msgspec.Struct, frozen=True):
@@ -62,6 +62,23 @@ def observer_rows(state: PolicyState, config: PolicyConfig) -> list[ObserverRow]
     return rows
 
 
+MAX_NAMED_OBSERVERS = 20
+"""``status`` names the observers of a region up to this many; beyond, it counts them."""
+
+
+def _named(runs: Mapping[str, ObserverRun]) -> dict[str, str]:
+    if len(runs) > MAX_NAMED_OBSERVERS:
+        return {}
+    return {name: run.status for name, run in runs.items()}
+
+
+def _counts(runs: Mapping[str, ObserverRun]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for run in runs.values():
+        counts[run.status] = counts.get(run.status, 0) + 1
+    return counts
+
+
 def summarize(
     state: PolicyState,
     verdicts: Mapping[str, tuple[RegionState, str | None]],
@@ -73,7 +90,8 @@ def summarize(
         region: RegionSummary(
             state=verdict,
             drained=region in state.drained,
-            observers={name: run.status for name, run in state.runs.get(region, {}).items()},
+            observers=_named(state.runs.get(region, {})),
+            observer_counts=_counts(state.runs.get(region, {})),
             last_seen=state.last_seen.get(region),
             down_reason=reason,
             suspect_since_failure=state.failed_at.get(region),
