@@ -134,6 +134,24 @@ def test_a_dead_observers_old_passing_verdict_is_not_used(
     assert decision.config_version == 1
     summary = _summary(r, keys)
     assert summary["regions"]["us"]["state"] == "suspect"
+    # explain: the decision from history, and why us was not the target.
+    shown = _ctl(env, "explain", decision.decision_id)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert f"decision {decision.decision_id}: eu -> ap (quorum_unhealthy)" in shown.stdout
+    assert "2 observers (live, other) failing >= 3 times" in shown.stdout
+    assert "config    version 1:" in shown.stdout
+    data = json.loads(_ctl(env, "explain", decision.decision_id, "--json").stdout)
+    assert {rule["name"]: rule["passed"] for rule in data["rules"]} == {
+        "quorum": True, "pause": True, "panic": True, "cooldown": True, "drained": True,
+        "up": True,
+    }  # fmt: skip
+    ghost = {source: view for source, view in data["observers"]["eu"]}["ghost"]
+    assert ghost["fresh"] is False
+    assert len(data["evidence"]) == 6 and data["evidence"][0]["region"] == "eu"
+    why = _ctl(env, "explain", "--region", "us")
+    assert why.returncode == 0, why.stdout + why.stderr
+    assert "BLOCKS  up" in why.stdout and "us is suspect" in why.stdout
+    assert "ghost" in why.stdout and "expired" in why.stdout
 
 
 def test_all_regions_failing_at_once_is_a_panic_and_leaving_it_decides_once(

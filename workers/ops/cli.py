@@ -176,13 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("a", nargs="?", type=_positive, help="version (default: the first kept)")
     diff.add_argument("b", nargs="?", type=_positive, help="version (default: in force)")
 
+    explain = data_cmd("explain", "why a decision was made, or why a region is not a target")
+    explain.add_argument("decision_id", nargs="?", metavar="DECISION_ID")
+    explain.add_argument("--region", help="why this region is (not) an eligible target now")
+
     demo = sub.add_parser("demo", help="run a private coordinator fleet through an outage")
     demo.add_argument("--seconds", type=_positive, default=30, help="how long (30)")
     return p
 
 
 # The commands that use FAILOVER_REGIONS; the others (dlq, decisions, check) run without it.
-_NEEDS_REGIONS = {"status", "emit", "replay", "observers", "config"}
+_NEEDS_REGIONS = {"status", "emit", "replay", "observers", "config", "explain"}
 
 
 def _settings(args: argparse.Namespace) -> Settings:

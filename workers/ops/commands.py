@@ -29,6 +29,7 @@ from streams.producer import append
 from streams.replies import text
 from workers.ops.context import EXIT_FAILED, EXIT_OK, Context, iso
 from workers.ops.dlq import drop_dead_letters, list_dead_letters, replay_dead_letters
+from workers.ops.explain import cmd_explain
 from workers.ops.policyctl import (
     cmd_config_diff,
     cmd_config_history,
@@ -38,13 +39,13 @@ from workers.ops.policyctl import (
     cmd_observers_forget,
     cmd_pause,
     cmd_resume,
+    first_config,
     parse_assignments,
     read_state,
     wait_for,
 )
 from workers.ops.replay import bounds, merge, parse_id, read_range, replay
 from workers.ops.status import gather_status, render_status, status_json
-from workers.policy.state import PolicyConfig
 from workers.probe.prober import probe_all
 from workers.settings import Settings
 
@@ -274,11 +275,8 @@ async def cmd_replay(ctx: Context) -> int:
     a = ctx.args
     first = parse_id(a.from_id, what="--from")
     last = parse_id(a.to_id, what="--to") if a.to_id else "+"
-    config = PolicyConfig.from_settings(ctx.settings)
-    state = await read_state(ctx)
-    if state is not None and state.config_history and state.config_history[0].version == 1:
-        # Replay from the first version that was in force, not this shell's environment.
-        config = config.changed(state.config_history[0].changes)
+    # Replay from the first version that was in force, not this shell's environment.
+    config = first_config(ctx, await read_state(ctx))
     overrides = _overrides(ctx)
     config.changed(overrides)  # a bad override is a usage error before any work
     tick_ms = a.tick_ms or ctx.settings.tick_ms
@@ -390,4 +388,5 @@ COMMANDS: dict[str, Callable[[Context], Awaitable[int]]] = {
     "config set": cmd_config_set,
     "config history": cmd_config_history,
     "config diff": cmd_config_diff,
+    "explain": cmd_explain,
 }

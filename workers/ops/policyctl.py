@@ -60,6 +60,15 @@ async def _state_or_fail(ctx: Context) -> PolicyState:
     return state
 
 
+def first_config(ctx: Context, state: PolicyState | None) -> PolicyConfig:
+    """The first configuration version (what a replay from the start begins with): kept in
+    the state's history, else this shell's environment."""
+    config = PolicyConfig.from_settings(ctx.settings)
+    if state is not None and state.config_history and state.config_history[0].version == 1:
+        config = config.changed(state.config_history[0].changes)
+    return config
+
+
 def _in_force(ctx: Context, state: PolicyState) -> PolicyConfig:
     env = PolicyConfig.from_settings(ctx.settings)
     return env if state.config is None else state.config
