@@ -230,6 +230,13 @@ def test_two_coordinators_with_different_thresholds_decide_by_the_version_in_for
     history = _ctl(env1, "config", "history").stdout
     assert "v1" in history and "v2" in history and "threshold=2" in history
     assert "threshold" in _ctl(env1, "config", "diff").stdout
+    # replay applies the change where it happened and reproduces the id; --set overrides it.
+    replayed = json.loads(_ctl(env1, "replay", "--from", "-", "--json").stdout)
+    assert [d["decision"]["decision_id"] for d in replayed["decisions"]] == [decision.decision_id]
+    assert replayed["decisions"][0]["decision"]["config_version"] == 2
+    what_if = json.loads(_ctl(env1, "replay", "--from", "-", "--set", "threshold=10",
+                              "--json").stdout)  # fmt: skip
+    assert what_if["decisions"] == []
 
 
 def test_operator_commands_wait_for_the_leader(
@@ -257,6 +264,12 @@ def test_operator_commands_wait_for_the_leader(
     resumed = _ctl(env, "resume", "--wait")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     wait_for_sync(lambda: _failovers(r, keys), 15, "the decision after resume")
+    [auto] = _failovers(r, keys)
+    moved = _ctl(env, "emit", "event", "manual_failover", "--region", auto.to_region,
+                 "--target", "ap" if auto.to_region != "ap" else "us", "--wait")  # fmt: skip
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    manual_decision = _failovers(r, keys)[-1]
+    assert f"decision {manual_decision.decision_id}:" in moved.stdout
     # A manual request from long ago is refused as expired, and --wait says why.
     old = _ctl(env, "emit", "event", "manual_failover", "--region", "us", "--target", "eu",
                "--at", str(now - 400), "--wait")  # fmt: skip
