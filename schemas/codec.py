@@ -15,16 +15,20 @@ import msgspec
 from schemas.errors import DecodeError
 from schemas.events import (
     AnyEntry,
+    ConfigChanged,
     DeadLetter,
     Drain,
     Event,
     FailoverCompleted,
     FailoverDecision,
     FailoverFailed,
+    ForgetObserver,
     HealthEvent,
     LeaderChanged,
     ManualFailover,
+    Pause,
     Restore,
+    Resume,
 )
 
 # An entry larger than this is refused before parsing: no real event is near it, and a
@@ -39,7 +43,17 @@ Fields: TypeAlias = Sequence[tuple[bytes, bytes]] | Mapping[bytes, bytes]
 # Which entry types each stream may carry; a valid entry on the wrong stream is a dead letter.
 _ALLOWED: dict[str, tuple[type, ...]] = {
     "health": (HealthEvent,),
-    "events": (FailoverCompleted, FailoverFailed, ManualFailover, Drain, Restore),
+    "events": (
+        FailoverCompleted,
+        FailoverFailed,
+        ManualFailover,
+        Drain,
+        Restore,
+        Pause,
+        Resume,
+        ConfigChanged,
+        ForgetObserver,
+    ),
     "decisions": (LeaderChanged, FailoverDecision),
     "dlq": (DeadLetter,),
 }

@@ -65,6 +65,44 @@ class Restore(_FailoverEventFields, frozen=True, tag="restore", tag_field="type"
     """An operator allows a drained ``region`` as a target again."""
 
 
+class _ControlEventFields(msgspec.Struct, frozen=True, kw_only=True):
+    """Fields every v2 control event carries; ``region`` is ignored and may be absent."""
+
+    event_id: NonEmpty
+    actor: NonEmpty
+    at: UnixTime
+    detail: str | None = None
+    region: NonEmpty | None = None
+
+
+class Pause(_ControlEventFields, frozen=True, kw_only=True, tag="pause", tag_field="type"):
+    """An operator stops automatic decisions (manual ones still apply) until ``resume``."""
+
+
+class Resume(_ControlEventFields, frozen=True, kw_only=True, tag="resume", tag_field="type"):
+    """An operator lets automatic decisions happen again."""
+
+
+ConfigValue = Annotated[float, msgspec.Meta(ge=0, le=1e12)] | Annotated[int, msgspec.Meta(ge=0)]
+
+
+class ConfigChanged(
+    _ControlEventFields, frozen=True, kw_only=True, tag="config_changed", tag_field="type"
+):
+    """An operator changes policy settings; ``version`` must follow the one in force."""
+
+    config: dict[NonEmpty, ConfigValue]
+    version: Annotated[int, msgspec.Meta(ge=1)]
+
+
+class ForgetObserver(
+    _ControlEventFields, frozen=True, kw_only=True, tag="forget_observer", tag_field="type"
+):
+    """An operator drops one observer's runs from the state (it may come back as new)."""
+
+    source: NonEmpty
+
+
 class LeaderChanged(msgspec.Struct, frozen=True, tag="leader_changed", tag_field="type"):
     """Written first by every new leader, under its epoch."""
 
@@ -84,6 +122,7 @@ class FailoverDecision(msgspec.Struct, frozen=True, tag="failover", tag_field="t
     reason: str
     evidence: list[str]
     decided_at: UnixTime
+    config_version: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
 class DeadLetter(msgspec.Struct, frozen=True, tag="dead_letter", tag_field="type"):
@@ -98,6 +137,9 @@ class DeadLetter(msgspec.Struct, frozen=True, tag="dead_letter", tag_field="type
 
 
 FailoverEvent = FailoverCompleted | FailoverFailed | ManualFailover | Drain | Restore
+ControlEvent = Pause | Resume | ConfigChanged | ForgetObserver
+OperatorEvent = FailoverEvent | ControlEvent
+"""Everything ``NS:events`` may carry."""
 Decision = LeaderChanged | FailoverDecision
-Event = HealthEvent | FailoverEvent
-AnyEntry = HealthEvent | FailoverEvent | Decision | DeadLetter
+Event = HealthEvent | OperatorEvent
+AnyEntry = HealthEvent | OperatorEvent | Decision | DeadLetter

@@ -32,6 +32,9 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
     """The epoch this process sees (its own term's while it leads)."""
     config_version: str = ""
     """The policy configuration version in force as this process knows it ("" = unknown)."""
+    config_drift: str = ""
+    """Policy settings whose environment value differs from the version in force, as
+    ``name env=A in force=B`` separated by ``; `` ("" = none, or not the leader)."""
 
     def to_fields(self) -> dict[str, str]:
         """The hash fields, every value as a string."""

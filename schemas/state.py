@@ -25,6 +25,7 @@ class PlannedFailover(msgspec.Struct, frozen=True):
     reason: str
     evidence: list[str]
     decided_at: float
+    config_version: int | None = None
 
 
 class RegionSummary(msgspec.Struct, frozen=True):
@@ -36,6 +37,17 @@ class RegionSummary(msgspec.Struct, frozen=True):
     last_seen: float | None
     down_reason: str | None
     suspect_since_failure: float | None = None
+    # v2: verdict -> number of observers; ``observers`` names them only when there are few.
+    observer_counts: dict[str, int] = {}
+
+
+class PanicSummary(msgspec.Struct, frozen=True):
+    """A panic (fail-static): how many regions are down, since when, held until when."""
+
+    down: int
+    regions: int
+    since: float
+    hold_until: float
 
 
 class PolicySummary(msgspec.Struct, frozen=True):
@@ -49,6 +61,13 @@ class PolicySummary(msgspec.Struct, frozen=True):
     refused: list[dict[str, Any]]
     no_target: str | None
     cooldown_until: float | None = None
+    # v2 (issue 10)
+    held: str | None = None
+    paused: dict[str, Any] | None = None
+    panic: PanicSummary | None = None
+    config_version: int | None = None
+    config: dict[str, Any] | None = None
+    observers: int = 0
 
 
 class ProbeResult(msgspec.Struct, frozen=True):

@@ -178,6 +178,11 @@ def _expected_decisions(r: redis.Redis, keys: Keys) -> list[tuple[object, ...]]:
             stale_after_ms=3600000,
             recovery_threshold=3,
             cooldown_ms=0,
+            # The settings table's defaults, as the coordinators run with them.
+            panic_fraction=0.5,
+            panic_hold_ms=300000,
+            manual_max_age_ms=300000,
+            observer_expiry_ms=86400000,
         )
     )
     planned = []

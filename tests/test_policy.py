@@ -84,12 +84,17 @@ def observe(
     )
 
 
-def _config(regions: tuple[str, ...] = REGIONS, **kw: int) -> PolicyConfig:
-    """A policy configuration: the settings table's defaults, with ``kw`` changed."""
-    return PolicyConfig.from_settings(Settings(regions=regions, **kw))
+def _config(regions: tuple[str, ...] = REGIONS, **kw: float) -> PolicyConfig:
+    """A policy configuration: the settings table's defaults, with ``kw`` changed.
+
+    The panic hold is off unless a test asks for it: these tests pin one rule each, with
+    several regions down at once (tests/test_policy_v2.py covers the panic).
+    """
+    kw.setdefault("panic_fraction", 1.0)
+    return PolicyConfig.from_settings(Settings(regions=regions, **kw))  # type: ignore[arg-type]
 
 
-def make(**kw: int) -> Policy:
+def make(**kw: float) -> Policy:
     return Policy(_config(**kw))
 
 
@@ -173,6 +178,8 @@ def test_failures_outside_the_window_do_not_count() -> None:
     out = feed(
         policy, [health(US, "a", "unhealthy", T0 + 10), health(US, "a", "unhealthy", T0 + 11)]
     )
+    # EU keeps reporting: a target's passing verdict counts only while fresh (v2).
+    out += observe(policy, EU, ["a"], "healthy", T0 + 27, 3)
     # The third failure of the run comes 20 s later: the run's last 3 span more than 10 s.
     out += policy.apply(health(US, "a", "unhealthy", T0 + 30))
     assert out == []
@@ -716,6 +723,10 @@ def test_config_from_settings() -> None:
         stale_after_ms=6000,
         recovery_threshold=5,
         cooldown_ms=7000,
+        panic_fraction=0.5,
+        panic_hold_ms=300000,
+        manual_max_age_ms=300000,
+        observer_expiry_ms=86400000,
     )
 
 
@@ -723,8 +734,10 @@ def test_config_defaults_live_only_in_the_settings_table() -> None:
     with pytest.raises(TypeError):
         PolicyConfig(regions=REGIONS)  # type: ignore[call-arg]
     config = PolicyConfig.from_settings(load_settings({"FAILOVER_REGIONS": ",".join(REGIONS)}))
-    assert config == _config()
+    assert config == _config(panic_fraction=0.5)
     assert (config.threshold, config.quorum, config.cooldown_ms) == (3, 1, 60000)
+    assert (config.panic_fraction, config.panic_hold_ms) == (0.5, 300000)
+    assert (config.manual_max_age_ms, config.observer_expiry_ms) == (300000, 86400000)
 
 
 @pytest.mark.parametrize(

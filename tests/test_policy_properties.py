@@ -14,14 +14,19 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from schemas.errors import ConfigError
 from schemas.events import (
+    ConfigChanged,
     Drain,
     FailoverCompleted,
-    FailoverEvent,
     FailoverFailed,
+    ForgetObserver,
     HealthEvent,
     ManualFailover,
+    OperatorEvent,
+    Pause,
     Restore,
+    Resume,
 )
 from schemas.state import PlannedFailover
 from workers.policy.rules import Policy
@@ -29,7 +34,7 @@ from workers.policy.state import PolicyConfig, decode_state, encode_state
 
 T0 = 1_700_000_000.0
 UNKNOWN = "mars"
-Item = HealthEvent | FailoverEvent | float  # a float is a tick
+Item = HealthEvent | OperatorEvent | float  # a float is a tick
 MAX_REFUSED = 20
 MAX_RECENT = 64
 
@@ -48,9 +53,15 @@ class Reference:
 
     def __init__(self, config: PolicyConfig) -> None:
         self.c = config
+        self.version = 1
         self.obs: dict[str, dict[str, list[tuple[str, float, bool]]]] = {
             r: {} for r in config.regions
         }
+        # Where a run may start at the earliest: raising the threshold keeps only the
+        # observations the policy keeps (max(threshold, recovery) of the old config).
+        self.cut: dict[tuple[str, str], int] = {}
+        self.last_seen: dict[str, float] = {}
+        self.observers: dict[str, float] = {}
         self.clock: float | None = None
         self.first_tick: float | None = None
         self.active = config.regions[0]
@@ -62,10 +73,13 @@ class Reference:
         self.refused: list[str] = []
         self.seen: list[str] = []
         self.no_target = False
+        self.paused = False
+        self.panic_since: float | None = None
+        self.held: str | None = None
         self.views: list[tuple[dict[str, str], set[str], str]] = []  # before each decision
 
     def run(self, region: str, source: str) -> tuple[bool, list[tuple[str, float, bool]]]:
-        entries = self.obs[region][source]
+        entries = self.obs[region][source][self.cut.get((region, source), 0) :]
         failing = entries[-1][2]
         n = 0
         while n < len(entries) and entries[-1 - n][2] == failing:
@@ -81,19 +95,25 @@ class Reference:
                 quorum.append([e[0] for e in run[-k:]])
         if len(quorum) >= self.c.quorum:
             return "quorum_unhealthy", [i for ids in quorum for i in ids]
-        times = [e[1] for entries in self.obs[region].values() for e in entries]
-        last = max(times) if times else self.first_tick
+        last = self.last_seen.get(region, self.first_tick)
         if last is not None and now - last > self.c.stale_after_ms / 1000:
             return "stale", [f"stale:{region}"]
         return None, []
 
     def fresh_passing(self, region: str) -> int:
+        """Observers whose passing run of k is after any failure and still fresh (v2)."""
+        assert self.clock is not None
         k = self.c.recovery_threshold
         since = self.failed_at.get(region, float("-inf"))
         count = 0
         for source in self.obs[region]:
             failing, run = self.run(region, source)
-            if not failing and len(run) >= k and run[-k][1] > since:
+            if (
+                not failing
+                and len(run) >= k
+                and run[-k][1] > since
+                and self.clock - run[-1][1] <= self.c.window_ms / 1000
+            ):
                 count += 1
         return count
 
@@ -112,7 +132,9 @@ class Reference:
         self.seq += 1
         payload = json.dumps([self.seq, self.active, to, evidence], separators=(",", ":"))
         ident = "d-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
-        decision = PlannedFailover(ident, self.active, to, reason, evidence, self.clock)
+        decision = PlannedFailover(
+            ident, self.active, to, reason, evidence, self.clock, self.version
+        )
         self.active = to
         self.last_decided = self.clock
         self.open = {"decision_id": ident, "to_region": to, "status": "open"}
@@ -120,10 +142,24 @@ class Reference:
 
     def evaluate(self) -> list[PlannedFailover]:
         assert self.clock is not None
-        reason, evidence = self.down(self.active, self.clock)
+        now = self.clock
+        reason, evidence = self.down(self.active, now)
         self.no_target = False
         if reason is None:
+            self.panic_since = self.held = None
             return []
+        n_down = sum(1 for r in self.c.regions if self.down(r, now)[0] is not None)
+        # Panic: more than panic_fraction of the regions down at once, the active included.
+        if n_down > self.c.panic_fraction * len(self.c.regions):
+            if self.panic_since is None:
+                self.panic_since = now
+        else:
+            self.panic_since = None
+        self.held = None
+        if self.paused:
+            self.held = "paused"
+        elif self.panic_since is not None and now - self.panic_since < self.c.panic_hold_ms / 1000:
+            self.held = "panic"
         targets = [
             r
             for r in self.c.regions
@@ -132,19 +168,51 @@ class Reference:
         if not targets:
             self.no_target = True
             return []
+        if self.held is not None:
+            return []
         cooldown = self.c.cooldown_ms / 1000
-        if self.last_decided is not None and self.clock - self.last_decided < cooldown:
+        if self.last_decided is not None and now - self.last_decided < cooldown:
             return []
         return [self.decide(targets[0], reason, evidence)]
 
     def advance(self, at: float) -> None:
         self.clock = at if self.clock is None else max(self.clock, at)
 
+    def forget(self, source: str) -> bool:
+        if source not in self.observers:
+            return False
+        del self.observers[source]
+        for region in self.obs:
+            self.obs[region].pop(source, None)
+            self.cut.pop((region, source), None)
+        return True
+
+    def change_config(self, item: ConfigChanged) -> bool:
+        if item.version != self.version + 1:
+            return False
+        try:
+            new = self.c.changed(item.config)
+        except ConfigError:
+            return False
+        old_keep = max(self.c.threshold, self.c.recovery_threshold)
+        if max(new.threshold, new.recovery_threshold) > old_keep:
+            for region, sources in self.obs.items():
+                for source, entries in sources.items():
+                    if len(self.run(region, source)[1]) > old_keep:
+                        self.cut[(region, source)] = len(entries) - old_keep
+        self.c = new
+        self.version = item.version
+        return True
+
     def apply(self, item: Item) -> list[PlannedFailover]:
         if isinstance(item, float):
             self.advance(item)
             if self.first_tick is None:
                 self.first_tick = self.clock
+            assert self.clock is not None
+            for source, seen in list(self.observers.items()):
+                if self.clock - seen > self.c.observer_expiry_ms / 1000:
+                    self.forget(source)
             return self.evaluate()
         if isinstance(item, HealthEvent):
             if item.region not in self.obs:
@@ -153,7 +221,10 @@ class Reference:
             if entries and (item.observed_at <= entries[-1][1] or item.event_id == entries[-1][0]):
                 return []
             entries.append((item.event_id, item.observed_at, item.status == "unhealthy"))
-            self.advance(item.observed_at)
+            t = item.observed_at
+            self.observers[item.source] = max(self.observers.get(item.source, t), t)
+            self.last_seen[item.region] = max(self.last_seen.get(item.region, t), t)
+            self.advance(t)
             if item.region in self.failed_at and self.fresh_passing(item.region) >= self.c.quorum:
                 del self.failed_at[item.region]
             return self.evaluate()
@@ -162,11 +233,14 @@ class Reference:
             return []
         self.seen.append(key)
         self.advance(item.at)
+        assert self.clock is not None
         out: list[PlannedFailover] = []
         known = item.region in self.obs
+        ok = True
         if isinstance(item, ManualFailover):
             if (
-                known
+                self.clock - item.at <= self.c.manual_max_age_ms / 1000
+                and known
                 and item.region == self.active
                 and item.target in self.obs
                 and item.target != self.active
@@ -175,14 +249,21 @@ class Reference:
             ):
                 out.append(self.decide(item.target, "manual", [item.event_id]))
             else:
-                self.refused.append(item.event_id)
+                ok = False
         elif isinstance(item, Drain | Restore):
             if not known:
-                self.refused.append(item.event_id)
+                ok = False
             elif isinstance(item, Drain):
                 self.drained.add(item.region)
             else:
                 self.drained.discard(item.region)
+        elif isinstance(item, Pause | Resume):
+            ok = self.paused is isinstance(item, Resume)
+            self.paused = isinstance(item, Pause)
+        elif isinstance(item, ForgetObserver):
+            ok = self.forget(item.source)
+        elif isinstance(item, ConfigChanged):
+            ok = self.change_config(item)
         else:
             matches = self.open is not None and self.open["status"] == "open"
             if matches and self.open is not None:
@@ -191,7 +272,7 @@ class Reference:
                 else:
                     matches = item.region == self.open["to_region"]
             if not matches or self.open is None:
-                self.refused.append(item.event_id)
+                ok = False
             elif isinstance(item, FailoverCompleted):
                 self.open["status"] = "completed"
             else:
@@ -200,10 +281,27 @@ class Reference:
                 self.failed_at[to] = item.at
                 if self.fresh_passing(to) >= self.c.quorum:
                     del self.failed_at[to]
+        if not ok:
+            self.refused.append(item.event_id)
         return out + self.evaluate()
 
 
 # -- random histories ---------------------------------------------------------------------
+
+# For config changes: each tunable's values to draw from (by index, wrapping around).
+TUNABLE_VALUES: dict[str, list[int | float]] = {
+    "threshold": [1, 2, 3],
+    "quorum": [1, 2],
+    "window_ms": [3000, 10000, 30000],
+    "stale_after_ms": [5000, 20000, 40000],
+    "recovery_threshold": [1, 2, 3],
+    "cooldown_ms": [0, 5000, 60000],
+    "panic_fraction": [0.34, 0.5, 0.67, 1.0, 0.0],
+    "panic_hold_ms": [0, 10000, 60000],
+    "manual_max_age_ms": [5000, 300000],
+    "observer_expiry_ms": [3000, 30000, 90000, 2000],  # 2000 < every window: refused
+}
+TUNABLES = sorted(TUNABLE_VALUES)
 
 STATUS = st.sampled_from(["healthy", "healthy", "degraded", "unhealthy", "unhealthy"])
 DT = st.integers(-4, 24).map(lambda x: x / 2)
@@ -215,7 +313,22 @@ STEP = st.one_of(
     st.tuples(st.just("dup"), st.integers(0, 10_000), st.booleans()),
     st.tuples(st.just("tick"), st.integers(0, 60).map(float)),
     st.tuples(st.sampled_from(["drain", "restore"]), st.integers(0, 4)),
-    st.tuples(st.just("manual"), st.booleans(), st.integers(0, 4), st.integers(0, 4)),
+    # the last element: how old the request is (v2: older than manual_max_age is refused)
+    st.tuples(
+        st.just("manual"),
+        st.booleans(),
+        st.integers(0, 4),
+        st.integers(0, 4),
+        st.sampled_from([0.0, 0.0, 0.0, 3.0, 30.0, 400.0]),
+    ),
+    st.tuples(st.sampled_from(["pause", "resume"])),
+    st.tuples(st.just("forget"), st.integers(0, 3)),
+    # a config change: a few settings, and whether its version is the next one
+    st.tuples(
+        st.just("config"),
+        st.dictionaries(st.sampled_from(TUNABLES), st.integers(0, 9), max_size=3),
+        st.integers(0, 3),
+    ),
     st.tuples(
         st.sampled_from(["completed", "failed"]),
         st.integers(0, 2),
@@ -237,6 +350,10 @@ def configs(draw: st.DrawFn) -> tuple[PolicyConfig, int]:
         stale_after_ms=draw(st.integers(5, 40)) * 1000,
         recovery_threshold=draw(st.integers(1, 3)),
         cooldown_ms=draw(st.sampled_from([0, 5, 20, 60])) * 1000,
+        panic_fraction=draw(st.sampled_from([0.34, 0.5, 0.67, 1.0])),
+        panic_hold_ms=draw(st.sampled_from([0, 10, 60, 300])) * 1000,
+        manual_max_age_ms=draw(st.sampled_from([5, 300])) * 1000,
+        observer_expiry_ms=draw(st.integers(30, 90)) * 1000,
     )
     return config, draw(st.integers(1, 3))
 
@@ -258,7 +375,7 @@ def histories(draw: st.DrawFn) -> tuple[PolicyConfig, list[Item]]:
     policy = Policy(config)
     items: list[Item] = []
     healths: list[HealthEvent] = []
-    others: list[FailoverEvent] = []
+    others: list[OperatorEvent] = []
     now = T0
 
     def region(i: int) -> str:
@@ -312,9 +429,21 @@ def histories(draw: st.DrawFn) -> tuple[PolicyConfig, list[Item]]:
         elif kind == "restore":
             emit(Restore(ident, region(step[1]), "op", now))
         elif kind == "manual":
-            _, from_active, r, t = step
+            _, from_active, r, t, age = step
             source_region = policy.state.active if from_active else region(r)
-            emit(ManualFailover(ident, source_region, "op", now, target=region(t)))
+            at = max(now - age, 0.0)
+            emit(ManualFailover(ident, source_region, "op", at, target=region(t)))
+        elif kind == "pause":
+            emit(Pause(event_id=ident, actor="op", at=now, detail="maintenance"))
+        elif kind == "resume":
+            emit(Resume(event_id=ident, actor="op", at=now))
+        elif kind == "forget":
+            emit(ForgetObserver(event_id=ident, actor="op", at=now, source=f"o{step[1]}"))
+        elif kind == "config":
+            _, picks, skew = step
+            changes = {k: TUNABLE_VALUES[k][i % len(TUNABLE_VALUES[k])] for k, i in picks.items()}
+            version = policy.state.config_version + (1 if skew else 0)  # usually the next one
+            emit(ConfigChanged(event_id=ident, actor="op", at=now, config=changes, version=version))
         elif kind in ("completed", "failed"):
             _, mode, r, lag = step
             open_ = policy.state.open_failover
@@ -348,7 +477,6 @@ def test_policy_matches_the_reference_model_and_its_invariants(
     config, items = case
     policy = Policy(config)
     ref = Reference(config)
-    cooldown = config.cooldown_ms / 1000
     previous: PlannedFailover | None = None
     for item in items:
         active_before = policy.state.active
@@ -368,9 +496,14 @@ def test_policy_matches_the_reference_model_and_its_invariants(
                 assert decision.evidence == [item.event_id]
             else:
                 assert view[decision.from_region] == "down"
-                # At most one automatic decision per cooldown (after any decision).
+                # At most one automatic decision per cooldown (after any decision),
+                # under the configuration in force when it was made.
                 if previous is not None:
+                    cooldown = ref.c.cooldown_ms / 1000
                     assert decision.decided_at - previous.decided_at >= cooldown
+                # Never while paused or held by a panic.
+                assert policy.state.paused is None
+                assert policy.state.held is None
                 # Nothing of higher priority was eligible.
                 for region in config.regions[: config.regions.index(decision.to_region)]:
                     assert region == active_before or region in drained or view[region] != "up"
@@ -382,6 +515,12 @@ def test_policy_matches_the_reference_model_and_its_invariants(
         assert [r.event_id for r in policy.state.refused] == ref.refused[-MAX_REFUSED:]
         open_ = policy.state.open_failover
         assert (open_ and open_.status) == (ref.open and ref.open["status"])
+        assert (policy.state.paused is not None) == ref.paused
+        assert policy.state.panic_since == ref.panic_since
+        assert policy.state.held == ref.held
+        assert policy.state.config_version == ref.version
+        assert policy.config == ref.c
+        assert policy.state.observers == ref.observers
         for region in (*config.regions, UNKNOWN):
             assert policy.region_state(region) == ref.state(region), region
 

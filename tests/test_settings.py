@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -519,3 +521,24 @@ def test_read_setting_checks_one_variable_alone() -> None:
         read_setting("LOG_FORMAT", {"FAILOVER_LOG_FORMAT": "xml"})
     with pytest.raises(TypeError):
         read_setting("RENEW_INTERVAL_MS", {})  # derived from the TTL: only load_settings knows
+
+
+def test_a_probers_default_instance_id_is_the_host_name() -> None:
+    # Quorum counts observers by name: a prober's name must survive restarts.
+    env = {"FAILOVER_REGIONS": "eu", "FAILOVER_PROBE_TARGETS": "eu=http://127.0.0.1:9/"}
+    assert load_settings(env, role="prober").instance_id == socket.gethostname()
+    coordinator = load_settings(env, role="coordinator").instance_id
+    assert coordinator == f"{socket.gethostname()}-{os.getpid()}"
+
+
+def test_v2_policy_settings_are_validated() -> None:
+    base = {"FAILOVER_REGIONS": "eu"}
+    with pytest.raises(ConfigError, match="FAILOVER_PANIC_FRACTION: must be a decimal number"):
+        load_settings({**base, "FAILOVER_PANIC_FRACTION": "1.5"}, role="coordinator")
+    with pytest.raises(ConfigError, match="FAILOVER_OBSERVER_EXPIRY_MS: must be >= "):
+        load_settings({**base, "FAILOVER_OBSERVER_EXPIRY_MS": "1000"}, role="coordinator")
+    with pytest.raises(ConfigError, match="FAILOVER_OBSERVERS: must be comma-separated"):
+        load_settings({**base, "FAILOVER_OBSERVERS": "a,,b"}, role="coordinator")
+    s = load_settings({**base, "FAILOVER_OBSERVERS": "a, b", "FAILOVER_PANIC_FRACTION": ".25"},
+                      role="coordinator")  # fmt: skip
+    assert (s.observers, s.panic_fraction) == (("a", "b"), 0.25)

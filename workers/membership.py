@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Mapping
 from importlib import metadata
 
 from schemas.errors import FailoverError
@@ -64,9 +65,15 @@ class Membership:
             else:
                 self._own[name] = value
 
-    def see_config(self, version: str) -> None:
-        """Report the policy configuration version this process runs under."""
-        self._own["config_version"] = version
+    def see_config(
+        self, version: int, drift: Mapping[str, tuple[int | float, int | float]]
+    ) -> None:
+        """Report the policy configuration version in force and how this process's
+        environment differs from it (a leader knows both)."""
+        self._own["config_version"] = str(version)
+        self._own["config_drift"] = "; ".join(
+            f"{name} env={env} in force={in_force}" for name, (env, in_force) in drift.items()
+        )
 
     def heartbeat(self, leader: str, epoch: int) -> Heartbeat:
         """This process's heartbeat now, given the lease as Redis shows it."""
@@ -84,6 +91,7 @@ class Membership:
             leader=str(own.get("leader", leader)),
             epoch=int(own.get("epoch", epoch)),
             config_version=str(own.get("config_version", "")),
+            config_drift=str(own.get("config_drift", "")),
         )
 
     async def run(self) -> None:

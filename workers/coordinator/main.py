@@ -49,7 +49,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     )
 
     async def lead(leadership: Leadership) -> None:
-        await LeaderPipeline(redis, keys, settings, leadership, metrics=metrics).run()
+        on_config = member.see_config if member is not None else None
+        await LeaderPipeline(
+            redis, keys, settings, leadership, metrics=metrics, on_config=on_config
+        ).run()
 
     log.info(
         "coordinator starting owner=%s namespace=%s regions=%s redis=%s",

@@ -50,11 +50,16 @@ from streams.keys import Keys, StateField
 from streams.state import read_policy_state
 from workers.coordinator.elector import Leadership
 from workers.coordinator.intake import Intake, Run
-from workers.coordinator.journal import Journal
+from workers.coordinator.journal import ConfigWatcher, Journal
 from workers.monitor.metrics import CoordinatorMetrics
 from workers.policy.apply import DELETED, Applier, Outcome, stamp
 from workers.policy.rules import Policy
-from workers.policy.state import PolicyConfig, decode_state, encode_state
+from workers.policy.state import (
+    PolicyConfig,
+    config_differences,
+    decode_state,
+    encode_state,
+)
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -90,6 +95,7 @@ class LeaderPipeline:
         *,
         clock: Callable[[], float] = time.time,
         metrics: CoordinatorMetrics | None = None,
+        on_config: ConfigWatcher | None = None,
     ) -> None:
         self.redis = redis
         self.metrics = metrics
@@ -118,7 +124,7 @@ class LeaderPipeline:
         self._streams = keys.input_streams
         self.intake = Intake(len(self._streams))
         self._state_bytes: bytes | None = None
-        self.journal = Journal(self.epoch, self.owner)
+        self.journal = Journal(self.epoch, self.owner, on_config=on_config)
 
     # -- the term -----------------------------------------------------------------------
 
@@ -131,7 +137,10 @@ class LeaderPipeline:
             self._streams,
             max_deliveries=self.settings.max_deliveries,
             max_clock_skew_ms=self.settings.max_clock_skew_ms,
+            max_observers=self.settings.max_observers,
+            observers=self.settings.observers,
         )
+        self.journal.start(self.policy, self.config)
         if not await self._announce():
             return
         if not await self._claim():
@@ -215,10 +224,27 @@ class LeaderPipeline:
         reraise_lost_cancel()  # a demoted leader must not run on until fenced
         return result
 
+    @property
+    def config_drift(self) -> dict[str, tuple[int | float, int | float]]:
+        """Policy settings whose environment value differs from the version in force:
+        ``{name: (environment, in force)}`` (empty before the state is loaded)."""
+        if self.policy is None:
+            return {}
+        return config_differences(self.config, self.policy.config)
+
+    @property
+    def config_version(self) -> int | None:
+        """The configuration version in force (None before the state is loaded)."""
+        return None if self.policy is None else self.policy.state.config_version
+
     async def _load(self) -> Policy:
         raw = await self._io(lambda: read_policy_state(self.redis, self.keys), "load state")
         if raw is None:
-            log.info("no committed policy state: starting fresh epoch=%s", self.epoch)
+            log.info(
+                "no committed policy state: starting fresh, configuration version 1 from the"
+                " environment epoch=%s",
+                self.epoch,
+            )
             return Policy(self.config)
         # A corrupt or incompatible state raises (DecodeError / ConfigError): starting over
         # could re-emit decisions, so the process stops loudly instead.
@@ -343,12 +369,20 @@ class LeaderPipeline:
             return False
         planned, letters = work.out.planned, work.out.letters
         assert self.policy is not None
-        self.journal.committed(planned, letters, result.decision_ids, self.policy.state)
+        self.journal.committed(planned, letters, result.decision_ids, self.policy)
         self.stats.decisions += len(planned)
         self.stats.dead_letters += len(letters)
         if self.metrics is not None:
             self.metrics.decided("failover", len(planned))
             self.metrics.dead_lettered(len(letters))
+            st = self.policy.state
+            self.metrics.policy(
+                panic=st.panic_since is not None,
+                paused=st.paused is not None,
+                held=st.held is not None,
+                config_version=st.config_version,
+                observers=len(st.observers),
+            )
         return True
 
     def _add_state(self, batch: Batch) -> None:

@@ -161,6 +161,22 @@ class CoordinatorMetrics:
             registry=r,
         )
         self._is_leader.labels(instance).set(0)
+        # v2 policy (issue 10): what the leader's committed policy state says.
+        self._policy = {
+            name: Gauge(f"failover_{name}", text, ["instance"], registry=r)
+            for name, text in (
+                ("panic", "1 while more than FAILOVER_PANIC_FRACTION of the regions are down"),
+                ("paused", "1 while automatic decisions are paused (failoverctl pause)"),
+                ("held", "1 while an automatic failover is held (panic or pause)"),
+                ("config_version", "The policy configuration version in force"),
+                ("observers", "Distinct observers (health sources) in the policy state"),
+            )
+        }
+
+    def policy(self, **values: float) -> None:
+        """Call after each commit with the policy's panic/paused/held/config_version/observers."""
+        for name, value in values.items():
+            self._policy[name].labels(self.instance).set(value)
 
     def elected(self) -> None:
         """Call when this instance becomes leader."""

@@ -59,6 +59,20 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _waits(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--wait", action="store_true", help="return once the leader applied it (exit 1: refused)"
+    )
+    cmd.add_argument(
+        "--timeout",
+        dest="wait_timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="with --wait: give up after this long (10)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for the README's CLI reference)."""
     p = argparse.ArgumentParser(
@@ -97,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     event.add_argument("--at", type=float, help="unix seconds (default: now)")
     event.add_argument("--detail")
     event.add_argument("--decision-id", help="the decision an executor reports on")
+    _waits(event)
 
     decisions = data_cmd("decisions", "print (and follow) the decisions stream")
     decisions.add_argument("--since", metavar="ID", help="only entries after this id")
@@ -122,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
         rp.add_argument(f"--{name}", type=_positive, help="override the setting")
     rp.add_argument("--cooldown-ms", type=_non_negative, help="override the setting")
     rp.add_argument("--tick-ms", type=_positive, help="simulated tick (FAILOVER_TICK_MS)")
+    rp.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a policy setting over every configuration version (what-if)",
+    )
 
     check = data_cmd("check", "probe FAILOVER_PROBE_TARGETS once; exit 1 if any is unhealthy")
     check.add_argument("--timeout-ms", type=_positive, help="override FAILOVER_PROBE_TIMEOUT_MS")
@@ -131,6 +152,38 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument(
         "--wait", type=_seconds, default=10.0, help="wait this long for a new leader, s (10)"
     )
+    obs = sub.add_parser("observers", help="list observers, or forget one")
+    obs_sub = obs.add_subparsers(dest="observers_command", metavar="ACTION")
+    obs.add_argument("--json", action="store_true", help="machine-readable output")
+    data_cmd(
+        "list", "every observer: last seen, verdict and run per region, fresh/expired", obs_sub
+    )
+    forget = data_cmd("forget", "drop an observer's runs (a forget_observer event)", obs_sub)
+    forget.add_argument("name", help="the observer (health event source)")
+    forget.add_argument("--actor", help="who (default failoverctl@<host>)")
+    _waits(forget)
+    for name, text in (("pause", "stop automatic decisions (manual ones still apply)"),
+                       ("resume", "allow automatic decisions again")):  # fmt: skip
+        cmd = data_cmd(name, text)
+        cmd.add_argument("--reason", help="why (shown by status)")
+        cmd.add_argument("--actor", help="who (default failoverctl@<host>)")
+        _waits(cmd)
+    cfg = sub.add_parser("config", help="the policy configuration in force (in NS:state)")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    data_cmd("show", "the version in force, and how this environment differs", cfg_sub)
+    cfg_set = data_cmd("set", "change settings: a validated config_changed event", cfg_sub)
+    cfg_set.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
+    cfg_set.add_argument("--reason", help="why (kept in the history)")
+    cfg_set.add_argument("--actor", help="who (default failoverctl@<host>)")
+    _waits(cfg_set)
+    data_cmd("history", "every version kept: who changed what, when", cfg_sub)
+    diff = data_cmd("diff", "settings that differ between two versions", cfg_sub)
+    diff.add_argument("a", nargs="?", type=_positive, help="version (default: the first kept)")
+    diff.add_argument("b", nargs="?", type=_positive, help="version (default: in force)")
+
+    explain = data_cmd("explain", "why a decision was made, or why a region is not a target")
+    explain.add_argument("decision_id", nargs="?", metavar="DECISION_ID")
+    explain.add_argument("--region", help="why this region is (not) an eligible target now")
 
     demo = sub.add_parser("demo", help="run a private coordinator fleet through an outage")
     demo.add_argument("--seconds", type=_positive, default=30, help="how long (30)")
@@ -138,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # The commands that use FAILOVER_REGIONS; the others (dlq, decisions, check) run without it.
-_NEEDS_REGIONS = {"status", "emit", "replay"}
+_NEEDS_REGIONS = {"status", "emit", "replay", "observers", "config", "explain"}
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -159,7 +212,12 @@ async def _command(name: str, ctx: Context) -> int:
 
 
 async def _run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    name = args.command + (f" {args.dlq_command}" if args.command == "dlq" else "")
+    sub = {
+        "dlq": getattr(args, "dlq_command", None),
+        "config": getattr(args, "config_command", None),
+        "observers": getattr(args, "observers_command", None) or "list",
+    }
+    name = args.command + (f" {sub[args.command]}" if args.command in sub else "")
     ctx = Context(settings, args, out)
     command = asyncio.create_task(_command(name, ctx), name=name)
     stopper: asyncio.Task[None] | None = None

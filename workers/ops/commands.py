@@ -29,10 +29,24 @@ from streams.producer import append
 from streams.replies import text
 from workers.ops.context import EXIT_FAILED, EXIT_OK, Context, iso
 from workers.ops.dlq import drop_dead_letters, list_dead_letters, replay_dead_letters
+from workers.ops.explain import cmd_explain
 from workers.ops.members import cmd_members, cmd_step_down
+from workers.ops.policyctl import (
+    cmd_config_diff,
+    cmd_config_history,
+    cmd_config_set,
+    cmd_config_show,
+    cmd_observers,
+    cmd_observers_forget,
+    cmd_pause,
+    cmd_resume,
+    first_config,
+    parse_assignments,
+    read_state,
+    wait_for,
+)
 from workers.ops.replay import bounds, merge, parse_id, read_range, replay
 from workers.ops.status import gather_status, render_status, status_json
-from workers.policy.state import PolicyConfig
 from workers.probe.prober import probe_all
 from workers.settings import Settings
 
@@ -124,6 +138,8 @@ async def cmd_emit(ctx: Context) -> int:
     except DecodeError as exc:
         raise ConfigError(f"event would be a dead letter: {exc.reason}") from None
     entry_id = await ctx.io(lambda: append(ctx.redis, stream, fields), "emit")
+    if getattr(a, "wait", False):
+        return await wait_for(ctx, event, entry_id)
     if a.json:
         ctx.emit_json({"id": entry_id, "stream": stream, "entry": msgspec.to_builtins(event)})
     else:
@@ -246,21 +262,13 @@ async def cmd_dlq_drop(ctx: Context) -> int:
 # -- replay ---------------------------------------------------------------------------
 
 
-def _policy_config(ctx: Context) -> PolicyConfig:
-    a, s = ctx.args, ctx.settings
-
-    def pick(override: int | None, default: int) -> int:
-        return default if override is None else override
-
-    return PolicyConfig(
-        regions=tuple(s.regions),
-        threshold=pick(a.threshold, s.threshold),
-        quorum=pick(a.quorum, s.quorum),
-        window_ms=pick(a.window_ms, s.window_ms),
-        stale_after_ms=pick(a.stale_after_ms, s.stale_after_ms),
-        recovery_threshold=pick(a.recovery_threshold, s.recovery_threshold),
-        cooldown_ms=pick(a.cooldown_ms, s.cooldown_ms),
-    )
+def _overrides(ctx: Context) -> dict[str, int | float]:
+    """``--set K=V`` and the older per-setting flags, checked like ``config set``."""
+    a = ctx.args
+    flags = ("threshold", "quorum", "window_ms", "stale_after_ms", "recovery_threshold",
+             "cooldown_ms")  # fmt: skip
+    changes = {name: getattr(a, name) for name in flags if getattr(a, name) is not None}
+    return changes | parse_assignments(a.set or [])
 
 
 async def cmd_replay(ctx: Context) -> int:
@@ -268,7 +276,10 @@ async def cmd_replay(ctx: Context) -> int:
     a = ctx.args
     first = parse_id(a.from_id, what="--from")
     last = parse_id(a.to_id, what="--to") if a.to_id else "+"
-    config = _policy_config(ctx)
+    # Replay from the first version that was in force, not this shell's environment.
+    config = first_config(ctx, await read_state(ctx))
+    overrides = _overrides(ctx)
+    config.changed(overrides)  # a bad override is a usage error before any work
     tick_ms = a.tick_ms or ctx.settings.tick_ms
     streams = await read_range(ctx.redis, ctx.keys, first, last, deadline_s=ctx.deadline_s)
     merged = merge(streams)
@@ -280,6 +291,9 @@ async def cmd_replay(ctx: Context) -> int:
         start=start,
         end=end,
         max_clock_skew_ms=ctx.settings.max_clock_skew_ms,
+        max_observers=ctx.settings.max_observers,
+        observers=ctx.settings.observers,
+        overrides=overrides,
     )
     reader = DecisionsReader(ctx.redis, ctx.keys)
     recorded = await ctx.io(partial(reader.range, first, last, count=1000), "decisions")
@@ -306,7 +320,9 @@ async def cmd_replay(ctx: Context) -> int:
     ctx.print(
         f"policy: threshold={c.threshold} quorum={c.quorum} window={c.window_ms}ms"
         f" stale_after={c.stale_after_ms}ms recovery={c.recovery_threshold}"
-        f" cooldown={c.cooldown_ms}ms"
+        f" cooldown={c.cooldown_ms}ms panic_fraction={c.panic_fraction}"
+        f" panic_hold={c.panic_hold_ms}ms manual_max_age={c.manual_max_age_ms}ms"
+        + (f" (overridden: {', '.join(overrides)})" if overrides else "")
     )
     ctx.print("decisions it would make:" if result.decisions else "it would make no decision")
     for r in result.decisions:
@@ -367,4 +383,13 @@ COMMANDS: dict[str, Callable[[Context], Awaitable[int]]] = {
     "check": cmd_check,
     "members": cmd_members,
     "step-down": cmd_step_down,
+    "observers list": cmd_observers,
+    "observers forget": cmd_observers_forget,
+    "pause": cmd_pause,
+    "resume": cmd_resume,
+    "config show": cmd_config_show,
+    "config set": cmd_config_set,
+    "config history": cmd_config_history,
+    "config diff": cmd_config_diff,
+    "explain": cmd_explain,
 }

@@ -69,6 +69,10 @@ async def cmd_members(ctx: Context) -> int:
     for row in table:
         ctx.print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     ctx.print(f"{len(rows) - len(missing)} alive, {len(missing)} missing; * = holds the lease")
+    for r in rows:
+        if r.get("config_drift"):
+            ctx.print(f"{r['owner']}: environment differs from the config in force: "
+                      f"{r['config_drift']}")  # fmt: skip
     return EXIT_FAILED if missing else EXIT_OK
 
 

@@ -63,7 +63,7 @@ class Undecodable(msgspec.Struct, frozen=True):
 
 
 class ReplayResult(msgspec.Struct, frozen=True):
-    """The outcome of one replay."""
+    """The outcome of one replay; ``config`` is the one in force at its end."""
 
     config: PolicyConfig
     start: float | None
@@ -73,6 +73,10 @@ class ReplayResult(msgspec.Struct, frozen=True):
     undecodable: list[Undecodable]
     decisions: list[ReplayedDecision]
     summary: PolicySummary
+
+
+class _Reached(Exception):
+    """The replay made the decision it was asked to stop at."""
 
 
 def _flat(fields: dict[bytes, bytes]) -> list[bytes]:
@@ -96,9 +100,20 @@ def replay(
     start: float | None,
     end: float | None,
     max_clock_skew_ms: int = 0,
+    max_observers: int = 1_000_000,
+    observers: Sequence[str] = (),
+    overrides: dict[str, int | float] | None = None,
+    policy: Policy | None = None,
+    until: str | None = None,
 ) -> ReplayResult:
-    """Apply ``entries`` (merged) to a fresh policy with simulated ticks; pure."""
-    policy = Policy(config)
+    """Apply ``entries`` (merged) to a fresh policy with simulated ticks; pure.
+
+    ``config`` is the first configuration version; ``config_changed`` events in the range
+    change it where they happened, and ``overrides`` win over every version (what-ifs).
+    ``policy`` (default: a fresh one) is the policy fed, so a caller can inspect it after;
+    with ``until``, the replay stops right after making the decision with that id.
+    """
+    policy = Policy(config, overrides=overrides) if policy is None else policy
     tick_s = tick_ms / 1000
     if start is not None and end is not None and (end - start) / tick_s > MAX_TICKS:
         raise ConfigError(
@@ -115,29 +130,44 @@ def replay(
         nonlocal next_tick, ticks
         while next_tick is not None and next_tick <= t:
             for d in policy.tick(next_tick):
-                decisions.append(ReplayedDecision(d, f"tick at {next_tick:.3f}", next_tick))
+                decided(ReplayedDecision(d, f"tick at {next_tick:.3f}", next_tick))
             ticks += 1
             next_tick += tick_s
 
+    def decided(d: ReplayedDecision) -> None:
+        decisions.append(d)
+        if d.decision.decision_id == until:
+            raise _Reached
+
     # The leader's own step; history read by XRANGE is a first delivery of every entry.
-    applier = Applier(policy, INPUT_KINDS, max_deliveries=1, max_clock_skew_ms=max_clock_skew_ms)
-    for index, entry_id, fields in entries:
-        kind = INPUT_KINDS[index]
-        at = _split(entry_id)[0] / 1000
-        if next_tick is None:
-            next_tick = at
-        tick_until(at)
-        out = Outcome()
-        applier.apply(index, [(entry_id, _flat(fields))], out)
-        for letter in out.letters:
-            undecodable.append(Undecodable(kind, letter.entry_id, letter.reason))
-        applied[kind] += out.applied
-        for d in out.planned:
-            decisions.append(ReplayedDecision(d, f"{kind} {entry_id.decode()}", at))
-    if end is not None:
-        tick_until(end)
+    applier = Applier(
+        policy,
+        INPUT_KINDS,
+        max_deliveries=1,
+        max_clock_skew_ms=max_clock_skew_ms,
+        max_observers=max_observers,
+        observers=observers,
+    )
+    try:
+        for index, entry_id, fields in entries:
+            kind = INPUT_KINDS[index]
+            at = _split(entry_id)[0] / 1000
+            if next_tick is None:
+                next_tick = at
+            tick_until(at)
+            out = Outcome()
+            applier.apply(index, [(entry_id, _flat(fields))], out)
+            for letter in out.letters:
+                undecodable.append(Undecodable(kind, letter.entry_id, letter.reason))
+            applied[kind] += out.applied
+            for d in out.planned:
+                decided(ReplayedDecision(d, f"{kind} {entry_id.decode()}", at))
+        if end is not None:
+            tick_until(end)
+    except _Reached:
+        pass
     return ReplayResult(
-        config=config,
+        config=policy.config,
         start=start,
         end=end,
         applied=applied,

@@ -146,6 +146,20 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return [fmt.format(*headers).rstrip()] + [fmt.format(*r).rstrip() for r in rows]
 
 
+def _observers(observers: dict[str, str], counts: dict[str, int]) -> str:
+    """A few observers by name; many as counts per verdict (``failoverctl observers`` lists all)."""
+    if observers and len(observers) <= 4:
+        return " ".join(f"{k}={v}" for k, v in sorted(observers.items()))
+    if not counts:
+        counts = {}
+        for verdict in observers.values():
+            counts[verdict] = counts.get(verdict, 0) + 1
+    if not counts:
+        return "-"
+    total = sum(counts.values())
+    return f"{total}: " + " ".join(f"{v}={n}" for v, n in sorted(counts.items()))
+
+
 def _region_rows(report: StatusReport, now_s: float) -> list[list[str]]:
     rows = []
     summary = report.summary
@@ -156,7 +170,7 @@ def _region_rows(report: StatusReport, now_s: float) -> list[list[str]]:
         if info is None:
             rows.append([region, "unknown", "-", "never", "-", probe, "-"])
             continue
-        observers = " ".join(f"{k}={v}" for k, v in sorted(info.observers.items())) or "-"
+        observers = _observers(info.observers, info.observer_counts)
         active = "*" if summary is not None and summary.active_region == region else ""
         rows.append(
             [
@@ -205,6 +219,26 @@ def render_status(report: StatusReport) -> str:
             )
         if summary.no_target:
             lines.append(f"NO TARGET {summary.no_target}")
+        if summary.paused:
+            p = summary.paused
+            lines.append(
+                f"PAUSED    by {p.get('actor')} {_ago(now_s, p.get('at'))}"
+                f" ({p.get('reason') or 'no reason given'}): no automatic decision until resumed"
+            )
+        if summary.panic is not None:
+            pn = summary.panic
+            hold = pn.hold_until - now_s
+            lines.append(
+                f"PANIC     {pn.down} of {pn.regions} regions down since {_ago(now_s, pn.since)}:"
+                + (f" automatic decisions held {hold:.0f}s more" if hold > 0 else " hold expired")
+            )
+        if summary.held and not summary.no_target:
+            lines.append(f"HELD      automatic failover held: {summary.held}")
+        if summary.config_version is not None:
+            lines.append(
+                f"config    version {summary.config_version}, {summary.observers} observers"
+                "  (failoverctl config show / observers)"
+            )
         if summary.cooldown_until is not None and summary.cooldown_until > now_s:
             lines.append(f"cooldown  until {summary.cooldown_until - now_s:.1f}s from now")
         for refusal in summary.refused[-3:]:

@@ -4,7 +4,9 @@ decode → dead letter → policy → stamp, in exactly one place, so ``failover
 judges every entry as the leader did: a deleted entry, one delivered more than
 ``FAILOVER_MAX_DELIVERIES`` times, one that does not decode as an event allowed on its
 stream, or one whose time is too far ahead of its arrival (``FAILOVER_MAX_CLOCK_SKEW_MS``)
-becomes a dead letter; everything else is applied to the policy in the order given.
+becomes a dead letter, and so does a health event from a source outside
+``FAILOVER_OBSERVERS`` (when set) or from a new source past ``FAILOVER_MAX_OBSERVERS``;
+everything else is applied to the policy in the order given.
 
 Pure: no I/O, no clock. This is the pipeline's hot path, so the loop keeps its lookups in
 locals and decodes the usual one-field entry without building pairs.
@@ -12,7 +14,7 @@ locals and decodes the usual one-field entry without building pairs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -27,15 +29,19 @@ from schemas.codec import (
 )
 from schemas.errors import DecodeError
 from schemas.events import (
+    ConfigChanged,
     DeadLetter,
     Drain,
     FailoverCompleted,
     FailoverDecision,
-    FailoverEvent,
     FailoverFailed,
+    ForgetObserver,
     HealthEvent,
     ManualFailover,
+    OperatorEvent,
+    Pause,
     Restore,
+    Resume,
 )
 from schemas.state import PlannedFailover
 from workers.policy.rules import Policy
@@ -46,7 +52,18 @@ INPUT_KINDS: tuple[StreamKind, StreamKind] = ("health", "events")
 DELETED = "entry was deleted from the stream while pending"
 
 _DATA = b"data"
-_EVENT_TYPES = (FailoverCompleted, FailoverFailed, ManualFailover, Drain, Restore)
+_EVENT_TYPES = (
+    FailoverCompleted,
+    FailoverFailed,
+    ManualFailover,
+    Drain,
+    Restore,
+    Pause,
+    Resume,
+    ConfigChanged,
+    ForgetObserver,
+)
+TOO_MANY_OBSERVERS = "too many observers"
 
 
 class Outcome(msgspec.Struct):
@@ -67,11 +84,15 @@ class Applier:
         *,
         max_deliveries: int,
         max_clock_skew_ms: int,
+        max_observers: int,
+        observers: Collection[str] = (),
     ) -> None:
         self.policy = policy
         self.streams = streams
         self.max_deliveries = max_deliveries
         self.max_clock_skew_ms = max_clock_skew_ms
+        self.max_observers = max_observers
+        self.allowed = frozenset(observers) or None
 
     def apply(
         self,
@@ -107,11 +128,27 @@ class Applier:
             except DecodeError as exc:
                 self.dead(out, stream, entry_id, fields=fields, deliveries=count, reason=exc.reason)
                 continue
+            if type(event) is HealthEvent:
+                refused = self._observer_refusal(event.source)
+                if refused is not None:
+                    self.dead(
+                        out, stream, entry_id, fields=fields, deliveries=count, reason=refused
+                    )
+                    continue
             planned = policy_apply(event)
             applied += 1
             if planned:
                 planned_all.extend(planned)
         out.applied += applied
+
+    def _observer_refusal(self, source: str) -> str | None:
+        """Why a health event from ``source`` may not be applied, or None."""
+        if self.allowed is not None and source not in self.allowed:
+            return f"unknown observer: {source}"
+        policy = self.policy
+        if not policy.knows_observer(source) and len(policy.state.observers) >= self.max_observers:
+            return TOO_MANY_OBSERVERS
+        return None
 
     def dead(
         self,
@@ -127,7 +164,7 @@ class Applier:
         out.letters.append(dead_letter(self.streams[stream], entry_id, reason, deliveries, fields))
 
 
-def decode_input(stream: int, fields: Sequence[bytes]) -> HealthEvent | FailoverEvent:
+def decode_input(stream: int, fields: Sequence[bytes]) -> HealthEvent | OperatorEvent:
     """Decode an input entry's flat fields; DecodeError (the codec's reason) if not valid here."""
     if len(fields) == 2 and fields[0] == _DATA:
         # Fast path for the usual one-field entry; anything unusual goes the general way.
@@ -154,4 +191,5 @@ def stamp(plan: PlannedFailover, epoch: int, leader: str) -> FailoverDecision:
         reason=plan.reason,
         evidence=plan.evidence,
         decided_at=plan.decided_at,
+        config_version=plan.config_version,
     )

@@ -38,6 +38,8 @@ def _bounds(row: Setting) -> str:
         return ", ".join(f"`{c}`" for c in row.choices)
     if row.kind == "bool":
         return "`true` / `false`"
+    if row.kind == "fraction":
+        return "0..1"
     return ""
 
 

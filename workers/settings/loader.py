@@ -21,6 +21,7 @@ from workers.settings.table import (
     ALL,
     BY_ENV,
     PREFIX,
+    ROLE_KEY,
     TABLE,
     Derived,
     Setting,
@@ -85,6 +86,12 @@ class Settings(msgspec.Struct, frozen=True):
     stale_after_ms: int = _default("stale_after_ms")
     recovery_threshold: int = _default("recovery_threshold")
     cooldown_ms: int = _default("cooldown_ms")
+    panic_fraction: float = _default("panic_fraction")
+    panic_hold_ms: int = _default("panic_hold_ms")
+    manual_max_age_ms: int = _default("manual_max_age_ms")
+    max_observers: int = _default("max_observers")
+    observers: tuple[str, ...] = _default("observers")
+    observer_expiry_ms: int = _default("observer_expiry_ms")
     max_deliveries: int = _default("max_deliveries")
     batch_size: int = _default("batch_size")
     reelect_delay_ms: int = _default("reelect_delay_ms")
@@ -201,6 +208,19 @@ def _choice(row: Setting, text: str, _: Mapping[str, Any]) -> str:
     return text
 
 
+def _fraction(_row: Setting, text: str, _: Mapping[str, Any]) -> float:
+    if not re.fullmatch(r"\d+(\.\d+)?|\.\d+", text) or not 0 <= float(text) <= 1:
+        raise _Invalid("must be a decimal number from 0 to 1", text)
+    return float(text)
+
+
+def _names(_row: Setting, text: str, _: Mapping[str, Any]) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(","))
+    if not all(0 < len(n) <= 256 and not any(c.isspace() for c in n) for n in names):
+        raise _Invalid("must be comma-separated names without spaces (no empty entries)", text)
+    return tuple(dict.fromkeys(names))
+
+
 def _url(_row: Setting, text: str, _: Mapping[str, Any]) -> str:
     try:
         validate_url(text)
@@ -244,6 +264,8 @@ _PARSERS: dict[str, Callable[[Setting, str, Mapping[str, Any]], Any]] = {
     "url": _url,
     "regions": _regions,
     "targets": _targets,
+    "fraction": _fraction,
+    "names": _names,
 }
 
 
@@ -298,6 +320,7 @@ def load_settings(
         except _Invalid as bad:
             errors.append(_line(row.env, bad.rule, bad.shown))
             failed.add(row.env)
+    values[ROLE_KEY] = role
     for row in unset:
         if isinstance(row.default, Derived):
             values[row.env] = row.default.compute(values)

@@ -51,10 +51,18 @@ def _skew(v: Values) -> list[Problem]:
     return [("MAX_CLOCK_SKEW_MS", rule, skew)]
 
 
+def _expiry(v: Values) -> list[Problem]:
+    expiry, window = v["OBSERVER_EXPIRY_MS"], v["WINDOW_MS"]
+    if expiry >= window:
+        return []
+    return [("OBSERVER_EXPIRY_MS", f"must be >= {PREFIX}WINDOW_MS ({window})", expiry)]
+
+
 # Rules relating several variables: (the variables compared, the check). A rule runs only
 # for a role that reads all of them, and only when each of them parsed.
 RULES: tuple[tuple[tuple[str, ...], Callable[[Values], list[Problem]]], ...] = (
     (("LEASE_TTL_MS", "RENEW_INTERVAL_MS", "RENEW_DEADLINE_MS"), _lease),
     (("REELECT_DELAY_MS", "REELECT_JITTER_MS"), _reelect),
     (("STALE_AFTER_MS", "MAX_CLOCK_SKEW_MS"), _skew),
+    (("WINDOW_MS", "OBSERVER_EXPIRY_MS"), _expiry),
 )

@@ -32,11 +32,15 @@ COORDINATOR, PROBER, LAGMON = "coordinator", "prober", "lagmon"
 BRIDGE, MIRROR, OPERATOR = "bridge", "mirror", "operator"
 ROLES = (COORDINATOR, PROBER, LAGMON, BRIDGE, MIRROR, OPERATOR)
 ALL = "all"
+ROLE_KEY = "ROLE"
+"""The loader passes the role being loaded to derived defaults under this key."""
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 
-Kind = Literal["int", "text", "bool", "choice", "secret", "url", "regions", "targets"]
+Kind = Literal[
+    "int", "text", "bool", "choice", "secret", "url", "regions", "targets", "fraction", "names"
+]
 Values = Mapping[str, Any]
 
 
@@ -155,7 +159,16 @@ TABLE: tuple[Setting, ...] = (
     ),
     _text(
         "INSTANCE_ID",
-        Derived("`<hostname>-<pid>`", lambda _: f"{socket.gethostname()}-{os.getpid()}"),
+        # A prober is an observer and quorum counts observers by name: its name must survive
+        # restarts, or every restart adds a new observer.
+        Derived(
+            "`<hostname>` for a prober, `<hostname>-<pid>` otherwise",
+            lambda v: (
+                socket.gethostname()
+                if v.get(ROLE_KEY) == PROBER
+                else f"{socket.gethostname()}-{os.getpid()}"
+            ),
+        ),
         "this process's name (observer name of a prober, prefix of a coordinator's owner id)",
         _LONG_RUNNING,
         check=_no_space(128, "#"),
@@ -200,6 +213,53 @@ TABLE: tuple[Setting, ...] = (
         60000,
         (0, MAX_DURATION_MS, "ms"),
         "no automatic decision within this of the previous one",
+        _CO,
+    ),
+    # -- v2 policy (issue 10): seeds of the configuration in NS:state, observer bounds --
+    _text(
+        "PANIC_FRACTION",
+        0.5,
+        "while more than this share of the regions is down at once, no automatic decision"
+        " (panic / fail-static, like Envoy's panic threshold); 1 = off",
+        _CO,
+        kind="fraction",
+        rule="must be a decimal number from 0 to 1",
+    ),
+    _int(
+        "PANIC_HOLD_MS",
+        300000,
+        (0, MAX_DURATION_MS, "ms"),
+        "a panic holds automatic decisions at most this long from its start",
+        _CO,
+    ),
+    _int(
+        "MANUAL_MAX_AGE_MS",
+        300000,
+        (1, MAX_DURATION_MS, "ms"),
+        "a `manual_failover` whose `at` is older than this when applied is refused as expired",
+        _CO,
+    ),
+    _int(
+        "MAX_OBSERVERS",
+        1000,
+        (1, 100000, "observers"),
+        "distinct health sources tracked; a health event from a new source past this is a"
+        " dead letter `too many observers`",
+        _CO,
+    ),
+    _text(
+        "OBSERVERS",
+        (),
+        "comma-separated allowlist of health sources; a health event from any other source is"
+        " a dead letter `unknown observer: <source>` (empty: any source)",
+        _CO,
+        kind="names",
+    ),
+    _int(
+        "OBSERVER_EXPIRY_MS",
+        86_400_000,
+        (1, 30 * MAX_DURATION_MS, "ms"),
+        "an observer silent this long is forgotten from the state; must be >= `FAILOVER_WINDOW_MS`",
         _CO,
     ),
     _int(
