@@ -8,7 +8,8 @@
 --                          newest decision says;
 --   {'crashed', runs}      the decision was started max_runs times without being settled
 --                          (the executor died each time): it is not sent again;
---   {'stale', epoch}       its epoch is lower than one the group has already seen: skip it;
+--   {'stale', epoch}       its epoch is lower than one the group has already seen: skip it
+--                          (checked before duplicates: an old decision re-added is stale);
 --   {'duplicate', status}  the group already finished this decision id: skip it;
 --   {'run', runs}          go: the decision is recorded 'started' by this consumer, held
 --                          for hold_ms (server clock), runs = 1 the first time, > 1 when a
@@ -34,9 +35,8 @@ if #earlier > 0 then return {'wait', 'earlier entry ' .. earlier[1][1]} end
 
 local field = 'd:' .. decision_id
 local raw = redis.call('HGET', state_key, field)
-if raw then
-  local record = cjson.decode(raw)
-  if record.status ~= 'started' then return {'duplicate', record.status} end
+local record = raw and cjson.decode(raw)
+if record and record.status == 'started' then
   if record.consumer ~= consumer and record.held_until > now_ms then
     return {'wait', 'held by ' .. record.consumer}
   end
@@ -48,9 +48,11 @@ if raw then
   return {'run', tostring(record.runs)}
 end
 
+-- The fence comes before the duplicate check: an old decision re-added is counted stale.
 local seen = tonumber(redis.call('HGET', state_key, 'epoch') or '0')
 if epoch < seen then return {'stale', tostring(seen)} end
-local record = {
+if record then return {'duplicate', record.status} end
+record = {
   status = 'started', decision_id = decision_id, epoch = epoch, entry = entry_id,
   consumer = consumer, runs = 1, started_at = now_ms, held_until = now_ms + hold_ms,
 }

@@ -14,6 +14,7 @@ from types import TracebackType
 import aiohttp
 
 from schemas.events import FailoverDecision
+from streams.connection import redact
 from workers.executor.outcome import Outcome, Permanent, Transient, with_retries
 from workers.executor.signature import (
     DECISION_ID_HEADER,
@@ -41,8 +42,8 @@ class WebhookAction:
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
-        """Names the URL, never the secret."""
-        return f"WebhookAction({self.url!r})"
+        """Names the URL (password masked), never the secret."""
+        return f"WebhookAction({redact(self.url)!r})"
 
     async def __aenter__(self) -> WebhookAction:
         """Open the HTTP session."""
