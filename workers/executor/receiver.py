@@ -103,6 +103,9 @@ class Receiver:
                 answer = self._apply(body)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        said = answer.text.strip() if answer.text else ""
+        decision_id = request.headers.get(DECISION_ID_HEADER, "-")
+        print(f"answered {decision_id}: {answer.status} {said}", flush=True)
         return answer
 
     def _judge(self, request: web.Request, body: bytes) -> web.Response | None:
