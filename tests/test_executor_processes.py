@@ -4,6 +4,9 @@ SIGKILL at every step of carrying out a decision, and two of them in one group."
 from __future__ import annotations
 
 import contextlib
+import json
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -173,6 +176,31 @@ def test_a_decision_reaches_the_receiver_once_and_the_coordinator_records_it_com
     )
     assert executor.terminate() == 0
     assert SECRET not in executor.output()
+    # failoverctl status: the group's position and the last decision it applied.
+    env = clean_env(redis_url=redis_server.url, namespace=namespace, regions="eu,us")
+    shown = subprocess.run(
+        [sys.executable, "-m", "workers.ops.cli", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    position = r.hget(keys.executor(GROUP), "position").decode()
+    row = next(line for line in shown.splitlines() if line.startswith("executor "))
+    assert position in row and f"{applied['decision_id']} completed" in row, shown
+    assert "[1 completed, 0 failed]" in row
+    as_json = subprocess.run(
+        [sys.executable, "-m", "workers.ops.cli", "status", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    [group] = json.loads(as_json)["decision_groups"]
+    assert group["group"] == GROUP and group["position"] == position
+    assert group["last"]["decision_id"] == applied["decision_id"]
 
 
 def test_a_failing_action_retried_then_reported_failed_makes_the_target_suspect(
