@@ -514,3 +514,44 @@ def test_the_webhook_secret_is_never_printed(redis_server: RedisServer) -> None:
     assert "FAILOVER_EXECUTOR_WEBHOOK_SECRET" in helped.stdout
     for text in (done.stdout, done.stderr, helped.stdout, helped.stderr):
         assert "hunter2-secret" not in text and "pw-in-url" not in text
+
+
+# -- the README's library example -------------------------------------------------------
+
+
+def readme_example() -> str:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text[text.index("### The library: write your own executor") :]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start : section.index("\n```", start)]
+
+
+async def test_the_readme_library_example_runs_as_written(
+    redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = readme_example()
+    assert len(code.splitlines()) <= 25
+    scope: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    keys = Keys("failover")  # the example's namespace, on this test's private server
+    redis = connect(redis_server.url)
+    try:
+        await redis.delete(keys.decisions, keys.events, keys.executor("dns"))
+        await append(redis, keys.decisions, failover(1, to="ap", epoch=7))
+        stop = asyncio.Event()
+        task = asyncio.create_task(scope["main"](redis_server.url, stop))  # type: ignore[operator]
+        await wait_for(lambda: _settled_group(redis, keys, "dns"), 10, "the example to settle")
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        [report] = await reports(redis, keys)
+        assert isinstance(report, FailoverCompleted) and report.detail == "routed"
+        assert "route to ap: epoch 7, id d1" in capsys.readouterr().out
+    finally:
+        await redis.delete(keys.decisions, keys.events, keys.executor("dns"))
+        await redis.aclose()
+
+
+async def _settled_group(redis: aioredis.Redis, keys: Keys, group: str) -> bool:
+    return any(
+        g.group == group and g.lag == 0 and g.pending == 0 for g in await read_groups(redis, keys)
+    )
