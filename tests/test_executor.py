@@ -234,6 +234,19 @@ async def test_two_followers_in_one_group_act_once_each_in_stream_order(
     assert len(await reports(redis_client, keys)) == 30
 
 
+async def test_a_deleted_decisions_stream_is_followed_again_once_recreated(
+    redis_client: aioredis.Redis, keys: Keys, running: Running
+) -> None:
+    action = Recorder()
+    await append(redis_client, keys.decisions, failover(1, epoch=2))
+    running.start(follower(redis_client, keys, action))
+    await wait_for(lambda: settled(redis_client, keys), 10, "the decision settled")
+    await redis_client.delete(keys.decisions)  # an operator's mistake: the group goes too
+    await append(redis_client, keys.decisions, failover(2, to="ap", epoch=2))
+    await wait_for(lambda: settled(redis_client, keys), 10, "the new stream's decision settled")
+    assert action.calls == [("d1", 2, 1), ("d2", 2, 1)]
+
+
 async def test_redis_gone_between_action_and_report_does_not_run_the_action_again(
     own_redis_server: RedisServer, keys: Keys, running: Running
 ) -> None:

@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from schemas.codec import DATA_FIELD, decode_entry, encode_data
-from schemas.errors import DecodeError, FailoverError
+from schemas.errors import DecodeError, FailoverError, GroupMissing
 from schemas.events import FailoverCompleted, FailoverDecision, FailoverFailed, LeaderChanged
 from streams.connection import Client
 from streams.decisions import DecisionsGroup
@@ -100,6 +100,9 @@ class Follower:
                     if not await self.handle(entry_id.decode(), fields):
                         await _pause(stop, WAIT_S)  # not our turn yet: ask again shortly
                         break
+            except GroupMissing:  # the stream or the group was deleted: make them again
+                log.warning("executor %s: the group is gone; creating it again", self.group)
+                await self.reader.ensure()
             except FailoverError as exc:  # RedisUnavailable: wait and read again
                 if not exc.retriable:
                     raise

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, FailoverError
 from streams.connection import connect
 from streams.keys import Keys
 from streams.lease import make_owner_id
@@ -102,8 +102,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     ledger = ExecutorLedger(redis, keys, ex.group)
 
     async def sample_lag() -> None:
-        with contextlib.suppress(Exception):  # a missed sample is only a stale gauge
+        try:
             metrics.lag(*await ledger.lag())
+        except FailoverError as exc:  # a missed sample is only a stale gauge
+            log.warning("executor %s: lag sample failed: %s", ex.group, exc)
 
     try:
         async with action, asyncio.TaskGroup() as tasks:
