@@ -568,3 +568,25 @@ async def _settled_group(redis: aioredis.Redis, keys: Keys, group: str) -> bool:
     return any(
         g.group == group and g.lag == 0 and g.pending == 0 for g in await read_groups(redis, keys)
     )
+
+
+def test_the_receiver_says_in_one_line_why_it_cannot_start(tmp_path: Path) -> None:
+    bad_state = tmp_path / "state.json"
+    bad_state.write_text("{not json")
+    cases = [
+        ([], {}, 2, "FAILOVER_EXECUTOR_WEBHOOK_SECRET: is required"),
+        (["--state", str(bad_state)], {"executor_webhook_secret": "k"}, 2, "unreadable"),
+        (["--host", "192.0.2.1"], {"executor_webhook_secret": "k"}, 1, "address"),
+    ]
+    for args, env, code, says in cases:
+        done = subprocess.run(
+            [sys.executable, "-m", "workers.executor.receiver", *args],
+            env=clean_env(**env),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == code, done.stderr
+        assert says in done.stderr and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1

@@ -214,7 +214,14 @@ def main(argv: list[str] | None = None) -> None:
     if not secret:
         print("receiver: FAILOVER_EXECUTOR_WEBHOOK_SECRET: is required", file=sys.stderr)
         sys.exit(2)
-    asyncio.run(serve(args, secret))
+    try:
+        asyncio.run(serve(args, secret))
+    except msgspec.DecodeError as exc:  # includes a state file of the wrong shape
+        print(f"receiver: --state {args.state}: unreadable: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:  # the port is taken, the address is not ours, the file is not
+        print(f"receiver: {exc.strerror or exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
