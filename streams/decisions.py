@@ -128,6 +128,10 @@ class DecisionsGroup:
         await call(ack, what=f"{self.group} ack", deadline_s=self.deadline_s)
         self._unacked.difference_update(ids)
 
+    def settled(self, ids: list[bytes]) -> None:
+        """Note that ``ids`` were acked by a script of the caller's (an executor's settle)."""
+        self._unacked.difference_update(ids)
+
     async def _read(self, start: str, count: int, block_ms: int | None) -> list[Decision]:
         async def read() -> Any:
             with translated():

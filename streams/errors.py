@@ -26,7 +26,11 @@ def translate(exc: BaseException) -> BaseException:
     """
     if not isinstance(exc, rex.RedisError):
         return exc
-    if isinstance(exc, rex.ResponseError) and "NOGROUP" in str(exc):
+    if isinstance(exc, rex.ResponseError) and (
+        # A reader blocked on a stream that is deleted meanwhile is told so (Redis 7):
+        # its group went with the stream.
+        "NOGROUP" in str(exc) or "stream key no longer exists" in str(exc)
+    ):
         return GroupMissing(str(exc))
     if is_retriable(exc):
         return RedisUnavailable(str(exc))

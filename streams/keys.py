@@ -109,6 +109,14 @@ class Keys(msgspec.Struct, frozen=True):
         """The two streams the leader consumes, in read order."""
         return (self.health, self.events)
 
+    def executor(self, group: str) -> str:
+        """Hash of one executor group: position, highest epoch seen, one record per decision."""
+        return f"{self.namespace}:executor:{group}"
+
+    def executor_order(self, group: str) -> str:
+        """List of the decision ids one executor group finished, oldest first (retention)."""
+        return f"{self.namespace}:executor:{group}:order"
+
     def region_health(self, region: str) -> str:
         """Latest health snapshot of one region (TTL 60 s)."""
         return f"{self.namespace}:region:health:{region}"

@@ -35,6 +35,8 @@ Name = Literal[
     "lag_snapshot",
     "dlq_replay",
     "trim_input",
+    "executor_begin",
+    "executor_settle",
 ]
 
 # Which preludes each script needs, in the order they are prepended.
@@ -49,6 +51,8 @@ _PRELUDES: dict[Name, tuple[str, ...]] = {
     "lag_snapshot": ("state_fields",),
     "dlq_replay": (),
     "trim_input": ("lease", "ids"),
+    "executor_begin": ("ids",),
+    "executor_settle": ("ids",),
 }
 
 _registered: WeakKeyDictionary[aioredis.Redis, dict[Name, AsyncScript]] = WeakKeyDictionary()

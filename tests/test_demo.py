@@ -32,6 +32,12 @@ def test_demo_stages_a_failover_and_a_takeover_and_leaves_nothing_behind() -> No
     assert re.search(r"DECISION d-[0-9a-f]+: us-east -> eu-west \(quorum_unhealthy", out)
     assert re.search(r"SIGKILL leader coord-\d#", out)
     assert len(re.findall(r"leader_changed: coord-\d#\w+ epoch \d+", out)) >= 2
+    # The real executor carried it out at the real receiver, once.
+    assert re.search(r"executor: failover_completed d-[0-9a-f]+ \(HTTP 200: applied", out)
+    assert "receiver: routing eu-west (epoch" in out
+    assert re.search(
+        r"executor: 1 failover_completed for 1 decisions; receiver routing eu-west", out
+    )
     # The summary: the failover it staged and the takeover time it measured.
     assert re.search(r"decision: d-[0-9a-f]+ us-east -> eu-west", out)
     takeover = re.search(
@@ -74,7 +80,8 @@ def test_demo_interrupted_by_ctrl_c_still_stops_every_process() -> None:
     assert proc.returncode == 130, out + err
     assert "interrupted: stopping every process" in out and "Traceback" not in err
     pids = re.search(r"cleanup:  stopped pids ([\d ]+)", out)
-    assert pids is not None and len(pids.group(1).split()) == 4
+    # Redis, three coordinators, the executor and its receiver.
+    assert pids is not None and len(pids.group(1).split()) == 6
     for pid in map(int, pids.group(1).split()):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)

@@ -16,6 +16,7 @@ from workers.settings import (
     DEFAULTS,
     MAX_DURATION_MS,
     ROLES,
+    ExecutorSettings,
     KafkaSettings,
     ProbeTarget,
     Settings,
@@ -353,8 +354,9 @@ def _rows_read_by(role: str) -> list[Setting]:
 
 
 def test_every_settings_field_is_one_row_of_the_table() -> None:
-    fields = [f for f in Settings.__struct_fields__ if f != "kafka"]
+    fields = [f for f in Settings.__struct_fields__ if f not in ("kafka", "executor")]
     fields += [f"kafka.{f}" for f in KafkaSettings.__struct_fields__]
+    fields += [f"executor.{f}" for f in ExecutorSettings.__struct_fields__]
     assert sorted(row.field for row in TABLE) == sorted(fields)
     assert len({row.env for row in TABLE}) == len(TABLE)
     assert all(row.roles and row.roles <= set(ROLES) for row in TABLE), "every row has readers"
@@ -369,8 +371,8 @@ def test_each_role_loads_without_the_variables_it_does_not_read(role: str) -> No
     for row in TABLE:
         if not row.reads(role):
             group, _, name = row.field.rpartition(".")
-            value = getattr(s.kafka if group else s, name)
-            assert value == getattr(DEFAULTS.kafka if group else DEFAULTS, name), row.env
+            value = getattr(getattr(s, group) if group else s, name)
+            assert value == getattr(getattr(DEFAULTS, group) if group else DEFAULTS, name), row.env
 
 
 @pytest.mark.parametrize("role", ["lagmon", "operator", "bridge", "mirror"])
@@ -437,7 +439,7 @@ def test_every_number_has_both_bounds_and_over_the_maximum_is_one_line(row: Sett
 
 def _static(row: Setting) -> int:
     group, _, name = row.field.rpartition(".")
-    value = getattr(DEFAULTS.kafka if group else DEFAULTS, name)
+    value = getattr(getattr(DEFAULTS, group) if group else DEFAULTS, name)
     assert isinstance(value, int)
     return value
 

@@ -1,12 +1,15 @@
 """``failoverctl demo``: a private fleet taken through a regional outage and a leader crash.
 
-Starts a private Redis and three coordinator processes (:mod:`workers.ops.fleet`) and,
-in this process, two simulated observers probing three regions and an executor that
-reports decisions done. Then the script: at 20% of the run the active region fails (both
+Starts a private Redis, three coordinator processes, a real executor
+(``python -m workers.executor``) and the receiver it calls (``python -m
+workers.executor.receiver``: checks the signature, the epoch and the decision id, records
+the routing) (:mod:`workers.ops.fleet`) and, in this process, two simulated observers
+probing three regions. Then the script: at 20% of the run the active region fails (both
 observers report it unhealthy), at 50% the leader is SIGKILLed, at 75% the region recovers.
 It shows leadership, regions, decisions and lag live, ends with a summary (the failover it
 staged, the decision, the takeover time it measured) and leaves no process behind.
-Exit 0 when the failover was decided exactly once and another coordinator took over.
+Exit 0 when the failover was decided exactly once, applied once at the receiver and
+reported completed by the executor, and another coordinator took over.
 """
 
 from __future__ import annotations
@@ -16,18 +19,19 @@ import contextlib
 import signal
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 import msgspec
 
 from schemas.codec import decode_entry
 from schemas.errors import DecodeError
-from schemas.events import FailoverCompleted, FailoverDecision, HealthEvent, LeaderChanged
+from schemas.events import FailoverDecision, HealthEvent, LeaderChanged
 from streams.connection import Client, connect
 from streams.decisions import DecisionsReader
 from streams.keys import Keys
 from streams.lease import read_lease
-from streams.producer import append, append_many
+from streams.producer import append_many
+from workers.ops.demo_chain import ExecutorChain
 from workers.ops.fleet import Fleet
 from workers.ops.status import StatusReport, gather_status
 from workers.settings import Settings
@@ -85,6 +89,7 @@ class Demo:
         self.failovers: list[tuple[float, FailoverDecision]] = []
         self.leaders: list[tuple[float, LeaderChanged]] = []
         self.takeover: Takeover | None = None
+        self.chain = ExecutorChain(self.fleet, self.keys, self.note, self._t)
         self.outage_at = 0.2 * seconds
         self.kill_at = 0.5 * seconds
         self.recover_at = 0.75 * seconds
@@ -174,7 +179,7 @@ class Demo:
             await self._pause(OBSERVE_EVERY_S)
 
     async def _follow(self, redis: Client) -> None:
-        """Watch decisions; act as the executor and report each failover completed."""
+        """Watch decisions (the executor process acts on them)."""
         reader = DecisionsReader(redis, self.keys)
         cursor = "0-0"
         while not self.stop.is_set():
@@ -194,15 +199,6 @@ class Demo:
                         f"DECISION {entry.decision_id}: {entry.from_region} -> "
                         f"{entry.to_region} ({entry.reason}, epoch {entry.epoch})"
                     )
-                    done = FailoverCompleted(
-                        event_id=f"exec-{entry.decision_id}",
-                        region=entry.to_region,
-                        actor="demo-executor",
-                        at=time.time(),
-                        decision_id=entry.decision_id,
-                    )
-                    await append(redis, self.keys.events, done)
-                    self.note(f"executor: traffic moved to {entry.to_region}")
 
     async def _display(self, redis: Client, settings: Settings) -> None:
         while not self.stop.is_set():
@@ -264,7 +260,11 @@ class Demo:
 
     async def run(self) -> int:
         """Set up, play the script, summarise; the exit code."""
-        print(f"starting a private Redis and {len(COORDINATORS)} coordinators ...", file=self.out)
+        print(
+            f"starting a private Redis, {len(COORDINATORS)} coordinators, an executor and"
+            " its receiver ...",
+            file=self.out,
+        )
         url = self.fleet.start()
         settings = Settings(regions=REGIONS, redis_url=url, namespace=NAMESPACE)
         redis = connect(url)
@@ -272,6 +272,11 @@ class Demo:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._interrupt)
         try:
+            if not await self.chain.start(lambda: self.interrupted):
+                if self.interrupted:
+                    return 130
+                print("the receiver did not start within 20s", file=self.out)
+                return 1
             deadline = time.monotonic() + 20
             while (await read_lease(redis, self.keys)).owner is None:
                 if self.interrupted:
@@ -286,6 +291,7 @@ class Demo:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._observe(redis))
                 group.create_task(self._follow(redis))
+                group.create_task(self.chain.watch(redis, self.stop))
                 group.create_task(self._display(redis, settings))
                 await self._script(redis)
                 if not self.interrupted:
@@ -294,13 +300,14 @@ class Demo:
             if self.interrupted:
                 return 130
             self._draw(await gather_status(redis, settings))
-            return self._summary(await gather_status(redis, settings))
+            receiver = await self.chain.receiver_state()
+            return self._summary(await gather_status(redis, settings), receiver)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             await redis.aclose()
 
-    def _summary(self, report: StatusReport) -> int:
+    def _summary(self, report: StatusReport, receiver: dict[str, Any]) -> int:
         w = self.out
         print("\nsummary", file=w)
         print(
@@ -333,6 +340,7 @@ class Demo:
         else:
             print("  takeover: did not happen", file=w)
             ok = False
+        ok = self.chain.summary(w, [d for _, d in self.failovers], receiver, REGIONS[1]) and ok
         active = report.summary.active_region if report.summary else None
         print(
             f"  final:    active {active}, {len(self.leaders)} leader_changed decisions,"

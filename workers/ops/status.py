@@ -15,11 +15,13 @@ from typing import Any
 import msgspec
 
 from schemas.errors import DecodeError
+from schemas.executor import ExecutorGroupState
 from schemas.lag import LagReport
 from schemas.state import PolicySummary, RegionSnapshot
 from streams.connection import Client, call
 from streams.keys import Keys
 from streams.lag import LagSampler
+from streams.ledger import read_groups
 from streams.snapshots import read_snapshots
 from workers.monitor.lag_status import GroupSample, Verdict, evaluate_instant, worst
 from workers.settings import Settings
@@ -41,6 +43,7 @@ class StatusReport(msgspec.Struct, frozen=True):
     snapshots: dict[str, RegionSnapshot | None]
     verdicts: dict[str, Verdict]
     overall: Verdict
+    decision_groups: list[ExecutorGroupState] = []
 
 
 def _decode_summary(raw: bytes | None) -> tuple[PolicySummary | None, str | None]:
@@ -68,13 +71,14 @@ async def gather_status(
     keys = Keys(settings.namespace)
     sampler = LagSampler(redis, keys)
     start = time.perf_counter()
-    report, raw_snapshots = await asyncio.gather(
+    report, raw_snapshots, groups = await asyncio.gather(
         call(lambda: sampler.sample(with_state=True), what="status", deadline_s=deadline_s),
         call(
             lambda: read_snapshots(redis, keys, settings.regions),
             what="snapshots",
             deadline_s=deadline_s,
         ),
+        read_groups(redis, keys, deadline_s=deadline_s),
     )
     elapsed_ms = (time.perf_counter() - start) * 1000
     summary, error = _decode_summary(report.state.summary if report.state else None)
@@ -96,6 +100,7 @@ async def gather_status(
         },
         verdicts=verdicts,
         overall=worst(verdicts.values()),
+        decision_groups=groups,
     )
 
 
@@ -136,6 +141,7 @@ def status_json(report: StatusReport) -> dict[str, Any]:
         "dead_letters": lag.dlq_length,
         "decisions": lag.decisions_length,
         "lag_status": msgspec.to_builtins(report.overall),
+        "decision_groups": msgspec.to_builtins(report.decision_groups),
     }
     return data
 
@@ -184,6 +190,32 @@ def _region_rows(report: StatusReport, now_s: float) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def _group_row(g: ExecutorGroupState, now_s: float) -> list[str]:
+    """One consumer group of NS:decisions; for an executor, its fence and last decision."""
+    lag = "?" if g.lag is None else str(g.lag)
+    if not g.is_executor:
+        return [g.group, str(g.consumers), lag, str(g.pending), "-", "-", "(not an executor)"]
+    last = "-"
+    if g.last is not None:
+        finished = None if g.last.finished_at is None else g.last.finished_at / 1000
+        last = (
+            f"{g.last.decision_id} {g.last.status} ({_ago(now_s, finished)}, epoch {g.last.epoch})"
+        )
+    skipped = (
+        f"; skipped {g.stale} stale, {g.duplicate} duplicate" if g.stale or g.duplicate else ""
+    )
+    counts = f"   [{g.completed} completed, {g.failed} failed{skipped}]"
+    return [
+        g.group,
+        str(g.consumers),
+        lag,
+        str(g.pending),
+        g.position or "-",
+        str(g.epoch),
+        last + counts,
+    ]
 
 
 def render_status(report: StatusReport) -> str:
@@ -269,6 +301,12 @@ def render_status(report: StatusReport) -> str:
     lines += _table(
         ["STREAM", "LENGTH", "LAG", "LAG AGE", "PENDING", "OLDEST PENDING", "LAG STATUS"], rows
     )
+    if report.decision_groups:
+        lines.append("")
+        lines += _table(
+            ["DECISIONS GROUP", "CONSUMERS", "LAG", "PENDING", "POSITION", "EPOCH", "LAST APPLIED"],
+            [_group_row(g, now_s) for g in report.decision_groups],
+        )
     lines.append("")
     lines.append(
         f"dead letters {lag.dlq_length}   decisions {lag.decisions_length}"

@@ -13,6 +13,7 @@ from workers.settings.docs import help_text, markdown_table
 from workers.settings.loader import (
     DEFAULT_REDIS_URL,
     DEFAULTS,
+    ExecutorSettings,
     KafkaSettings,
     ProbeTarget,
     Settings,
@@ -30,6 +31,7 @@ __all__ = [
     "MIN_REELECT_MS",
     "PREFIX",
     "ROLES",
+    "ExecutorSettings",
     "KafkaSettings",
     "ProbeTarget",
     "Settings",

@@ -70,6 +70,29 @@ class KafkaSettings(msgspec.Struct, frozen=True):
         return _masked_repr(self, {"sasl_password": "***" if self.sasl_password else ""})
 
 
+class ExecutorSettings(msgspec.Struct, frozen=True):
+    """The executor's group and action (``FAILOVER_EXECUTOR_*``, DESIGN §8b)."""
+
+    group: str = _default("executor.group")
+    webhook_url: str = _default("executor.webhook_url")
+    webhook_secret: str = _default("executor.webhook_secret")
+    command: str = _default("executor.command")
+    timeout_ms: int = _default("executor.timeout_ms")
+    attempts: int = _default("executor.attempts")
+    backoff_ms: int = _default("executor.backoff_ms")
+    claim_idle_ms: int = _default("executor.claim_idle_ms")
+
+    def __repr__(self) -> str:
+        """Like the default repr, with the webhook secret masked (settings get logged)."""
+        return _masked_repr(
+            self,
+            {
+                "webhook_secret": "***" if self.webhook_secret else "",
+                "webhook_url": redact(self.webhook_url),
+            },
+        )
+
+
 class Settings(msgspec.Struct, frozen=True):
     """Everything a process is configured with; each field is one row of the table."""
 
@@ -118,6 +141,7 @@ class Settings(msgspec.Struct, frozen=True):
     lag_interval_ms: int = _default("lag_interval_ms")
     lag_window: int = _default("lag_window")
     kafka: KafkaSettings = KafkaSettings()
+    executor: ExecutorSettings = ExecutorSettings()
 
     @property
     def redacted_url(self) -> str:
@@ -349,9 +373,12 @@ def read_setting(name: str, env: Mapping[str, str] | None = None) -> Any:
 
 
 def _build(values: Mapping[str, Any]) -> Settings:
-    top: dict[str, Any] = {}
-    kafka: dict[str, Any] = {}
+    parts: dict[str, dict[str, Any]] = {"": {}, "kafka": {}, "executor": {}}
     for row in TABLE:
         group, _, name = row.field.rpartition(".")
-        (kafka if group == "kafka" else top)[name] = values[row.env]
-    return Settings(**top, kafka=KafkaSettings(**kafka))
+        parts[group][name] = values[row.env]
+    return Settings(
+        **parts[""],
+        kafka=KafkaSettings(**parts["kafka"]),
+        executor=ExecutorSettings(**parts["executor"]),
+    )

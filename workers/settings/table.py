@@ -30,7 +30,8 @@ HOUR_MS = 3_600_000
 # reads; ``ALL`` is the pseudo-role of tools and tests that want every variable at once.
 COORDINATOR, PROBER, LAGMON = "coordinator", "prober", "lagmon"
 BRIDGE, MIRROR, OPERATOR = "bridge", "mirror", "operator"
-ROLES = (COORDINATOR, PROBER, LAGMON, BRIDGE, MIRROR, OPERATOR)
+EXECUTOR = "executor"
+ROLES = (COORDINATOR, PROBER, LAGMON, BRIDGE, MIRROR, OPERATOR, EXECUTOR)
 ALL = "all"
 ROLE_KEY = "ROLE"
 """The loader passes the role being loaded to derived defaults under this key."""
@@ -94,7 +95,10 @@ def check_role(role: str) -> None:
 
 
 def _field(env: str) -> str:
-    return "kafka." + env[6:].lower() if env.startswith("KAFKA_") else env.lower()
+    for group in ("KAFKA_", "EXECUTOR_"):  # sub-structs of Settings: settings.kafka.x, ...
+        if env.startswith(group):
+            return f"{group[:-1].lower()}.{env[len(group) :].lower()}"
+    return env.lower()
 
 
 def _int(
@@ -117,7 +121,7 @@ def _no_space(limit: int, *banned: str) -> Callable[[str], bool]:
 
 _C = frozenset({COORDINATOR})
 _CO = frozenset({COORDINATOR, OPERATOR})
-_LONG_RUNNING = frozenset({COORDINATOR, PROBER, LAGMON, BRIDGE, MIRROR})
+_LONG_RUNNING = frozenset({COORDINATOR, PROBER, LAGMON, BRIDGE, MIRROR, EXECUTOR})
 _EVERY = _LONG_RUNNING | {OPERATOR}
 _KAFKA = frozenset({BRIDGE, MIRROR})
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -130,6 +134,74 @@ def _sentinel_list(text: str) -> bool:
         return False
     return True
 
+
+_X = frozenset({EXECUTOR})
+# The executor's rows (DESIGN §8b): its group and its one action, with bounds on each try.
+EXECUTOR_ROWS = (
+    _text(
+        "EXECUTOR_GROUP",
+        "executor",
+        "the executor's consumer group on `NS:decisions`: one per kind of executor; processes"
+        " of one kind share it and each decision is carried out once per group",
+        _X,
+        check=_no_space(64, ":"),
+        rule="must be non-empty, without spaces or ':', at most 64 characters",
+    ),
+    _text(
+        "EXECUTOR_WEBHOOK_URL",
+        "",
+        "`http(s)://` URL the executor POSTs each failover decision to, signed (set this or"
+        " `FAILOVER_EXECUTOR_COMMAND`)",
+        _X,
+        check=lambda v: v.startswith(("http://", "https://")) and _no_space(2048)(v),
+        rule="must be an http:// or https:// URL without spaces",
+    ),
+    _text(
+        "EXECUTOR_WEBHOOK_SECRET",
+        "",
+        "HMAC-SHA256 key of the webhook signature; required with a webhook (never logged)",
+        _X,
+        kind="secret",
+    ),
+    _text(
+        "EXECUTOR_COMMAND",
+        "",
+        "command run once per failover decision: the decision JSON on stdin,"
+        " `FAILOVER_DECISION_ID` / `_EPOCH` / `_FROM_REGION` / `_TO_REGION` in its"
+        " environment; exit 0 = done, 2 = failed for good, else retried",
+        _X,
+    ),
+    _int(
+        "EXECUTOR_TIMEOUT_MS",
+        10000,
+        (10, 600_000, "ms"),
+        "one attempt of the action, at most (then it counts as failed, and is retried)",
+        _X,
+    ),
+    _int(
+        "EXECUTOR_ATTEMPTS",
+        5,
+        (1, 100, ""),
+        "attempts per decision on failures that may pass (refused connection, 5xx, timeout,"
+        " exit code other than 0 and 2); 4xx and exit 2 are not retried",
+        _X,
+    ),
+    _int(
+        "EXECUTOR_BACKOFF_MS",
+        500,
+        (0, 60_000, "ms"),
+        "wait before the first retry, doubled each time up to 16 times this",
+        _X,
+    ),
+    _int(
+        "EXECUTOR_CLAIM_IDLE_MS",
+        10000,
+        (100, MAX_DURATION_MS, "ms"),
+        "a stopped executor's undone decisions are taken over by another of its group after"
+        " this; one it had started is sent again only once all its attempts could be over",
+        _X,
+    ),
+)
 
 TABLE: tuple[Setting, ...] = (
     _text(
@@ -332,7 +404,7 @@ TABLE: tuple[Setting, ...] = (
         0,
         (0, 65535, ""),
         "Prometheus port of the process (0 = off)",
-        frozenset({COORDINATOR, LAGMON}),
+        frozenset({COORDINATOR, LAGMON, EXECUTOR}),
     ),
     _int(
         "DECISIONS_MAXLEN",
@@ -499,6 +571,7 @@ TABLE: tuple[Setting, ...] = (
     _text(
         "KAFKA_SSL_CAFILE", "", "CA bundle for `SSL` / `SASL_SSL` (system CAs when empty)", _KAFKA
     ),
+    *EXECUTOR_ROWS,
 )
 
 BY_ENV: dict[str, Setting] = {s.env: s for s in TABLE}
