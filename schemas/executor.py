@@ -4,7 +4,8 @@ The hash is written only by the executor scripts (``streams/lua/executor_*.lua``
 group's ``position`` (last settled decisions entry), ``epoch`` (highest seen), ``last``
 (the record of the last finished decision), counters per outcome, and one record
 ``d:<decision_id>`` per started or finished decision. Records are JSON written by Lua
-(cjson): times are milliseconds of the Redis server's clock, as floats.
+(cjson): times are milliseconds of the Redis server's clock, as floats; the epoch is a
+decimal string there (cjson keeps 14 significant digits, an epoch has 16), read as an int.
 """
 
 from __future__ import annotations

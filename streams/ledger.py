@@ -26,7 +26,8 @@ BeginAnswer = Literal["run", "wait", "settled", "stale", "duplicate", "crashed"]
 SettleKind = Literal["failover", "stale", "duplicate", "leader", "ignored"]
 _BEGIN_ANSWERS = ("run", "wait", "settled", "stale", "duplicate", "crashed")
 _COUNTERS = ("completed", "failed", "stale", "duplicate", "ignored")
-_record_decoder = msgspec.json.Decoder(DecisionRecord)
+# strict=False: the scripts write the epoch as a decimal string (see schemas/executor.py).
+_record_decoder = msgspec.json.Decoder(DecisionRecord, strict=False)
 
 
 class Begun(msgspec.Struct, frozen=True):

@@ -160,6 +160,26 @@ async def test_a_lower_epoch_re_added_by_hand_is_skipped_reported_and_counted(
     assert all("lower than epoch 5" in (r.detail or "") for r in stale)
 
 
+async def test_epochs_as_large_as_the_lease_makes_them_stay_exact(
+    redis_client: aioredis.Redis, keys: Keys, running: Running
+) -> None:
+    # The acquire script seeds epochs from the server clock in microseconds (16 digits);
+    # the group's records and its stale check must keep every digit (cjson would not).
+    big = 1_795_944_125_872_927
+    action = Recorder()
+    await append(redis_client, keys.decisions, failover(1, epoch=big))
+    await append(redis_client, keys.decisions, failover(2, to="ap", epoch=big - 1))
+    running.start(follower(redis_client, keys, action))
+    await wait_for(lambda: settled(redis_client, keys), 10, "both decisions settled")
+    assert action.calls == [("d1", big, 1)]
+    [group] = await read_groups(redis_client, keys)
+    assert group.epoch == big and group.stale == 1
+    record = await redis_client.hget(keys.executor(GROUP), "d:d1")
+    assert record is not None and str(big).encode() in record
+    [stale] = [r for r in await reports(redis_client, keys) if isinstance(r, FailoverFailed)]
+    assert f"lower than epoch {big}" in (stale.detail or "")
+
+
 async def test_a_decision_id_already_done_is_not_acted_on_again(
     redis_client: aioredis.Redis, keys: Keys, running: Running
 ) -> None:

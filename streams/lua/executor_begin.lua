@@ -20,7 +20,10 @@ local state_key = KEYS[1]
 local decisions_key = KEYS[2]
 local entry_id = ARGV[1]
 local decision_id = ARGV[2]
-local epoch = tonumber(ARGV[3])
+-- Epochs are compared as numbers (exact: below 2^53) but stored as the decimal strings
+-- they came as: cjson writes numbers with 14 significant digits, an epoch has 16.
+local epoch_text = ARGV[3]
+local epoch = tonumber(epoch_text)
 local consumer = ARGV[4]
 local hold_ms = tonumber(ARGV[5])
 local max_runs = tonumber(ARGV[6])
@@ -49,11 +52,11 @@ if record and record.status == 'started' then
 end
 
 -- The fence comes before the duplicate check: an old decision re-added is counted stale.
-local seen = tonumber(redis.call('HGET', state_key, 'epoch') or '0')
-if epoch < seen then return {'stale', tostring(seen)} end
+local seen_text = redis.call('HGET', state_key, 'epoch') or '0'
+if epoch < tonumber(seen_text) then return {'stale', seen_text} end
 if record then return {'duplicate', record.status} end
 record = {
-  status = 'started', decision_id = decision_id, epoch = epoch, entry = entry_id,
+  status = 'started', decision_id = decision_id, epoch = epoch_text, entry = entry_id,
   consumer = consumer, runs = 1, started_at = now_ms, held_until = now_ms + hold_ms,
 }
 redis.call('HSET', state_key, field, cjson.encode(record))

@@ -44,7 +44,7 @@ if kind == 'failover' then
   local field = 'd:' .. decision_id
   local raw = redis.call('HGET', state_key, field)
   local record = raw and cjson.decode(raw) or {
-    decision_id = decision_id, epoch = tonumber(epoch), entry = entry_id, runs = 1,
+    decision_id = decision_id, epoch = epoch, entry = entry_id, runs = 1,
   }
   record.status = status
   record.detail = detail
