@@ -22,8 +22,8 @@ from streams.keys import Keys
 from streams.lease import make_owner_id
 from workers.coordinator.elector import Elector, ElectorTiming, Leadership
 from workers.coordinator.pipeline import LeaderPipeline
+from workers.exposition import serve_settings
 from workers.monitor.metrics import CoordinatorMetrics
-from workers.monitor.metrics import serve as serve_metrics
 from workers.runtime import run
 from workers.settings import Settings
 
@@ -35,8 +35,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     timing = ElectorTiming.from_settings(settings)  # a bad combination is a ConfigError: exit 2
     owner = make_owner_id(settings.instance_id)
     keys = Keys(settings.namespace)
-    redis = connect(settings.redis_url, client_name=f"coordinator:{owner}")
     metrics = CoordinatorMetrics(settings.instance_id)
+    metrics.started(owner)
+    exporter = serve_settings(metrics.registry, settings)  # a taken port: exit 2 before anything
+    redis = connect(settings.redis_url, client_name=f"coordinator:{owner}")
     elector = Elector(
         redis,
         keys,
@@ -55,9 +57,6 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         settings.namespace,
         ",".join(settings.regions),
         settings.redacted_url,
-    )
-    exporter = (
-        serve_metrics(metrics.registry, settings.metrics_port) if settings.metrics_port else None
     )
     runner = asyncio.create_task(elector.run(lead), name="elector")
     stopper = asyncio.create_task(stop.wait(), name="stop-requested")
