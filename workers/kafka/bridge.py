@@ -29,6 +29,8 @@ from streams.kafka import LIBRARY_LOGGERS, ensure_topics, security_of
 from streams.kafka_source import KafkaSource, SourceRecord
 from streams.keys import Keys
 from streams.producer import append_many
+from workers.exposition import serve_settings
+from workers.kafka.metrics import BridgeMetrics
 from workers.runtime import exit_now, run
 from workers.settings import Settings
 
@@ -41,18 +43,27 @@ WRITE_DEADLINE_S = 10.0
 class RedisAppender:
     """Appends the source's batches to their Redis streams, then acks them to the source."""
 
-    def __init__(self, redis: Client, source: KafkaSource) -> None:
+    def __init__(
+        self, redis: Client, source: KafkaSource, metrics: BridgeMetrics | None = None
+    ) -> None:
         self.redis = redis
         self.source = source
+        self.metrics = metrics
         self.written = 0
 
     async def run(self) -> None:
         """Write batches forever; cancel to stop (a batch not written is never acked)."""
         while True:
             batch = await self.source.next_batch()
+            if self.metrics is not None:
+                self.metrics.holding(len(batch))
             await self._write(batch)
             await self.source.ack(batch)
             self.written += len(batch)
+            if self.metrics is not None:
+                self.metrics.holding(0)
+                for route in {record.route for record in batch}:
+                    self.metrics.written(route, sum(1 for x in batch if x.route == route))
 
     async def _write(self, batch: list[SourceRecord]) -> None:
         # Values go in unchanged: the leader dead-letters what it cannot decode.
@@ -67,6 +78,8 @@ class RedisAppender:
                 )
             except RedisUnavailable as exc:
                 rounds += 1
+                if self.metrics is not None:
+                    self.metrics.write_failed()
                 log.error(  # noqa: TRY400 - an outage, not a bug: no traceback
                     "bridge: %s; holding %d records (offsets not committed), retry round %d",
                     exc,
@@ -109,9 +122,12 @@ async def run_bridge(settings: Settings, stop: asyncio.Event) -> bool:
         security=security_of(kafka),
         auto_create=kafka.auto_create_topics,
     )
+    keys = Keys(settings.namespace)
+    metrics = BridgeMetrics(keys.input_streams)
+    exporter = serve_settings(metrics.registry, settings)  # a taken port: exit 2 here
     redis = connect(settings.redis_url, client_name=f"failover-bridge-{settings.instance_id}")
     source = new_source(settings)
-    appender = RedisAppender(redis, source)
+    appender = RedisAppender(redis, source, metrics)
     writer = asyncio.create_task(appender.run(), name="bridge-writer")
     try:
         await ping(redis, deadline_s=WRITE_DEADLINE_S)
@@ -150,6 +166,8 @@ async def run_bridge(settings: Settings, stop: asyncio.Event) -> bool:
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)
         await redis.aclose()
+        if exporter is not None:
+            exporter.close()
         log.info("bridge %s stopped after %d records", settings.instance_id, appender.written)
     return clean
 
