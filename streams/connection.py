@@ -171,7 +171,9 @@ def _log_retry(what: str, seen: _Attempts) -> Callable[[RetryCallState], None]:
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         seen.failed, seen.last, seen.sleeping = state.attempt_number, exc, True
-        log.warning(
+        # DEBUG: the caller reports the outcome once (rate-limited in long-running
+        # processes); a line per attempt would flood the log during an outage.
+        log.debug(
             "redis %s failed (attempt %s, %.2fs elapsed): %s",
             what,
             state.attempt_number,
@@ -183,7 +185,7 @@ def _log_retry(what: str, seen: _Attempts) -> Callable[[RetryCallState], None]:
 
 
 def _gave_up(what: str, cause: object, elapsed: float, attempts: int) -> RedisUnavailable:
-    log.warning("redis %s gave up after %.2fs and %s attempts: %s", what, elapsed, attempts, cause)
+    log.debug("redis %s gave up after %.2fs and %s attempts: %s", what, elapsed, attempts, cause)
     return RedisUnavailable(
         f"redis {what}: {cause} (gave up after {elapsed:.2f}s, {attempts} attempts)"
     )

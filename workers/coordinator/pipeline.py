@@ -232,7 +232,8 @@ class LeaderPipeline:
         result = await self._commit_batch(batch)
         if isinstance(result, Fenced):
             return False
-        log.info("leader_changed epoch=%s leader=%s", self.epoch, self.owner)
+        # The elector logged the change; this is the decision that records it.
+        log.debug("leader_changed committed epoch=%s leader=%s", self.epoch, self.owner)
         if self.metrics is not None:
             self.metrics.decided("leader_changed")
         return True

@@ -31,7 +31,7 @@ from streams.keys import Keys
 from streams.lease import make_owner_id
 from workers.exposition import serve_settings
 from workers.kafka.metrics import MirrorMetrics
-from workers.runtime import run
+from workers.runtime import redis_outage, run
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -108,9 +108,10 @@ class DecisionMirror:
                 entries = await self.group.read(self.batch_size, self.block_ms)
             except FailoverError as exc:  # RedisUnavailable: wait and try again
                 self.metrics.failed("redis")
-                log.error("mirror: %s; retrying", exc)  # noqa: TRY400 - outage, no traceback
+                redis_outage.failed(log, "mirror: reading decisions", exc)
                 await self._pause(stop)
                 continue
+            redis_outage.recovered(log)
             if entries and not await self.mirror(entries):
                 await self._pause(stop)
 

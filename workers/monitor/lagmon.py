@@ -20,7 +20,7 @@ from streams.lag import LagSampler
 from workers.exposition import serve_settings
 from workers.monitor.lag_status import GroupSample, LagWindow, Verdict
 from workers.monitor.metrics import LagMetrics, decode_summary
-from workers.runtime import every, run
+from workers.runtime import every, redis_outage, run
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,9 @@ class LagMonitor:
                 await self.sample()
             except RedisUnavailable as exc:
                 self.metrics.failed()
-                log.warning("lag sample failed: %s", exc)
+                redis_outage.failed(log, "lag sample", exc)
+            else:
+                redis_outage.recovered(log)
 
         await every(self.settings.lag_interval_ms / 1000, stop, step)
 

@@ -90,7 +90,7 @@ def _global_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
         "--verbose",
         action="store_true",
         default=default(False),
-        help="log retries and details on stderr",
+        help="log every Redis retry and other details on stderr",
     )
 
 
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     except ConfigError as exc:
         say(PROG, str(exc))
         return EXIT_USAGE
-    configure_logging(logging.INFO if args.verbose else logging.ERROR, log_format)
+    configure_logging(logging.DEBUG if args.verbose else logging.ERROR, log_format)
     if args.command == "demo":
         from workers.ops.demo import run_demo  # noqa: PLC0415 - only the demo needs it
 

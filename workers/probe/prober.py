@@ -27,7 +27,7 @@ from streams.producer import append_many
 from streams.snapshots import write_snapshots
 from workers.exposition import serve_settings
 from workers.probe.metrics import ProberMetrics
-from workers.runtime import every, run
+from workers.runtime import every, redis_outage, run
 from workers.settings import ProbeTarget, Settings
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,9 @@ class Prober:
             await self.publish(results)
         except RedisUnavailable as exc:
             self.metrics.publish_failed()
-            log.warning("could not publish %d health events: %s", len(results), exc)
+            redis_outage.failed(log, f"publishing {len(results)} health events", exc)
+        else:
+            redis_outage.recovered(log)
         return results
 
     def _log_result(self, r: ProbeResult) -> None:
