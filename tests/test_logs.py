@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -141,3 +142,34 @@ def test_a_redis_outage_is_one_line_per_10s_per_process(
     [back] = _lines(log, "reachable again")
     attempts = int(back.split("(")[1].split(" failed")[0])
     assert attempts >= 5, back  # many failures, one line
+
+
+def test_json_lines_say_role_instance_owner_and_epoch(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    fleet = Fleet(redis_server.url, tmp_path)
+    fleet.env["FAILOVER_NAMESPACE"] = "{json-" + tmp_path.name[-12:] + "}"
+    fleet.env["FAILOVER_LOG_FORMAT"] = "json"
+    keys = Keys(fleet.env["FAILOVER_NAMESPACE"])
+    r = redis.Redis(port=redis_server.port)
+    try:
+        fleet.start("j")
+        assert _leader(r, keys) == "j"
+        _wait_for(
+            "no fresh-state line",
+            lambda: bool(_lines(tmp_path / "j.log", "starting fresh")),
+            15,
+            fleet.tails,
+        )
+    finally:
+        codes = fleet.stop_all()
+        r.close()
+    assert codes == {"j": 0}, fleet.tails()
+    records = [json.loads(line) for line in (tmp_path / "j.log").read_text().splitlines()]
+    assert all(rec["role"] == "coordinator" and rec["instance"] == "j" for rec in records)
+    fresh = next(rec for rec in records if "starting fresh" in rec["message"])
+    assert fresh["owner"].startswith("j#") and fresh["epoch"] == 1, fresh
+    assert fresh["level"] == "INFO" and fresh["ts"].endswith("Z")
+    # Once it stopped leading, lines no longer claim an epoch.
+    stopped = next(rec for rec in records if rec["message"] == "coordinator stopped")
+    assert "epoch" not in stopped and stopped["owner"] == fresh["owner"]

@@ -79,17 +79,38 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+# Fields of every JSON line that say who wrote it: role and instance (set by run), owner
+# and epoch (set by a coordinator while they apply). See log_context.
+_CONTEXT: dict[str, object] = {}
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+def log_context(**fields: object) -> None:
+    """Set (or with None, remove) fields added to every JSON log line of this process."""
+    for name, value in fields.items():
+        if value is None:
+            _CONTEXT.pop(name, None)
+        else:
+            _CONTEXT[name] = value
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ``ts``, ``level``, ``logger``, ``message`` (+ ``exc``)."""
+    """One JSON object per line: ``ts`` (UTC), ``level``, ``role``, ``instance``, ``owner``,
+    ``epoch`` (when known), ``logger``, ``message``, any ``extra=`` fields, ``exc``."""
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one line of JSON."""
-        out = {
-            "ts": _utc(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
+        out: dict[str, object] = {"ts": _utc(record), "level": record.levelname}
+        out.update(_CONTEXT)
+        out["logger"] = record.name
+        out["message"] = record.getMessage()
+        for name, value in vars(record).items():
+            if name not in _RECORD_FIELDS and not name.startswith("_"):
+                out[name] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False, default=str)
@@ -163,6 +184,7 @@ def run(
         say(role, str(exc).splitlines())
         sys.exit(EXIT_CONFIG)
     configure_logging(settings.log_level, settings.log_format, quiet=quiet)
+    log_context(role=role, instance=settings.instance_id)
     try:
         code = asyncio.run(_lifecycle(role, amain, settings))
     except ConfigError as exc:

@@ -24,7 +24,7 @@ from workers.coordinator.elector import Elector, ElectorTiming, Leadership
 from workers.coordinator.pipeline import LeaderPipeline
 from workers.exposition import serve_settings
 from workers.monitor.metrics import CoordinatorMetrics
-from workers.runtime import run
+from workers.runtime import log_context, run
 from workers.settings import Settings
 
 log = logging.getLogger("workers.coordinator")
@@ -37,6 +37,16 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     keys = Keys(settings.namespace)
     metrics = CoordinatorMetrics(settings.instance_id)
     metrics.started(owner)
+    log_context(owner=owner)
+
+    def elected(term: Leadership) -> None:
+        metrics.elected()
+        log_context(epoch=term.epoch)
+
+    def demoted(term: Leadership, _: str) -> None:
+        metrics.demoted()
+        log_context(epoch=None)
+
     exporter = serve_settings(metrics.registry, settings)  # a taken port: exit 2 before anything
     redis = connect(settings.redis_url, client_name=f"coordinator:{owner}")
     elector = Elector(
@@ -44,8 +54,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         keys,
         owner,
         timing,
-        on_elected=lambda _: metrics.elected(),
-        on_demoted=lambda _, __: metrics.demoted(),
+        on_elected=elected,
+        on_demoted=demoted,
     )
 
     async def lead(leadership: Leadership) -> None:
