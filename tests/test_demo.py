@@ -43,6 +43,16 @@ def test_demo_stages_a_failover_and_a_takeover_and_leaves_nothing_behind() -> No
     # Takeover when the dead leader's lease runs out, plus the followers' wake-up margin.
     assert left_ms - 50 <= took_ms <= left_ms + 1500
     assert "final:    active eu-west" in out and "result:   OK" in out
+    # The picture of the run: a self-contained HTML report, its path printed.
+    report = re.search(r"report:   (\S+\.html) \(open it in a browser\)", out)
+    assert report is not None, out
+    page = Path(report.group(1))
+    try:
+        text = page.read_text()
+        assert '<svg id="timeline"' in text and 'class="decision"' in text
+        assert "coord-" in text and "(epoch 2)" in text
+    finally:
+        page.unlink(missing_ok=True)
     pids = re.search(r"cleanup:  stopped pids ([\d ]+)", out)
     assert pids is not None
     for pid in map(int, pids.group(1).split()):

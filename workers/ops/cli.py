@@ -187,13 +187,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout-ms", type=_positive, metavar="MS", help="override FAILOVER_PROBE_TIMEOUT_MS"
     )
 
+    report = cmd("report", "one self-contained HTML page of what happened (no network needed)")
+    report.add_argument(
+        "--html", required=True, metavar="FILE", help="write the page here (replaced whole)"
+    )
+    report.add_argument(
+        "--from", dest="from_id", default="-", metavar="ID",
+        help="first entry id of the range (default: the start of history)",
+    )  # fmt: skip
+    report.add_argument("--to", dest="to_id", metavar="ID", help="last entry id (default: now)")
+
     demo = cmd("demo", "run a private coordinator fleet through an outage")
     demo.add_argument("--seconds", type=_positive, default=30, metavar="N", help="how long (30)")
     return p
 
 
 # The commands that use FAILOVER_REGIONS; the others (dlq, decisions, check) run without it.
-_NEEDS_REGIONS = {"status", "emit", "replay"}
+_NEEDS_REGIONS = {"status", "emit", "replay", "report"}
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -30,6 +30,7 @@ from streams.replies import text
 from workers.ops.context import EXIT_FAILED, EXIT_OK, Context, iso
 from workers.ops.dlq import drop_dead_letters, list_dead_letters, replay_dead_letters
 from workers.ops.replay import bounds, merge, parse_id, read_range, replay
+from workers.ops.report import cmd_report
 from workers.ops.status import gather_status, render_status, status_json
 from workers.policy.state import PolicyConfig
 from workers.probe.prober import probe_all
@@ -364,4 +365,5 @@ COMMANDS: dict[str, Callable[[Context], Awaitable[int]]] = {
     "dlq drop": cmd_dlq_drop,
     "replay": cmd_replay,
     "check": cmd_check,
+    "report": cmd_report,
 }

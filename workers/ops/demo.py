@@ -15,7 +15,9 @@ import asyncio
 import contextlib
 import signal
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import TextIO
 
 import msgspec
@@ -30,8 +32,9 @@ from streams.lease import read_lease
 from streams.producer import append, append_many
 from streams.server import find_server_binary
 from workers.ops.fleet import Fleet
+from workers.ops.report import write_report
 from workers.ops.status import StatusReport, gather_status
-from workers.settings import Settings
+from workers.settings import Settings, load_settings
 
 REGIONS = ("us-east", "eu-west", "ap-south")
 OBSERVERS = ("observer-1", "observer-2")
@@ -267,7 +270,8 @@ class Demo:
         """Set up, play the script, summarise; the exit code."""
         print(f"starting a private Redis and {len(COORDINATORS)} coordinators ...", file=self.out)
         url = self.fleet.start()
-        settings = Settings(regions=REGIONS, redis_url=url, namespace=NAMESPACE)
+        # The fleet's own settings, so the report replays the policy exactly as it ran.
+        settings = load_settings({**FLEET_ENV, "FAILOVER_REDIS_URL": url}, role="coordinator")
         redis = connect(url)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -295,7 +299,12 @@ class Demo:
             if self.interrupted:
                 return 130
             self._draw(await gather_status(redis, settings))
-            return self._summary(await gather_status(redis, settings))
+            code = self._summary(await gather_status(redis, settings))
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            path = Path(tempfile.gettempdir()) / f"failover-demo-{stamp}.html"
+            await write_report(redis, settings, path)
+            print(f"  report:   {path} (open it in a browser)", file=self.out, flush=True)
+            return code
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
