@@ -31,7 +31,7 @@ from streams.keys import Keys
 from streams.producer import append_many
 from workers.exposition import serve_settings
 from workers.kafka.metrics import BridgeMetrics
-from workers.runtime import exit_now, run
+from workers.runtime import exit_now, redis_outage, run
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class RedisAppender:
                     lambda: append_many(self.redis, entries, atomic=True),
                     what=f"bridge append of {len(batch)}",
                     deadline_s=WRITE_DEADLINE_S,
+                    on_retry=lambda exc: redis_outage.failed(log, "bridge append", exc),
                 )
             except RedisUnavailable as exc:
                 rounds += 1
@@ -87,6 +88,7 @@ class RedisAppender:
                     rounds,
                 )
                 continue
+            redis_outage.recovered(log)
             if rounds:
                 log.warning("bridge: redis is back, wrote %d held records", len(batch))
             return
