@@ -65,6 +65,11 @@ class RedisAppender:
                 for route in {record.route for record in batch}:
                     self.metrics.written(route, sum(1 for x in batch if x.route == route))
 
+    def _retrying(self, exc: BaseException) -> None:
+        redis_outage.failed(log, "bridge append", exc)
+        if self.metrics is not None:
+            self.metrics.write_failed()
+
     async def _write(self, batch: list[SourceRecord]) -> None:
         # Values go in unchanged: the leader dead-letters what it cannot decode.
         entries = [(record.route, {DATA_FIELD: record.value}) for record in batch]
@@ -75,12 +80,10 @@ class RedisAppender:
                     lambda: append_many(self.redis, entries, atomic=True),
                     what=f"bridge append of {len(batch)}",
                     deadline_s=WRITE_DEADLINE_S,
-                    on_retry=lambda exc: redis_outage.failed(log, "bridge append", exc),
+                    on_retry=self._retrying,
                 )
             except RedisUnavailable as exc:
                 rounds += 1
-                if self.metrics is not None:
-                    self.metrics.write_failed()
                 log.error(  # noqa: TRY400 - an outage, not a bug: no traceback
                     "bridge: %s; holding %d records (offsets not committed), retry round %d",
                     exc,

@@ -23,7 +23,7 @@ class BridgeMetrics:
         )
         self._errors = Counter(
             "failover_bridge_write_errors",
-            "Redis write rounds that failed (the records are held and retried)",
+            "Failed Redis write attempts (the records are held and retried)",
             registry=r,
         )
         self._held = Gauge(
@@ -43,7 +43,7 @@ class BridgeMetrics:
         self._records.labels(stream).inc(count)
 
     def write_failed(self) -> None:
-        """One retry round of a Redis write failed."""
+        """One attempt of a Redis write failed (it is retried)."""
         self._errors.inc()
 
 
