@@ -38,6 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.phases import Phases
 from streams.connection import call, connect
 from streams.keys import Keys
 from streams.lease import Acquired, Lease, make_owner_id
@@ -274,10 +275,15 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     server = RedisServer()
     server.start()
     started = time.monotonic()
+    phase = Phases()
     try:
+        phase(f"lease operations: {args.ops} x acquire/renew/release/PING")
         ops = await _lease_ops(server.url, args.ops, args.ttl_ms)
+        phase(f"crash takeovers: {args.trials} trials, each waits out a {args.ttl_ms} ms lease")
         crash = await _elections(server.url, args.ttl_ms, args.trials, "crash")
+        phase(f"graceful handoffs: {args.trials} trials")
         graceful = await _elections(server.url, args.ttl_ms, args.trials, "graceful")
+        phase("done")
     finally:
         server.stop()
     ping_p50 = _pct(ops["ping"], 50)

@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import msgspec
 import redis.asyncio as aioredis
 
+from bench.phases import Phases
 from schemas.codec import decode_entry, encode_data
 from schemas.events import FailoverDecision, HealthEvent
 from streams.connection import connect
@@ -294,13 +295,16 @@ async def main() -> None:
     server = RedisServer()
     server.start()
     throughput = []
+    phase = Phases()
     try:
         r = connect(server.url, socket_timeout=30)
         keys = Keys("{bench}")
+        phase(f"filling {args.events} health events")
         await _fill(r, keys.health, _history(args.events))
         for batch in batches:
             bare, pipe, runs = [], [], []
-            for _ in range(args.repeat):
+            for i in range(args.repeat):
+                phase(f"batch {batch}: pass {i + 1}/{args.repeat} (bare loop, then the pipeline)")
                 bare.append(await _bare(r, keys, args.events, batch))
                 run = await _pipeline(r, server.url, keys, args.events, batch)
                 pipe.append(run["events_per_s"])
@@ -321,7 +325,9 @@ async def main() -> None:
                 }
             )
         await r.aclose()
+        phase(f"decision latency: {args.decisions} decisions at {args.rate} events/s")
         latency = await _latency(server.url, args.rate, args.decisions)
+        phase("done")
     finally:
         server.stop()
     result = {"events": args.events, "throughput": throughput, "decision_latency": latency}

@@ -261,11 +261,17 @@ class _Attempts:
         self.sleeping = False
 
 
-def _log_retry(what: str, seen: _Attempts) -> Callable[[RetryCallState], None]:
+def _log_retry(
+    what: str, seen: _Attempts, on_retry: Callable[[BaseException], None] | None
+) -> Callable[[RetryCallState], None]:
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         seen.failed, seen.last, seen.sleeping = state.attempt_number, exc, True
-        log.warning(
+        if on_retry is not None and exc is not None:
+            on_retry(exc)
+        # DEBUG: the caller reports the outcome once (rate-limited in long-running
+        # processes); a line per attempt would flood the log during an outage.
+        log.debug(
             "redis %s failed (attempt %s, %.2fs elapsed): %s",
             what,
             state.attempt_number,
@@ -277,7 +283,7 @@ def _log_retry(what: str, seen: _Attempts) -> Callable[[RetryCallState], None]:
 
 
 def _gave_up(what: str, cause: object, elapsed: float, attempts: int) -> RedisUnavailable:
-    log.warning("redis %s gave up after %.2fs and %s attempts: %s", what, elapsed, attempts, cause)
+    log.debug("redis %s gave up after %.2fs and %s attempts: %s", what, elapsed, attempts, cause)
     return RedisUnavailable(
         f"redis {what}: {cause} (gave up after {elapsed:.2f}s, {attempts} attempts)"
     )
@@ -290,8 +296,12 @@ async def call(
     deadline_s: float,
     initial_backoff_s: float = 0.05,
     max_backoff_s: float = 1.0,
+    on_retry: Callable[[BaseException], None] | None = None,
 ) -> T:
     """Run ``op`` with retries on transient Redis errors until ``deadline_s`` has passed.
+
+    ``on_retry`` is called with each failed attempt's error before the pause (a long
+    deadline would otherwise hide an outage from the caller until it ends).
 
     Non-retriable errors propagate at once (they are bugs or contract violations). A call
     hung on a paused server is cut by the same deadline, so the caller's clock is honoured.
@@ -302,7 +312,9 @@ async def call(
     task = asyncio.current_task()
     baseline = task.cancelling() if task is not None else 0
     try:
-        result = await _call(op, what, deadline_s, initial_backoff_s, max_backoff_s)
+        result = await _call(
+            op, what, deadline_s, initial_backoff_s, max_backoff_s, on_retry=on_retry
+        )
     except asyncio.CancelledError:
         raise
     except BaseException as exc:
@@ -319,6 +331,8 @@ async def _call(
     deadline_s: float,
     initial_backoff_s: float,
     max_backoff_s: float,
+    *,
+    on_retry: Callable[[BaseException], None] | None = None,
 ) -> T:
     start = time.monotonic()
     seen = _Attempts()
@@ -331,7 +345,7 @@ async def _call(
                 wait=wait_exponential(multiplier=initial_backoff_s, max=max_backoff_s)
                 + wait_random(0, initial_backoff_s),
                 stop=stop_after_delay(deadline_s),
-                before_sleep=_log_retry(what, seen),
+                before_sleep=_log_retry(what, seen, on_retry),
                 reraise=True,
             ):
                 with attempt:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -111,16 +112,30 @@ async def ensure_topics(
         client_id="failover-preflight",
         **aiokafka_security(security),
     )
+    started = time.monotonic()
+    library = logging.getLogger("aiokafka")
+    level = library.level
     try:
         try:
+            # The failure is reported below in one line; aiokafka's own ERROR line about
+            # the same connection would only repeat it.
+            library.setLevel(logging.CRITICAL)
             async with asyncio.timeout(timeout_s):
                 await admin.start()
                 existing = set(await admin.list_topics())
         except (TimeoutError, KafkaError, OSError) as exc:
             why = str(exc) or type(exc).__name__
+            waited = time.monotonic() - started
+            when = (
+                f"no answer within {timeout_s:.0f}s"
+                if waited >= timeout_s * 0.9
+                else f"gave up after {waited:.1f}s"
+            )
             raise KafkaUnavailable(
-                f"Kafka brokers {bootstrap} unreachable within {timeout_s:.0f}s: {why}"
+                f"Kafka brokers {bootstrap} unreachable ({when}): {why}"
             ) from None
+        finally:
+            library.setLevel(level)
         missing = [topic for topic in wanted if topic not in existing]
         if not missing:
             return

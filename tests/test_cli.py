@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -32,7 +33,7 @@ from streams.connection import connect
 from streams.keys import GROUP, Keys
 from streams.server import RedisServer, free_port
 from tests.waiting import wait_for_sync
-from workers.ops.cli import main
+from workers.ops.cli import build_parser, main
 from workers.ops.replay import merge
 from workers.ops.status import gather_status
 from workers.policy.rules import Policy
@@ -259,11 +260,12 @@ def test_emit_health_and_events(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["emit", "health", "--region", "mars", "--status", "healthy"], "not one of"),
+        (["emit", "health", "--region", "mars", "--status", "healthy", "--source", "p"],
+         "not one of"),
         (["emit", "event", "manual_failover", "--region", "us-east"], "target"),
         (["emit", "event", "drain", "--region", "us-east", "--target", "eu-west"], "only"),
         (["emit", "health", "--region", "us-east", "--status", "healthy",
-          "--observed-at", "-1"], "observed_at"),
+          "--source", "p", "--observed-at", "-1"], "observed_at"),
         (["emit", "health", "--region", "us-east", "--status", "healthy",
           "--source", ""], "source"),
     ],
@@ -286,7 +288,9 @@ def test_emit_refuses_invalid_events(
     "argv",
     [
         ["status", "--bogus"],
-        ["emit", "health", "--region", "us-east", "--status", "sick"],
+        ["emit", "health", "--region", "us-east", "--status", "sick", "--source", "p"],
+        # No ghost observers: an operator must say which observer it speaks for.
+        ["emit", "health", "--region", "us-east", "--status", "healthy"],
         ["emit", "event", "explode", "--region", "us-east"],
         ["decisions", "--last", "0"],
         ["replay", "--from", "-", "--quorum", "0"],
@@ -303,6 +307,47 @@ def test_bad_arguments_exit_2(
         main(argv)
     assert exc.value.code == 2
     assert "usage: failoverctl" in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("failoverctl ") and out.split()[1][0].isdigit()
+
+
+def test_global_options_work_before_and_after_the_command(
+    env: dict[str, str], keys: Keys, r: sync_redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    r.xadd(keys.decisions, {"data": b'{"type":"leader_changed","epoch":1,"leader":"x#1","at":1}'})
+    other = "{nobody-" + keys.namespace.strip("{}") + "}"
+    before = cli(capsys, "--namespace", other, "decisions")
+    after = cli(capsys, "decisions", "--namespace", other, "-v", "--timeout", "1")
+    assert before[:2] == after[:2] == (0, "no decisions\n")
+    # After the command wins over before it; absent after keeps what came before.
+    code, out, _ = cli(capsys, "--namespace", other, "decisions", "--namespace", keys.namespace)
+    assert code == 0 and "leader_changed" in out
+    code, out, _ = cli(capsys, "--namespace", keys.namespace, "decisions", "--json")
+    assert code == 0 and "leader_changed" in out
+
+
+def _actions(parser: argparse.ArgumentParser, path: str) -> list[tuple[str, argparse.Action]]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found += _actions(child, f"{path} {name}")
+        elif not isinstance(action, argparse._HelpAction):
+            found.append((path, action))
+    return found
+
+
+def test_every_option_has_help() -> None:
+    actions = _actions(build_parser(), "failoverctl")
+    assert len(actions) > 50
+    missing = [(path, a.dest) for path, a in actions if not a.help]
+    assert missing == []
 
 
 def test_too_short_demo_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -463,7 +508,10 @@ def test_only_the_commands_that_use_regions_demand_them(
     monkeypatch.delenv("FAILOVER_REGIONS")
     assert cli(capsys, "dlq", "list") == (0, "no dead letters\n", "")
     assert cli(capsys, "decisions")[:2] == (0, "no decisions\n")
-    for argv in (["status"], ["emit", "health", "--region", "x", "--status", "healthy"]):
+    for argv in (
+        ["status"],
+        ["emit", "health", "--region", "x", "--status", "healthy", "--source", "p"],
+    ):
         code, out, err = cli(capsys, *argv)
         assert (code, out) == (2, ""), argv
         assert err.startswith("failoverctl: FAILOVER_REGIONS: is required") and err.count("\n") == 1
@@ -560,7 +608,7 @@ def test_check_probes_once_and_fails_on_unhealthy(
         ["status"],
         ["decisions"],
         ["dlq", "list"],
-        ["emit", "health", "--region", "us-east", "--status", "healthy"],
+        ["emit", "health", "--region", "us-east", "--status", "healthy", "--source", "p"],
         ["replay", "--from", "-"],
     ],
 )

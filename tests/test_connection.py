@@ -175,7 +175,7 @@ async def test_call_retries_a_transient_failure_then_succeeds(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     calls, op = _failing([rex.ConnectionError("refused"), rex.TimeoutError("slow")])
-    with caplog.at_level(logging.WARNING, logger="streams.connection"):
+    with caplog.at_level(logging.DEBUG, logger="streams.connection"):
         assert await call(op, what="probe-op", deadline_s=5.0) == "ok"
     assert len(calls) == 3
     assert calls[1] - calls[0] >= 0.04  # backed off (initial 50 ms, jittered upwards)
@@ -189,7 +189,7 @@ async def test_call_gives_up_after_the_deadline(caplog: pytest.LogCaptureFixture
     calls, op = _failing([rex.ConnectionError("refused")] * 10_000)
     start = time.monotonic()
     with (
-        caplog.at_level(logging.WARNING, logger="streams.connection"),
+        caplog.at_level(logging.DEBUG, logger="streams.connection"),
         pytest.raises(RedisUnavailable) as info,
     ):
         await call(op, what="doomed", deadline_s=0.4, max_backoff_s=0.1)
@@ -309,7 +309,7 @@ async def test_killed_server_gives_unavailable_then_a_restart_is_ridden_out(
         restarter = asyncio.create_task(restart_later())
         caplog.clear()
         start = time.monotonic()
-        with caplog.at_level(logging.WARNING, logger="streams.connection"):
+        with caplog.at_level(logging.DEBUG, logger="streams.connection"):
             assert await call(client.ping, what="ping", deadline_s=10.0) is True
         await restarter
         assert time.monotonic() - start >= 0.3

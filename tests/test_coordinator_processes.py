@@ -372,7 +372,7 @@ def test_coordinator_serves_its_metrics(own_redis_server: RedisServer, tmp_path:
         r.xadd(keys.health, {b"data": b"not json"})
         deadline = time.monotonic() + 10
         text = ""
-        while 'failover_dead_lettered_total{instance="m1"} 1.0' not in text:
+        while 'failover_dead_lettered_total{coordinator="m1"} 1.0' not in text:
             assert time.monotonic() < deadline, text + fleet.tails()
             time.sleep(0.1)
             try:
@@ -380,10 +380,10 @@ def test_coordinator_serves_its_metrics(own_redis_server: RedisServer, tmp_path:
                     text = rsp.read().decode()
             except OSError:
                 continue
-        assert 'failover_is_leader{instance="m1"} 1.0' in text
-        assert 'failover_decisions_total{instance="m1",type="leader_changed"} 1.0' in text
-        assert 'failover_commits_total{instance="m1",outcome="ok"}' in text
-        assert 'failover_commit_latency_seconds_count{instance="m1"}' in text
+        assert 'failover_is_leader{coordinator="m1"} 1.0' in text
+        assert 'failover_decisions_total{coordinator="m1",type="leader_changed"} 1.0' in text
+        assert 'failover_commits_total{coordinator="m1",outcome="ok"}' in text
+        assert 'failover_commit_latency_seconds_count{coordinator="m1"}' in text
     finally:
         codes = fleet.stop_all()
         r.close()

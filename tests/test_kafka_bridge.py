@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
+import urllib.request
 import uuid
 from collections import defaultdict
 
@@ -123,6 +125,8 @@ async def test_redis_outage_holds_offsets_and_skips_nothing(
         shutdown_timeout_ms="2000",
     )
     group = env["FAILOVER_KAFKA_GROUP"]
+    metrics_port = free_port()
+    env |= {"FAILOVER_METRICS_PORT": str(metrics_port), "FAILOVER_METRICS_ADDR": "127.0.0.1"}
     bridge = WorkerProcess("workers.bridge", env, "bridge")
     workers.append(bridge.start())
     redis = aioredis.Redis(port=own_redis_server.port, socket_timeout=2)
@@ -161,6 +165,13 @@ async def test_redis_outage_holds_offsets_and_skips_nothing(
         got_values = [fields[b"data"] for _id, fields in await redis.xrange(keys.health)]
         assert sorted(set(got_values)) == sorted(v for _k, v in first + second)
         assert "redis" in bridge.output().lower()  # the outage was logged, with retries
+        # Its metrics say what happened: every record written, the failed write attempts.
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
+            exposed = resp.read().decode()
+        assert f'failover_bridge_records_total{{stream="{keys.health}"}} 30.0' in exposed
+        errors = re.search(r"^failover_bridge_write_errors_total (\S+)$", exposed, re.M)
+        assert errors is not None and float(errors.group(1)) >= 1, exposed
+        assert "failover_bridge_held_records 0.0" in exposed
 
         # SIGTERM during an outage: exit 0 within the shutdown timeout, commit nothing
         # unwritten; the next bridge delivers the held records.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,7 +13,7 @@ from schemas.codec import encode_entry
 from schemas.errors import KafkaUnavailable
 from schemas.events import FailoverDecision, LeaderChanged
 from streams.keys import Keys
-from streams.server import RedisServer
+from streams.server import RedisServer, free_port
 from tests.kafka_broker import TansuBroker
 from tests.kafka_helpers import (
     Topics,
@@ -104,7 +105,12 @@ async def test_decisions_reach_kafka_keyed_in_order_and_acked(
     # Two decisions exist before the mirror starts: its group starts at the beginning.
     ids = [await redis_client.xadd(keys.decisions, entries[0])]
     ids.append(await redis_client.xadd(keys.decisions, entries[1]))
-    mirrors.append(MirrorTask(settings_for(kafka_broker, topics, redis_server.url, keys)))
+    port = free_port()
+    settings = settings_for(
+        kafka_broker, topics, redis_server.url, keys, metrics_port=str(port),
+        metrics_addr="127.0.0.1",
+    )  # fmt: skip
+    mirrors.append(MirrorTask(settings))
     for fields in entries[2:]:
         ids.append(await redis_client.xadd(keys.decisions, fields))
 
@@ -127,7 +133,17 @@ async def test_decisions_reach_kafka_keyed_in_order_and_acked(
     assert dict(by_id[ids[1]].headers)["failover-type"] == b"failover"  # type: ignore[attr-defined]
 
     await wait_for(lambda: _none_pending(redis_client, keys), 10, "the mirror's acks")
+    # Its metrics count what it mirrored (and no error) while it runs.
+    exposed = await asyncio.to_thread(_scrape, port)
+    assert f"failover_mirror_decisions_total {float(len(entries))}" in exposed, exposed
+    assert 'failover_mirror_errors_total{side="kafka"} 0.0' in exposed
+    assert 'failover_build_info{role="mirror",' in exposed
     assert await mirrors[0].close() == len(entries)
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return str(resp.read().decode())
 
 
 async def _none_pending(redis: aioredis.Redis, keys: Keys) -> bool:

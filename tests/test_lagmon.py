@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,8 +21,9 @@ from streams.keys import GROUP, Keys
 from streams.lag import LagSampler, id_ms
 from streams.lease import Acquired, Lease
 from streams.server import RedisServer, free_port
+from workers.exposition import serve
 from workers.monitor.lagmon import LagMonitor
-from workers.monitor.metrics import CoordinatorMetrics, serve
+from workers.monitor.metrics import CoordinatorMetrics
 from workers.settings import Settings
 
 
@@ -167,8 +170,8 @@ async def test_metrics_endpoint_is_scraped_and_parsed(
     assert _value(found, "failover_dead_letters") == 1
     assert _value(found, "failover_leader_epoch") == second.epoch
     assert _value(found, "failover_leadership_changes_total") == 1
-    assert _value(found, "failover_lag_status", failover_lag_status="OK", **h) == 1
-    assert _value(found, "failover_lag_status", failover_lag_status="STOP", **h) == 0
+    assert _value(found, "failover_lag_status", state="OK", **h) == 1
+    assert _value(found, "failover_lag_status", state="STOP", **h) == 0
     assert _value(found, "failover_lag_sample_seconds_count") == 2
     assert ids
 
@@ -177,6 +180,8 @@ def test_coordinator_metrics_are_exposed() -> None:
     metrics = CoordinatorMetrics("node-a")
     server = serve(metrics.registry, 0, addr="127.0.0.1")
     try:
+        metrics.started("node-a#1234")
+        fresh = _scrape(server.port)
         metrics.elected()
         metrics.committed(0.002)
         metrics.committed(0.004, fenced=True)
@@ -187,12 +192,23 @@ def test_coordinator_metrics_are_exposed() -> None:
         found = _scrape(server.port)
     finally:
         server.close()
-    assert _value(found, "failover_is_leader", instance="node-a") == 0
-    assert _value(found, "failover_commits_total", instance="node-a", outcome="ok") == 1
-    assert _value(found, "failover_commits_total", instance="node-a", outcome="fenced") == 1
-    assert _value(found, "failover_commit_latency_seconds_count", instance="node-a") == 2
-    assert _value(found, "failover_decisions_total", instance="node-a", type="failover") == 1
-    assert _value(found, "failover_dead_lettered_total", instance="node-a") == 3
+    c = {"coordinator": "node-a"}
+    # Labelled counters exist at 0 before their first event, so increase() sees it.
+    assert _value(fresh, "failover_commits_total", outcome="fenced", **c) == 0
+    assert _value(fresh, "failover_decisions_total", type="failover", **c) == 0
+    assert _value(fresh, "failover_dead_lettered_total", **c) == 0
+    assert _value(found, "failover_is_leader", **c) == 0
+    assert _value(found, "failover_commits_total", outcome="ok", **c) == 1
+    assert _value(found, "failover_commits_total", outcome="fenced", **c) == 1
+    assert _value(found, "failover_commit_latency_seconds_count", **c) == 2
+    assert _value(found, "failover_decisions_total", type="failover", **c) == 1
+    assert _value(found, "failover_dead_lettered_total", **c) == 3
+    assert _value(found, "failover_coordinator_info", owner="node-a#1234", **c) == 1
+    # No label named instance (Prometheus's own target label) on any series.
+    assert not [n for n, rows in found.items() for labels, _ in rows if "instance" in labels]
+    assert _value(found, "failover_build_info", role="coordinator") == 1
+    assert "process_resident_memory_bytes" in found
+    assert "python_info" in found
 
 
 async def _commandstats_usec(r: aioredis.Redis) -> tuple[int, int]:
@@ -272,7 +288,7 @@ def test_lagmon_process_serves_metrics_and_exits_0_on_sigterm(
             except OSError:
                 continue
         h = {"stream": keys.health, "group": GROUP}
-        assert _value(found, "failover_lag_status", failover_lag_status="STOP", **h) == 1
+        assert _value(found, "failover_lag_status", state="STOP", **h) == 1
         assert _value(found, "failover_leader_present") == 0
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
@@ -281,3 +297,134 @@ def test_lagmon_process_serves_metrics_and_exits_0_on_sigterm(
             proc.kill()
             proc.wait()
     assert "Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
+
+
+async def test_a_failed_sample_drops_redis_series_instead_of_freezing_them(
+    own_redis_server: RedisServer, keys: Keys
+) -> None:
+    """While Redis cannot be sampled, no stale leader_present=1 is served (FailoverNoLeader
+    must be able to fire); lagmon_up, the error counter and the last success say why."""
+    r = connect(own_redis_server.url)
+    monitor = LagMonitor(r, _settings(keys, own_redis_server.url, lag_interval_ms=200))
+    server = serve(monitor.metrics.registry, 0, addr="127.0.0.1")
+    try:
+        await Lease(r, keys, "node-a#1", 60_000).acquire()
+        await monitor.sample()
+        before = await asyncio.to_thread(_scrape, server.port)
+        assert _value(before, "failover_leader_present") == 1
+        assert _value(before, "failover_lagmon_up") == 1
+        assert _value(before, "failover_lagmon_errors_total") == 0
+        assert _value(before, "failover_leader_info", coordinator="node-a") == 1
+        success = _value(before, "failover_lagmon_last_success_timestamp_seconds")
+        assert success == pytest.approx(time.time(), abs=5)
+        own_redis_server.pause()
+        try:
+            stop = asyncio.Event()
+            runner = asyncio.create_task(monitor.run(stop))
+            deadline = time.monotonic() + 10
+            during = before
+            while _value(during, "failover_lagmon_up") != 0:
+                assert time.monotonic() < deadline, "the failed sample was never reported"
+                await asyncio.sleep(0.05)
+                during = await asyncio.to_thread(_scrape, server.port)
+            stop.set()
+            await runner
+        finally:
+            own_redis_server.resume()
+    finally:
+        server.close()
+        await r.aclose()
+    for gone in (
+        "failover_leader_present",
+        "failover_lag_status",
+        "failover_leader_epoch",
+        "failover_group_lag_entries",
+        "failover_stream_length",
+        "failover_dead_letters",
+    ):
+        assert gone not in during, gone
+    assert _value(during, "failover_lagmon_errors_total") >= 1
+    assert _value(during, "failover_lagmon_last_success_timestamp_seconds") == success
+
+
+async def test_policy_summary_becomes_region_gauges(
+    redis_client: aioredis.Redis, keys: Keys, redis_server: RedisServer
+) -> None:
+    summary = {
+        "active_region": "b",
+        "clock": 1.0,
+        "regions": {
+            "a": {
+                "state": "down",
+                "drained": False,
+                "observers": {"p1": "unhealthy", "p2": "x"},
+                "last_seen": 1.0,
+                "down_reason": "quorum",
+            },
+            "b": {
+                "state": "up",
+                "drained": True,
+                "observers": {"p1": "healthy"},
+                "last_seen": 1.0,
+                "down_reason": None,
+                "fresh_observers": 3,
+            },
+        },
+        "last_decision": {"decided_at": 1767225601.5},
+        "refused": [],
+        "no_target": None,
+        "open_failover": None,
+        "paused": True,
+        "config_version": 4,
+    }
+    await redis_client.hset(keys.state, mapping={"summary": json.dumps(summary), "epoch": 1})
+    monitor = LagMonitor(redis_client, _settings(keys, redis_server.url))
+    server = serve(monitor.metrics.registry, 0, addr="127.0.0.1")
+    try:
+        await monitor.sample()
+        found = await asyncio.to_thread(_scrape, server.port)
+    finally:
+        server.close()
+    assert _value(found, "failover_active_region", region="b") == 1
+    assert _value(found, "failover_active_region", region="a") == 0
+    assert _value(found, "failover_region_state", region="a", state="down") == 1
+    assert _value(found, "failover_region_state", region="a", state="up") == 0
+    assert _value(found, "failover_region_state", region="b", state="up") == 1
+    assert _value(found, "failover_region_observers", region="a") == 2
+    assert _value(found, "failover_region_observers", region="b") == 3
+    assert _value(found, "failover_region_drained", region="b") == 1
+    assert _value(found, "failover_last_decision_timestamp_seconds") == 1767225601.5
+    assert _value(found, "failover_paused") == 1
+    assert _value(found, "failover_config_version") == 4
+    assert "failover_panic" not in found  # absent from this summary: not invented
+
+
+def test_a_taken_metrics_port_is_one_line_and_exit_2(redis_server: RedisServer, keys: Keys) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAILOVER_")}
+    env |= {
+        "FAILOVER_REDIS_URL": redis_server.url,
+        "FAILOVER_NAMESPACE": keys.namespace,
+        "FAILOVER_METRICS_PORT": str(port),
+        "FAILOVER_METRICS_ADDR": "127.0.0.1",
+    }
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "workers.lagmon"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        holder.close()
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines == [
+        f"lagmon: FAILOVER_METRICS_PORT={port}: cannot serve metrics on 127.0.0.1:{port}:"
+        " already in use (give each process on this host its own port)"
+    ], done.stderr

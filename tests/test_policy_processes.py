@@ -258,7 +258,7 @@ def test_operator_commands_wait_for_the_leader(
     r = redis.Redis.from_url(redis_server.url)
     now = time.time()
     # No leader yet: --wait gives up, says so, exit 1.
-    timed_out = _ctl(env, "pause", "--reason", "upgrade", "--wait", "--timeout", "0.5")
+    timed_out = _ctl(env, "pause", "--reason", "upgrade", "--wait", "--wait-timeout", "0.5")
     assert timed_out.returncode == 1
     assert "no leader has applied it" in timed_out.stdout
     _start(workers, env, "c1")

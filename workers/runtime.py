@@ -86,17 +86,38 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+# Fields of every JSON line that say who wrote it: role and instance (set by run), owner
+# and epoch (set by a coordinator while they apply). See log_context.
+_CONTEXT: dict[str, object] = {}
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+def log_context(**fields: object) -> None:
+    """Set (or with None, remove) fields added to every JSON log line of this process."""
+    for name, value in fields.items():
+        if value is None:
+            _CONTEXT.pop(name, None)
+        else:
+            _CONTEXT[name] = value
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ``ts``, ``level``, ``logger``, ``message`` (+ ``exc``)."""
+    """One JSON object per line: ``ts`` (UTC), ``level``, ``role``, ``instance``, ``owner``,
+    ``epoch`` (when known), ``logger``, ``message``, any ``extra=`` fields, ``exc``."""
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one line of JSON."""
-        out = {
-            "ts": _utc(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
+        out: dict[str, object] = {"ts": _utc(record), "level": record.levelname}
+        out.update(_CONTEXT)
+        out["logger"] = record.name
+        out["message"] = record.getMessage()
+        for name, value in vars(record).items():
+            if name not in _RECORD_FIELDS and not name.startswith("_"):
+                out[name] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False, default=str)
@@ -170,6 +191,7 @@ def run(
         say(role, str(exc).splitlines())
         sys.exit(EXIT_CONFIG)
     configure_logging(settings.log_level, settings.log_format, quiet=quiet)
+    log_context(role=role, instance=settings.instance_id)
     try:
         code = asyncio.run(_lifecycle(role, amain, settings))
     except ConfigError as exc:
@@ -286,3 +308,53 @@ async def every(
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(next_at - time.monotonic()):
                 await stop.wait()
+
+
+class OutageLog:
+    """Log a recurring failure (Redis unreachable) at most once per ``interval_s``, counted.
+
+    The first failure is logged at once; repeats within the interval are only counted and
+    the next line says how many there were; :meth:`recovered` logs the end of the outage
+    with its length. One per process (:data:`redis_outage`), so an outage writes one line
+    per 10 s per process however many loops see it.
+    """
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        self.interval_s = interval_s
+        self.failures = 0
+        self._since: float | None = None
+        self._logged_at: float | None = None
+        self._unlogged = 0
+
+    def failed(self, logger: logging.Logger, what: str, exc: BaseException) -> None:
+        """Record one failure of ``what``; log it if the last line is old enough."""
+        now = time.monotonic()
+        self.failures += 1
+        if self._since is None:
+            self._since = now
+        if self._logged_at is not None and now - self._logged_at < self.interval_s:
+            self._unlogged += 1
+            return
+        more = f" ({self._unlogged} more failures since the last line)" if self._unlogged else ""
+        outage_s = now - self._since
+        logger.warning("%s failed: %s; Redis unavailable for %.1fs%s", what, exc, outage_s, more)
+        self._logged_at = now
+        self._unlogged = 0
+
+    def recovered(self, logger: logging.Logger) -> None:
+        """Call after a success: logs the end of an outage once (nothing if there was none)."""
+        if self._since is None:
+            return
+        logger.info(
+            "Redis reachable again after %.1fs (%d failed attempts)",
+            time.monotonic() - self._since,
+            self.failures,
+        )
+        self._since = None
+        self._logged_at = None
+        self._unlogged = 0
+        self.failures = 0
+
+
+redis_outage = OutageLog()
+"""The process's one outage log for Redis (see :class:`OutageLog`)."""

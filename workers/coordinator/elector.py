@@ -24,6 +24,7 @@ from streams.connection import Client, call
 from streams.keys import Keys
 from streams.lease import Acquired, Lease, Unconfirmed
 from streams.notifications import ReleaseNotifications
+from workers.runtime import redis_outage
 from workers.settings import DEFAULTS, MIN_REELECT_MS, PREFIX, Settings, lease_timing_problems
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,11 @@ log = logging.getLogger(__name__)
 DemotionReason = Literal[
     "lost", "renew_deadline", "work_ended", "redis_unavailable", "shutdown", "step_down"
 ]
+
+# A leader's stall watch that wakes this much later than it asked to was not running: the
+# process was paused (SIGSTOP, a VM freeze, swapping) or the event loop blocked. Well above
+# the scheduling jitter of an asyncio sleep on a loaded machine.
+_STALL_S = 0.5
 
 # Followers wake this long after the holder's lease should have expired, so that their
 # acquire lands after expiry in Redis rather than a hair before it.
@@ -147,6 +153,10 @@ class Elector:
         self._on_demoted = on_demoted
         self._stopping = asyncio.Event()
         self._releases = ReleaseNotifications(redis, keys, owner)
+        # The lease holder this process last saw, so a change is logged once.
+        self.seen_leader: str | None = None
+        # The longest event-loop stall measured in the current term (seconds).
+        self.stalled_s = 0.0
 
     @property
     def is_leader(self) -> bool:
@@ -193,9 +203,10 @@ class Elector:
                     deadline_s=retry_s * (2 if self.timing.min_replicas else 1),
                 )
             except RedisUnavailable as exc:
-                log.warning("cannot reach redis to campaign for the lease: %s", exc)
+                redis_outage.failed(log, "campaign for the lease", exc)
                 await self._sleep_or_wake(retry_s, wake_on_release=False)
                 continue
+            redis_outage.recovered(log)
             self.seen_epoch = max(self.seen_epoch, result.epoch)
             if isinstance(result, Unconfirmed):
                 log.warning(
@@ -218,6 +229,13 @@ class Elector:
             wait_ms = min(result.pttl_ms + _EXPIRY_MARGIN_MS, self.timing.retry_period_ms) + (
                 random.uniform(0, self.timing.follower_jitter_ms)
             )
+            if result.owner != self.seen_leader:
+                log.info(
+                    "leader changed: %s leads (lease %sms left); following",
+                    result.owner,
+                    result.pttl_ms,
+                )
+                self.seen_leader = result.owner
             log.debug(
                 "lease held by %s for %sms; waiting %.0fms", result.owner, result.pttl_ms, wait_ms
             )
@@ -228,12 +246,20 @@ class Elector:
         self.leadership = leadership
         self.renewed_at = leadership.acquired_at
         self.leadership_changes += 1
-        log.info("elected leader owner=%s epoch=%s", leadership.owner, leadership.epoch)
+        self.stalled_s = 0.0
+        log.info(
+            "leader changed: this process leads owner=%s epoch=%s (after %s)",
+            leadership.owner,
+            leadership.epoch,
+            self.seen_leader or "no leader",
+        )
+        self.seen_leader = leadership.owner
         if self._on_elected is not None:
             self._on_elected(leadership)
         self._releases.step_down.clear()  # a request is for the term it was sent in
         work_task = asyncio.create_task(work(leadership), name=f"leader-work-{leadership.epoch}")
         renew_task = asyncio.create_task(self._renew(leadership), name="lease-renew")
+        stall_task = asyncio.create_task(self._watch_stalls(leadership.epoch), name="stalls")
         stop_task = asyncio.create_task(self._stopping.wait(), name="stop-wait")
         step_down_task = asyncio.create_task(self._releases.step_down.wait(), name="step-down")
         crash: BaseException | None = None
@@ -244,7 +270,7 @@ class Elector:
                     return_when=asyncio.FIRST_COMPLETED,
                 )
             finally:
-                await cancel_and_wait(work_task, renew_task, stop_task, step_down_task)
+                await cancel_and_wait(work_task, renew_task, stop_task, step_down_task, stall_task)
         except asyncio.CancelledError:
             # run() was cancelled (a crash): the work is gone, so is_leader must say so.
             self.leadership = None
@@ -269,10 +295,11 @@ class Elector:
         self.leadership = None
         log.log(
             logging.INFO if reason in ("shutdown", "step_down") else logging.WARNING,
-            "stepped down owner=%s epoch=%s reason=%s",
+            "stepped down owner=%s epoch=%s reason=%s%s",
             leadership.owner,
             leadership.epoch,
             reason,
+            self._paused_note() if reason not in ("shutdown", "step_down") else "",
         )
         if self._on_demoted is not None:
             self._on_demoted(leadership, reason)
@@ -289,10 +316,18 @@ class Elector:
         deadline = self.timing.renew_deadline_ms / 1000
         last_good = leadership.acquired_at
         while True:
-            await asyncio.sleep(max(0.0, last_good + interval - time.monotonic()))
+            wake_at = max(time.monotonic(), last_good + interval)
+            await asyncio.sleep(wake_at - time.monotonic())
             sent = time.monotonic()
+            if sent - wake_at > _STALL_S:  # seen here first if this task woke before the watch
+                self.stalled_s = max(self.stalled_s, sent - wake_at)
             remaining = last_good + deadline - sent
             if remaining <= 0:
+                log.error(
+                    "renew deadline passed%s epoch=%s: stepping down",
+                    self._paused_note(),
+                    leadership.epoch,
+                )
                 return "renew_deadline"
             try:
                 renewed = await call(
@@ -302,15 +337,44 @@ class Elector:
                     max_backoff_s=max(interval / 2, 0.01),
                 )
             except RedisUnavailable as exc:
-                log.error(  # noqa: TRY400 - an outage, not a bug: no traceback
-                    "lease renew deadline passed epoch=%s: %s", leadership.epoch, exc
-                )
+                if self.stalled_s:
+                    # The deadline ran out while the process was not running, not because
+                    # Redis failed: say so rather than blame Redis.
+                    log.error(  # noqa: TRY400 - a pause, not a bug: no traceback
+                        "renew deadline passed%s epoch=%s", self._paused_note(), leadership.epoch
+                    )
+                else:
+                    log.error(  # noqa: TRY400 - an outage, not a bug: no traceback
+                        "lease renew deadline passed epoch=%s: %s", leadership.epoch, exc
+                    )
                 return "renew_deadline"
             if not renewed:
-                log.error("lease lost: no longer owner epoch=%s", leadership.epoch)
+                log.error(
+                    "lease lost: no longer owner%s epoch=%s", self._paused_note(), leadership.epoch
+                )
                 return "lost"
             last_good = sent
             self.renewed_at = sent
+
+    def _paused_note(self) -> str:
+        if not self.stalled_s:
+            return ""
+        return f" after this process was paused for {self.stalled_s:.1f}s (not a Redis failure)"
+
+    async def _watch_stalls(self, epoch: int) -> None:
+        """Measure event-loop stalls while leading: a pause explains a lost lease."""
+        tick = 0.1
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            stall = now - last - tick
+            last = now
+            if stall > _STALL_S:
+                self.stalled_s = max(self.stalled_s, stall)
+                log.warning(
+                    "this process was paused for %.1fs (event loop stalled) epoch=%s", stall, epoch
+                )
 
     async def _release(self, epoch: int) -> None:
         try:

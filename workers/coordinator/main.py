@@ -22,9 +22,9 @@ from streams.keys import Keys
 from streams.lease import make_owner_id
 from workers.coordinator.elector import Elector, ElectorTiming, Leadership
 from workers.coordinator.pipeline import LeaderPipeline
+from workers.exposition import serve_settings
 from workers.monitor.metrics import CoordinatorMetrics
-from workers.monitor.metrics import serve as serve_metrics
-from workers.runtime import current_membership, run
+from workers.runtime import current_membership, log_context, run
 from workers.settings import Settings
 
 log = logging.getLogger("workers.coordinator")
@@ -37,15 +37,31 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     # One owner id per process: the lease, the consumer name and the heartbeat agree.
     owner = member.owner if member is not None else make_owner_id(settings.instance_id)
     keys = Keys(settings.namespace)
-    redis = connect(settings.redis_target, client_name=f"coordinator:{owner}")
     metrics = CoordinatorMetrics(settings.instance_id)
+    metrics.started(owner)
+    log_context(owner=owner)
+
+    def elected(term: Leadership) -> None:
+        metrics.elected()
+        log_context(epoch=term.epoch)
+        if member is not None:
+            member.see(leader=term.owner, epoch=term.epoch)
+
+    def demoted(term: Leadership, _: str) -> None:
+        metrics.demoted()
+        log_context(epoch=None)
+        if member is not None:
+            member.see(leader=None, epoch=None)
+
+    exporter = serve_settings(metrics.registry, settings)  # a taken port: exit 2 before anything
+    redis = connect(settings.redis_target, client_name=f"coordinator:{owner}")
     elector = Elector(
         redis,
         keys,
         owner,
         timing,
-        on_elected=lambda term: _elected(term, metrics),
-        on_demoted=lambda _, __: _demoted(metrics),
+        on_elected=elected,
+        on_demoted=demoted,
     )
 
     async def lead(leadership: Leadership) -> None:
@@ -60,9 +76,6 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         settings.namespace,
         ",".join(settings.regions),
         settings.redacted_url,
-    )
-    exporter = (
-        serve_metrics(metrics.registry, settings.metrics_port) if settings.metrics_port else None
     )
     runner = asyncio.create_task(elector.run(lead), name="elector")
     stopper = asyncio.create_task(stop.wait(), name="stop-requested")
@@ -83,20 +96,6 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             exporter.close()
         with contextlib.suppress(Exception):
             await redis.aclose()
-
-
-def _elected(term: Leadership, metrics: CoordinatorMetrics) -> None:
-    metrics.elected()
-    member = current_membership()
-    if member is not None:
-        member.see(leader=term.owner, epoch=term.epoch)
-
-
-def _demoted(metrics: CoordinatorMetrics) -> None:
-    metrics.demoted()
-    member = current_membership()
-    if member is not None:
-        member.see(leader=None, epoch=None)
 
 
 def main() -> None:

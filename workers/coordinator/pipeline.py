@@ -258,7 +258,8 @@ class LeaderPipeline:
         result = await self._commit_batch(batch)
         if isinstance(result, Fenced):
             return False
-        log.info("leader_changed epoch=%s leader=%s", self.epoch, self.owner)
+        # The elector logged the change; this is the decision that records it.
+        log.debug("leader_changed committed epoch=%s leader=%s", self.epoch, self.owner)
         if self.metrics is not None:
             self.metrics.decided("leader_changed")
         return True
@@ -375,14 +376,6 @@ class LeaderPipeline:
         if self.metrics is not None:
             self.metrics.decided("failover", len(planned))
             self.metrics.dead_lettered(len(letters))
-            st = self.policy.state
-            self.metrics.policy(
-                panic=st.panic_since is not None,
-                paused=st.paused is not None,
-                held=st.held is not None,
-                config_version=st.config_version,
-                observers=len(st.observers),
-            )
         return True
 
     def _add_state(self, batch: Batch) -> None:

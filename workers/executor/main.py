@@ -24,7 +24,7 @@ from workers.executor.follower import Follower
 from workers.executor.metrics import ExecutorMetrics
 from workers.executor.outcome import worst_case_s
 from workers.executor.webhook import WebhookAction
-from workers.monitor.metrics import serve as serve_metrics
+from workers.exposition import serve_settings
 from workers.runtime import every, run
 from workers.settings import ExecutorSettings, Settings
 
@@ -88,9 +88,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         claim_idle_ms=ex.claim_idle_ms,
         metrics=metrics,
     )
-    exporter = (
-        serve_metrics(metrics.registry, settings.metrics_port) if settings.metrics_port else None
-    )
+    exporter = serve_settings(metrics.registry, settings)  # a taken port: exit 2 here
     log.info(
         "executor %s starting: group %s on %s, action %r, redis %s",
         consumer,

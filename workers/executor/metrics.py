@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from workers.exposition import process_registry
+
 # An action is an HTTP call or a process start: milliseconds locally, seconds through a
 # cloud DNS API, up to the timeout times the attempts when it keeps failing.
 _ACTION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -13,7 +15,7 @@ class ExecutorMetrics:
     """What one executor exports, labelled with its group."""
 
     def __init__(self, group: str, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.registry = registry or process_registry("executor")
         self.group = group
         r = self.registry
         self._actions = Counter(

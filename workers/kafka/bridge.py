@@ -29,7 +29,9 @@ from streams.kafka import LIBRARY_LOGGERS, ensure_topics, security_of
 from streams.kafka_source import KafkaSource, SourceRecord
 from streams.keys import Keys
 from streams.producer import append_many
-from workers.runtime import exit_now, run
+from workers.exposition import serve_settings
+from workers.kafka.metrics import BridgeMetrics
+from workers.runtime import exit_now, redis_outage, run
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,18 +43,32 @@ WRITE_DEADLINE_S = 10.0
 class RedisAppender:
     """Appends the source's batches to their Redis streams, then acks them to the source."""
 
-    def __init__(self, redis: Client, source: KafkaSource) -> None:
+    def __init__(
+        self, redis: Client, source: KafkaSource, metrics: BridgeMetrics | None = None
+    ) -> None:
         self.redis = redis
         self.source = source
+        self.metrics = metrics
         self.written = 0
 
     async def run(self) -> None:
         """Write batches forever; cancel to stop (a batch not written is never acked)."""
         while True:
             batch = await self.source.next_batch()
+            if self.metrics is not None:
+                self.metrics.holding(len(batch))
             await self._write(batch)
             await self.source.ack(batch)
             self.written += len(batch)
+            if self.metrics is not None:
+                self.metrics.holding(0)
+                for route in {record.route for record in batch}:
+                    self.metrics.written(route, sum(1 for x in batch if x.route == route))
+
+    def _retrying(self, exc: BaseException) -> None:
+        redis_outage.failed(log, "bridge append", exc)
+        if self.metrics is not None:
+            self.metrics.write_failed()
 
     async def _write(self, batch: list[SourceRecord]) -> None:
         # Values go in unchanged: the leader dead-letters what it cannot decode.
@@ -64,6 +80,7 @@ class RedisAppender:
                     lambda: append_many(self.redis, entries, atomic=True),
                     what=f"bridge append of {len(batch)}",
                     deadline_s=WRITE_DEADLINE_S,
+                    on_retry=self._retrying,
                 )
             except RedisUnavailable as exc:
                 rounds += 1
@@ -74,6 +91,7 @@ class RedisAppender:
                     rounds,
                 )
                 continue
+            redis_outage.recovered(log)
             if rounds:
                 log.warning("bridge: redis is back, wrote %d held records", len(batch))
             return
@@ -109,9 +127,12 @@ async def run_bridge(settings: Settings, stop: asyncio.Event) -> bool:
         security=security_of(kafka),
         auto_create=kafka.auto_create_topics,
     )
+    keys = Keys(settings.namespace)
+    metrics = BridgeMetrics(keys.input_streams)
+    exporter = serve_settings(metrics.registry, settings)  # a taken port: exit 2 here
     redis = connect(settings.redis_target, client_name=f"failover-bridge-{settings.instance_id}")
     source = new_source(settings)
-    appender = RedisAppender(redis, source)
+    appender = RedisAppender(redis, source, metrics)
     writer = asyncio.create_task(appender.run(), name="bridge-writer")
     try:
         await ping(redis, deadline_s=WRITE_DEADLINE_S)
@@ -150,6 +171,8 @@ async def run_bridge(settings: Settings, stop: asyncio.Event) -> bool:
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)
         await redis.aclose()
+        if exporter is not None:
+            exporter.close()
         log.info("bridge %s stopped after %d records", settings.instance_id, appender.written)
     return clean
 

@@ -18,6 +18,8 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from prometheus_client import CollectorRegistry
+
 from schemas.codec import DATA_FIELD, decode_entry
 from schemas.errors import ConfigError, DecodeError, FailoverError, KafkaUnavailable
 from schemas.events import FailoverDecision, LeaderChanged
@@ -27,7 +29,9 @@ from streams.kafka import LIBRARY_LOGGERS, ensure_topics, security_of
 from streams.kafka_sink import KafkaSink, SinkRecord
 from streams.keys import Keys
 from streams.lease import make_owner_id
-from workers.runtime import run
+from workers.exposition import serve_settings
+from workers.kafka.metrics import MirrorMetrics
+from workers.runtime import redis_outage, run
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,8 +88,10 @@ class DecisionMirror:
         batch_size: int = 100,
         block_ms: int = 100,
         retry_backoff_s: float = 0.5,
+        metrics: MirrorMetrics | None = None,
     ) -> None:
         self.group = group
+        self.metrics = metrics or MirrorMetrics(CollectorRegistry())
         self.sink = sink
         self.batch_size = batch_size
         self.block_ms = block_ms
@@ -101,9 +107,11 @@ class DecisionMirror:
                 # Unacked decisions come back first, in order: a refused batch is resent.
                 entries = await self.group.read(self.batch_size, self.block_ms)
             except FailoverError as exc:  # RedisUnavailable: wait and try again
-                log.error("mirror: %s; retrying", exc)  # noqa: TRY400 - outage, no traceback
+                self.metrics.failed("redis")
+                redis_outage.failed(log, "mirror: reading decisions", exc)
                 await self._pause(stop)
                 continue
+            redis_outage.recovered(log)
             if entries and not await self.mirror(entries):
                 await self._pause(stop)
 
@@ -125,14 +133,17 @@ class DecisionMirror:
                 )
                 return False
         except KafkaUnavailable as exc:
+            self.metrics.failed("kafka")
             log.error("mirror: %s; kept pending, will resend", exc)  # noqa: TRY400 - outage
             return False
         try:
             await self.group.ack(ids)
         except FailoverError as exc:
+            self.metrics.failed("redis")
             log.error("mirror: %s; the batch will be sent again", exc)  # noqa: TRY400
             return False
         self.mirrored += len(ids)
+        self.metrics.mirrored(len(ids))
         log.info("mirror: %d decisions to %s, last %s", len(ids), self.sink.topic, ids[-1].decode())
         return True
 
@@ -184,6 +195,8 @@ async def run_mirror(
         auto_create=kafka.auto_create_topics,
     )
     consumer = make_owner_id(settings.instance_id)
+    metrics = MirrorMetrics()
+    exporter = serve_settings(metrics.registry, settings)  # a taken port: exit 2 here
     redis = connect(settings.redis_target, client_name=f"failover-mirror-{settings.instance_id}")
     sink = new_sink(settings)
     try:
@@ -197,7 +210,9 @@ async def run_mirror(
             deadline_s=REDIS_DEADLINE_S,
         )
         await group.ensure()
-        mirror = DecisionMirror(group, sink, batch_size=min(settings.batch_size, 1000))
+        mirror = DecisionMirror(
+            group, sink, batch_size=min(settings.batch_size, 1000), metrics=metrics
+        )
         log.info(
             "mirror %s: %s -> %s on %s (idempotent=%s)",
             consumer,
@@ -214,6 +229,8 @@ async def run_mirror(
         if not await sink.close(settings.shutdown_timeout_ms / 1000):
             log.warning("mirror: Kafka producer did not close in time")
         await redis.aclose()
+        if exporter is not None:
+            exporter.close()
 
 
 def main() -> None:

@@ -17,10 +17,10 @@ from schemas.lag import LagReport
 from streams.connection import Client, call, connect
 from streams.keys import Keys
 from streams.lag import LagSampler
+from workers.exposition import serve_settings
 from workers.monitor.lag_status import GroupSample, LagWindow, Verdict
-from workers.monitor.metrics import LagMetrics, MetricsServer
-from workers.monitor.metrics import serve as serve_metrics
-from workers.runtime import every, run
+from workers.monitor.metrics import LagMetrics, decode_summary
+from workers.runtime import every, redis_outage, run
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,9 @@ class LagMonitor:
         """Take one snapshot, evaluate every window, update metrics, log status changes."""
         deadline_s = max(self.settings.lag_interval_ms / 1000, 0.5)
         start = time.monotonic()
-        report = await call(self.sampler.sample, what="lag sample", deadline_s=deadline_s)
+        report = await call(
+            lambda: self.sampler.sample(with_state=True), what="lag sample", deadline_s=deadline_s
+        )
         elapsed = time.monotonic() - start
         verdicts = {
             s.stream: self.windows[s.stream].add(GroupSample.of(report, s)) for s in report.streams
@@ -60,7 +62,8 @@ class LagMonitor:
                     report.epoch,
                 )
         self.verdicts = verdicts
-        self.metrics.record(report, verdicts, elapsed)
+        summary = decode_summary(report.state.summary if report.state else None)
+        self.metrics.record(report, verdicts, elapsed, summary)
         return report, verdicts
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -70,19 +73,22 @@ class LagMonitor:
             try:
                 await self.sample()
             except RedisUnavailable as exc:
-                log.warning("lag sample failed: %s", exc)
+                self.metrics.failed()
+                redis_outage.failed(log, "lag sample", exc)
+            else:
+                redis_outage.recovered(log)
 
         await every(self.settings.lag_interval_ms / 1000, stop, step)
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Sample until ``stop`` is set (the lag monitor's main, run by :func:`workers.runtime.run`)."""
+    metrics = LagMetrics(Keys(settings.namespace))
+    server = serve_settings(metrics.registry, settings)  # a taken port: exit 2 before anything
     redis = connect(settings.redis_target, client_name=f"lagmon:{settings.instance_id}")
-    monitor = LagMonitor(redis, settings)
-    server: MetricsServer | None = None
-    if settings.metrics_port:
-        server = serve_metrics(monitor.metrics.registry, settings.metrics_port)
-        log.info("metrics on :%s/metrics", server.port)
+    monitor = LagMonitor(redis, settings, metrics)
+    if server is not None:
+        log.info("metrics on %s:%s/metrics", settings.metrics_addr, server.port)
     else:
         log.warning("FAILOVER_METRICS_PORT is 0: lag statuses are logged, no metrics served")
     log.info(

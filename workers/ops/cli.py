@@ -22,6 +22,7 @@ from schemas.errors import ConfigError, RedisRefused, RedisUnavailable
 from streams.cancel import cancel_and_wait
 from streams.connection import redact, validate_url
 from streams.errors import translated
+from workers.exposition import version
 from workers.ops.commands import COMMANDS, EVENT_TYPES
 from workers.ops.context import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Context
 from workers.runtime import configure_logging, say, unavailable_line
@@ -64,12 +65,46 @@ def _waits(cmd: argparse.ArgumentParser) -> None:
         "--wait", action="store_true", help="return once the leader applied it (exit 1: refused)"
     )
     cmd.add_argument(
-        "--timeout",
+        "--wait-timeout",
         dest="wait_timeout",
         type=_seconds,
         default=10.0,
         metavar="S",
         help="with --wait: give up after this long (10)",
+    )
+
+
+def _global_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The options every command accepts, before or after its name.
+
+    The top-level parser holds the defaults; each command's parser repeats the options with
+    ``SUPPRESS`` so that a value given after the command wins and an absent one does not
+    reset a value given before it.
+    """
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    g = p.add_argument_group("global options (before or after the command)")
+    g.add_argument(
+        "--redis-url", metavar="URL", default=default(None), help="override FAILOVER_REDIS_URL"
+    )
+    g.add_argument(
+        "--namespace", metavar="NS", default=default(None), help="override FAILOVER_NAMESPACE"
+    )
+    g.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="S",
+        default=default(2.0),
+        help="deadline of each Redis call, retries included, in seconds (default 2)",
+    )
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default(False),
+        help="log every Redis retry and other details on stderr",
     )
 
 
@@ -79,37 +114,54 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Operate the regional failover coordinator (settings from FAILOVER_*).",
     )
-    p.add_argument("--redis-url", help="override FAILOVER_REDIS_URL")
-    p.add_argument("--namespace", help="override FAILOVER_NAMESPACE")
-    p.add_argument("--timeout", type=_seconds, default=2.0, help="Redis deadline, s (2)")
-    p.add_argument("-v", "--verbose", action="store_true", help="log retries and details")
+    p.add_argument("--version", action="version", version=f"{PROG} {version()}")
+    _global_options(p, defaults=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def cmd(name: str, help_text: str, parent: Any = sub) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = parent.add_parser(
+            name, help=help_text, description=help_text
+        )
+        _global_options(parser, defaults=False)
+        return parser
+
     def data_cmd(name: str, help_text: str, parent: Any = sub) -> argparse.ArgumentParser:
-        cmd: argparse.ArgumentParser = parent.add_parser(name, help=help_text)
-        cmd.add_argument("--json", action="store_true", help="machine-readable output")
-        return cmd
+        parser = cmd(name, help_text, parent)
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+        return parser
 
     data_cmd("status", "leader, regions, lag, dead letters, lag status")
 
-    emit = sub.add_parser("emit", help="append a health or failover event")
+    emit = cmd("emit", "append a health or failover event")
     emit_sub = emit.add_subparsers(dest="what", required=True, metavar="KIND")
     health = data_cmd("health", "a health observation", emit_sub)
-    health.add_argument("--region", required=True)
-    health.add_argument("--status", required=True, choices=["healthy", "degraded", "unhealthy"])
-    health.add_argument("--source", help="observer name (default failoverctl@<host>)")
+    health.add_argument("--region", required=True, help="the region observed")
+    health.add_argument(
+        "--status",
+        required=True,
+        choices=["healthy", "degraded", "unhealthy"],
+        help="the verdict (only unhealthy counts as failing)",
+    )
+    health.add_argument(
+        "--source",
+        required=True,
+        help="the observer you speak for: quorum counts distinct sources, so a made-up name"
+        " would be a new observer",
+    )
     health.add_argument("--event-id", help="unique per source (default: random)")
-    health.add_argument("--observed-at", type=float, help="unix seconds (default: now)")
-    health.add_argument("--latency-ms", type=float)
-    health.add_argument("--detail")
+    health.add_argument(
+        "--observed-at", type=float, metavar="T", help="unix seconds (default: now)"
+    )
+    health.add_argument("--latency-ms", type=float, metavar="N", help="probe latency, ms")
+    health.add_argument("--detail", help="free text shown by status")
     event = data_cmd("event", "a failover event", emit_sub)
-    event.add_argument("type", choices=list(EVENT_TYPES))
+    event.add_argument("type", choices=list(EVENT_TYPES), help="the event type")
     event.add_argument("--region", required=True, help="region the event is about")
     event.add_argument("--target", help="manual_failover: the region to move to")
     event.add_argument("--actor", help="who (default failoverctl@<host>)")
     event.add_argument("--event-id", help="unique per actor (default: random)")
-    event.add_argument("--at", type=float, help="unix seconds (default: now)")
-    event.add_argument("--detail")
+    event.add_argument("--at", type=float, metavar="T", help="unix seconds (default: now)")
+    event.add_argument("--detail", help="free text (why)")
     event.add_argument("--decision-id", help="the decision an executor reports on")
     _waits(event)
 
@@ -118,25 +170,32 @@ def build_parser() -> argparse.ArgumentParser:
     decisions.add_argument("--last", type=_positive, metavar="N", help="only the last N")
     decisions.add_argument("--follow", "-f", action="store_true", help="wait for new ones")
 
-    dlq = sub.add_parser("dlq", help="dead letters: list, replay, drop")
+    dlq = cmd("dlq", "dead letters: list, replay, drop")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     dlq_list = data_cmd("list", "list dead letters", dlq_sub)
-    dlq_list.add_argument("--count", type=_positive, default=1000)
+    dlq_list.add_argument(
+        "--count", type=_positive, default=1000, metavar="N", help="at most N (default 1000)"
+    )
     dlq_replay = data_cmd("replay", "put dead letters back on their stream", dlq_sub)
-    dlq_replay.add_argument("ids", nargs="*", metavar="ID")
+    dlq_replay.add_argument("ids", nargs="*", metavar="ID", help="dead-letter entry ids")
     dlq_replay.add_argument("--all", action="store_true", help="every dead letter")
     dlq_drop = data_cmd("drop", "delete dead letters", dlq_sub)
-    dlq_drop.add_argument("ids", nargs="+", metavar="ID")
+    dlq_drop.add_argument("ids", nargs="+", metavar="ID", help="dead-letter entry ids")
 
     rp = data_cmd("replay", "run the policy over recorded history (writes nothing)")
-    rp.add_argument("--from", dest="from_id", required=True, metavar="ID")
-    rp.add_argument("--to", dest="to_id", metavar="ID")
+    rp.add_argument(
+        "--from", dest="from_id", required=True, metavar="ID",
+        help="first entry id to replay (- for the start of history)",
+    )  # fmt: skip
+    rp.add_argument("--to", dest="to_id", metavar="ID", help="last entry id (default: the end)")
     for name in ("threshold", "quorum", "recovery-threshold"):
-        rp.add_argument(f"--{name}", type=_positive, help="override the setting")
+        rp.add_argument(f"--{name}", type=_positive, metavar="N", help="override the setting")
     for name in ("window-ms", "stale-after-ms"):
-        rp.add_argument(f"--{name}", type=_positive, help="override the setting")
-    rp.add_argument("--cooldown-ms", type=_non_negative, help="override the setting")
-    rp.add_argument("--tick-ms", type=_positive, help="simulated tick (FAILOVER_TICK_MS)")
+        rp.add_argument(f"--{name}", type=_positive, metavar="MS", help="override the setting")
+    rp.add_argument("--cooldown-ms", type=_non_negative, metavar="MS", help="override the setting")
+    rp.add_argument(
+        "--tick-ms", type=_positive, metavar="MS", help="simulated tick (FAILOVER_TICK_MS)"
+    )
     rp.add_argument(
         "--set",
         action="append",
@@ -145,14 +204,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     check = data_cmd("check", "probe FAILOVER_PROBE_TARGETS once; exit 1 if any is unhealthy")
-    check.add_argument("--timeout-ms", type=_positive, help="override FAILOVER_PROBE_TIMEOUT_MS")
+    check.add_argument(
+        "--timeout-ms", type=_positive, metavar="MS", help="override FAILOVER_PROBE_TIMEOUT_MS"
+    )
 
     data_cmd("members", "the fleet: every process's heartbeat, and who is missing (exit 1)")
-    step = sub.add_parser("step-down", help="make the leader hand over now (planned maintenance)")
+    step = cmd("step-down", "make the leader hand over now (planned maintenance)")
     step.add_argument(
-        "--wait", type=_seconds, default=10.0, help="wait this long for a new leader, s (10)"
+        "--wait",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="wait this long for a new leader, s (10)",
     )
-    obs = sub.add_parser("observers", help="list observers, or forget one")
+    obs = cmd("observers", "list observers, or forget one")
     obs_sub = obs.add_subparsers(dest="observers_command", metavar="ACTION")
     obs.add_argument("--json", action="store_true", help="machine-readable output")
     data_cmd(
@@ -164,11 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     _waits(forget)
     for name, text in (("pause", "stop automatic decisions (manual ones still apply)"),
                        ("resume", "allow automatic decisions again")):  # fmt: skip
-        cmd = data_cmd(name, text)
-        cmd.add_argument("--reason", help="why (shown by status)")
-        cmd.add_argument("--actor", help="who (default failoverctl@<host>)")
-        _waits(cmd)
-    cfg = sub.add_parser("config", help="the policy configuration in force (in NS:state)")
+        toggle = data_cmd(name, text)
+        toggle.add_argument("--reason", help="why (shown by status)")
+        toggle.add_argument("--actor", help="who (default failoverctl@<host>)")
+        _waits(toggle)
+    cfg = cmd("config", "the policy configuration in force (in NS:state)")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     data_cmd("show", "the version in force, and how this environment differs", cfg_sub)
     cfg_set = data_cmd("set", "change settings: a validated config_changed event", cfg_sub)
@@ -185,13 +250,23 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("decision_id", nargs="?", metavar="DECISION_ID")
     explain.add_argument("--region", help="why this region is (not) an eligible target now")
 
-    demo = sub.add_parser("demo", help="run a private coordinator fleet through an outage")
-    demo.add_argument("--seconds", type=_positive, default=30, help="how long (30)")
+    report = cmd("report", "one self-contained HTML page of what happened (no network needed)")
+    report.add_argument(
+        "--html", required=True, metavar="FILE", help="write the page here (replaced whole)"
+    )
+    report.add_argument(
+        "--from", dest="from_id", default="-", metavar="ID",
+        help="first entry id of the range (default: the start of history)",
+    )  # fmt: skip
+    report.add_argument("--to", dest="to_id", metavar="ID", help="last entry id (default: now)")
+
+    demo = cmd("demo", "run a private coordinator fleet through an outage")
+    demo.add_argument("--seconds", type=_positive, default=30, metavar="N", help="how long (30)")
     return p
 
 
 # The commands that use FAILOVER_REGIONS; the others (dlq, decisions, check) run without it.
-_NEEDS_REGIONS = {"status", "emit", "replay", "observers", "config", "explain"}
+_NEEDS_REGIONS = {"status", "emit", "replay", "report", "observers", "config", "explain"}
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -259,7 +334,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     except ConfigError as exc:
         say(PROG, str(exc))
         return EXIT_USAGE
-    configure_logging(logging.INFO if args.verbose else logging.ERROR, log_format)
+    configure_logging(logging.DEBUG if args.verbose else logging.ERROR, log_format)
     if args.command == "demo":
         from workers.ops.demo import run_demo  # noqa: PLC0415 - only the demo needs it
 

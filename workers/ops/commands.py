@@ -46,6 +46,7 @@ from workers.ops.policyctl import (
     wait_for,
 )
 from workers.ops.replay import bounds, merge, parse_id, read_range, replay
+from workers.ops.report import cmd_report
 from workers.ops.status import gather_status, render_status, status_json
 from workers.probe.prober import probe_all
 from workers.settings import Settings
@@ -392,4 +393,5 @@ COMMANDS: dict[str, Callable[[Context], Awaitable[int]]] = {
     "config history": cmd_config_history,
     "config diff": cmd_config_diff,
     "explain": cmd_explain,
+    "report": cmd_report,
 }

@@ -18,7 +18,9 @@ import asyncio
 import contextlib
 import signal
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 import msgspec
@@ -31,10 +33,12 @@ from streams.decisions import DecisionsReader
 from streams.keys import Keys
 from streams.lease import read_lease
 from streams.producer import append_many
+from streams.server import find_server_binary
 from workers.ops.demo_chain import ExecutorChain
 from workers.ops.fleet import Fleet
+from workers.ops.report import write_report
 from workers.ops.status import StatusReport, gather_status
-from workers.settings import Settings
+from workers.settings import Settings, load_settings
 
 REGIONS = ("us-east", "eu-west", "ap-south")
 OBSERVERS = ("observer-1", "observer-2")
@@ -266,7 +270,8 @@ class Demo:
             file=self.out,
         )
         url = self.fleet.start()
-        settings = Settings(regions=REGIONS, redis_url=url, namespace=NAMESPACE)
+        # The fleet's own settings, so the report replays the policy exactly as it ran.
+        settings = load_settings({**FLEET_ENV, "FAILOVER_REDIS_URL": url}, role="coordinator")
         redis = connect(url)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -301,7 +306,12 @@ class Demo:
                 return 130
             self._draw(await gather_status(redis, settings))
             receiver = await self.chain.receiver_state()
-            return self._summary(await gather_status(redis, settings), receiver)
+            code = self._summary(await gather_status(redis, settings), receiver)
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            path = Path(tempfile.gettempdir()) / f"failover-demo-{stamp}.html"
+            await write_report(redis, settings, path)
+            print(f"  report:   {path} (open it in a browser)", file=self.out, flush=True)
+            return code
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -359,6 +369,11 @@ def run_demo(seconds: int, out: TextIO | None = None) -> int:
     if seconds < MIN_SECONDS:
         print(f"failoverctl: demo --seconds must be at least {MIN_SECONDS}", file=sys.stderr)
         return 2
+    try:
+        find_server_binary()  # before printing anything: without one, one line says what to do
+    except FileNotFoundError as exc:
+        print(f"failoverctl: demo: {exc}", file=sys.stderr)
+        return 1
     demo = Demo(seconds, out)
     code = 1
     try:
@@ -371,5 +386,6 @@ def run_demo(seconds: int, out: TextIO | None = None) -> int:
         if code == 130:
             print("\ninterrupted: stopping every process", file=out)
         pids = demo.cleanup()
-        print(f"  cleanup:  stopped pids {' '.join(map(str, pids))}", file=out, flush=True)
+        if pids:
+            print(f"  cleanup:  stopped pids {' '.join(map(str, pids))}", file=out, flush=True)
     return code

@@ -21,11 +21,13 @@ from urllib.parse import urlsplit
 from schemas.errors import ConfigError, RedisUnavailable
 from schemas.events import HealthEvent, Status
 from schemas.state import ProbeResult, RegionSnapshot
-from streams.connection import Client, call, connect
+from streams.connection import Client, call, connect, redact
 from streams.keys import Keys
 from streams.producer import append_many
 from streams.snapshots import write_snapshots
-from workers.runtime import every, run
+from workers.exposition import serve_settings
+from workers.probe.metrics import ProberMetrics
+from workers.runtime import every, redis_outage, run
 from workers.settings import ProbeTarget, Settings
 
 log = logging.getLogger(__name__)
@@ -126,13 +128,17 @@ def _worst(results: Sequence[ProbeResult]) -> Status:
 class Prober:
     """Runs probe rounds for one settings object and writes their results to Redis."""
 
-    def __init__(self, redis: Client, settings: Settings) -> None:
+    def __init__(
+        self, redis: Client, settings: Settings, metrics: ProberMetrics | None = None
+    ) -> None:
         self.redis = redis
+        self.metrics = metrics or ProberMetrics(settings.probe_targets)
         self.settings = settings
         self.keys = Keys(settings.namespace)
         self.source = settings.instance_id
         self._nonce = secrets.token_hex(4)
         self._round = 0
+        self._last_status: dict[tuple[str, str], Status] = {}
 
     def events(self, results: Sequence[ProbeResult]) -> list[HealthEvent]:
         """One health event per result, ids unique per prober, times increasing per region."""
@@ -192,13 +198,36 @@ class Prober:
         results = await probe_all(
             s.probe_targets, timeout_ms=s.probe_timeout_ms, expect_status=s.probe_expect_status
         )
+        self.metrics.observed(results)
         for r in results:
-            log.debug("probe %s %s %s %.1fms %s", r.region, r.url, r.status, r.latency_ms, r.detail)
+            self._log_result(r)
         try:
             await self.publish(results)
         except RedisUnavailable as exc:
-            log.warning("could not publish %d health events: %s", len(results), exc)
+            self.metrics.publish_failed()
+            redis_outage.failed(log, f"publishing {len(results)} health events", exc)
+        else:
+            redis_outage.recovered(log)
         return results
+
+    def _log_result(self, r: ProbeResult) -> None:
+        # A verdict change is news (INFO, WARNING when it turns unhealthy); a repeat is not.
+        key = (r.region, r.url)
+        before = self._last_status.get(key)
+        self._last_status[key] = r.status
+        if before == r.status:
+            log.debug("probe %s %s %s %.1fms %s", r.region, r.url, r.status, r.latency_ms, r.detail)
+            return
+        log.log(
+            logging.WARNING if r.status == "unhealthy" else logging.INFO,
+            "probe %s %s: %s -> %s (%.1fms, %s)",
+            r.region,
+            redact(r.url),
+            before or "first",
+            r.status,
+            r.latency_ms,
+            r.detail,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run a round every ``probe_interval_ms`` (monotonic schedule) until ``stop``."""
@@ -209,6 +238,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Probe until ``stop`` is set (the prober's main, run by :func:`workers.runtime.run`)."""
     if not settings.probe_targets:
         raise ConfigError("FAILOVER_PROBE_TARGETS: is required for the prober")
+    metrics = ProberMetrics(settings.probe_targets)
+    server = serve_settings(metrics.registry, settings)  # a taken port: exit 2 before anything
     redis = connect(settings.redis_target, client_name=f"prober:{settings.instance_id}")
     log.info(
         "prober %s: %d targets every %sms, redis %s",
@@ -217,9 +248,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         settings.probe_interval_ms,
         settings.redacted_url,
     )
+    prober = Prober(redis, settings, metrics)
     try:
-        await Prober(redis, settings).run(stop)
+        await prober.run(stop)
     finally:
+        if server is not None:
+            server.close()
         await redis.aclose()
 
 

@@ -125,6 +125,7 @@ class Settings(msgspec.Struct, frozen=True):
     tick_ms: int = _default("tick_ms")
     max_clock_skew_ms: int = _default("max_clock_skew_ms")
     metrics_port: int = _default("metrics_port")
+    metrics_addr: str = _default("metrics_addr")
     decisions_maxlen: int = _default("decisions_maxlen")
     dlq_maxlen: int = _default("dlq_maxlen")
     input_retention_ms: int = _default("input_retention_ms")

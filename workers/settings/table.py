@@ -403,8 +403,17 @@ TABLE: tuple[Setting, ...] = (
         "METRICS_PORT",
         0,
         (0, 65535, ""),
-        "Prometheus port of the process (0 = off)",
-        frozenset({COORDINATOR, LAGMON, EXECUTOR}),
+        "Prometheus port of the process (0 = off); give each process on a host its own"
+        " (the example Procfile uses honcho's `$PORT`)",
+        _LONG_RUNNING,
+    ),
+    _text(
+        "METRICS_ADDR",
+        "0.0.0.0",  # noqa: S104 - Prometheus scrapes from another host by default
+        "address the metrics endpoint binds (`127.0.0.1` keeps it on the host)",
+        _LONG_RUNNING,
+        check=_no_space(255, "/"),
+        rule="must be a host name or IP address without spaces",
     ),
     _int(
         "DECISIONS_MAXLEN",
