@@ -68,6 +68,7 @@ def history(redis_server: RedisServer, workers: list[WorkerProcess]) -> dict[str
     coordinator = WorkerProcess("workers.coordinator", env, name="coord-r").start()
     workers.append(coordinator)
     _wait("no leader", lambda: r.get(keys.leader) is not None)
+    env["EXPECTED_EPOCH"] = r.get(keys.epoch).decode()  # clock-seeded: read, not guessed
     now = time.time()
 
     def health(n: int, region: str, status: str) -> None:
@@ -118,7 +119,7 @@ def test_report_is_a_self_contained_page_chromium_draws(
     assert 'class="seg" data-value="down"' in html and 'class="seg" data-value="up"' in html
     assert html.count('class="decision"') == 1
     assert html.count('class="refusal"') == 1 and html.count('class="dead-letter"') == 1
-    assert "coord-r (epoch 1)" in html
+    assert f"coord-r (epoch {history['EXPECTED_EPOCH']})" in html
     decisions = html.split('<table id="decisions">')[1].split("</table>")[0]
     assert "us-east" in decisions and "eu-west" in decisions and "d-" in decisions
     assert "alice" in html.split('<table id="refusals">')[1].split("</table>")[0]

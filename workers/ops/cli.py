@@ -237,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     data_cmd("show", "the version in force, and how this environment differs", cfg_sub)
     cfg_set = data_cmd("set", "change settings: a validated config_changed event", cfg_sub)
-    cfg_set.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
+    cfg_set.add_argument(
+        "assignments", nargs="+", metavar="KEY=VALUE", help="policy settings to change"
+    )
     cfg_set.add_argument("--reason", help="why (kept in the history)")
     cfg_set.add_argument("--actor", help="who (default failoverctl@<host>)")
     _waits(cfg_set)
@@ -247,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("b", nargs="?", type=_positive, help="version (default: in force)")
 
     explain = data_cmd("explain", "why a decision was made, or why a region is not a target")
-    explain.add_argument("decision_id", nargs="?", metavar="DECISION_ID")
+    explain.add_argument(
+        "decision_id", nargs="?", metavar="DECISION_ID", help="the decision to explain"
+    )
     explain.add_argument("--region", help="why this region is (not) an eligible target now")
 
     report = cmd("report", "one self-contained HTML page of what happened (no network needed)")
