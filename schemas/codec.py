@@ -83,24 +83,38 @@ def decode_entry(fields: Fields, *, stream: StreamKind) -> AnyEntry:
     return entry
 
 
-def check_event_time(event: Event, entry_id: bytes, max_ahead_ms: int) -> None:
+CLOCK_AHEAD = "event time ahead of the Redis server clock"
+"""The start of every clock-skew dead letter's reason (replay recognises them by it)."""
+
+
+def entry_ms(entry_id: bytes) -> int:
+    """The millisecond part of ``b"<ms>-<seq>"`` as an exact int (any size Redis accepts)."""
+    return int(entry_id[: entry_id.index(b"-")])
+
+
+def check_event_time(
+    event: Event, entry_id: bytes, max_ahead_ms: int, server_ms: int | None = None
+) -> None:
     """Raise DecodeError if ``event`` claims a time over ``max_ahead_ms`` after its arrival.
 
-    The arrival time is the entry id's millisecond part, stamped by the Redis server at
-    ``XADD``: a producer whose clock runs ahead would otherwise drag the policy clock into
-    the future and make every other region look stale. Deterministic from the history, so
-    a replay judges an entry exactly as the leader did. ``max_ahead_ms`` 0 turns it off.
+    The arrival is the earlier of the entry id's millisecond part (stamped by the Redis
+    server at ``XADD``, unless the producer chose the id) and ``server_ms``, the server's
+    ``TIME`` when the leader judged the entry: a producer-chosen future id is therefore no
+    licence, and no event moves the policy clock more than ``max_ahead_ms`` past the
+    server clock. ``max_ahead_ms`` 0 turns it off.
     """
     if max_ahead_ms <= 0:
         return
     at = event.observed_at if type(event) is HealthEvent else event.at  # type: ignore[union-attr]
-    arrived_ms = int(entry_id[: entry_id.index(b"-")])
+    arrived_ms = entry_ms(entry_id)
+    if server_ms is not None and server_ms < arrived_ms:
+        arrived_ms = server_ms
     ahead_ms = at * 1000.0 - arrived_ms
     if ahead_ms > max_ahead_ms:
         raise DecodeError(
-            f"event time {at:.3f} is {ahead_ms / 1000:.3f}s ahead of its arrival in Redis"
-            f" (entry id {entry_id.decode()}): the producer's clock is off by more than"
-            f" FAILOVER_MAX_CLOCK_SKEW_MS={max_ahead_ms}"
+            f"{CLOCK_AHEAD}: event time {at:.3f} is {ahead_ms / 1000:.3f}s ahead of its"
+            f" arrival in Redis at {arrived_ms}ms (entry id {entry_id.decode()}): the"
+            f" producer's clock is off by more than FAILOVER_MAX_CLOCK_SKEW_MS={max_ahead_ms}"
         )
 
 

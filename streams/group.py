@@ -47,10 +47,12 @@ RawEntry = list[Any]
 
 
 class RawRead(msgspec.Struct, frozen=True):
-    """One fenced read: each input stream's entries in id order, and the redelivered ids."""
+    """One fenced read: each input stream's entries in id order, the redelivered ids, and
+    the server's clock (ms) in the same atomic step (what entry times are judged against)."""
 
     entries: list[list[RawEntry]]
     redelivered: list[list[bytes]]
+    server_ms: int | None = None
 
 
 class ClaimPage(msgspec.Struct, frozen=True):
@@ -124,9 +126,13 @@ class ConsumerGroup:
         for reply in replies[1:-1]:
             if isinstance(reply, Exception):
                 raise reply
-        history = replies[1] if after is not None else None
+        history = replies[2] if after is not None else None
         new = replies[-2]
-        result = RawRead(entries=[[] for _ in self.streams], redelivered=[[] for _ in self.streams])
+        result = RawRead(
+            entries=[[] for _ in self.streams],
+            redelivered=[[] for _ in self.streams],
+            server_ms=_time_ms(replies[1]),
+        )
         # History (already delivered to us once) first: it is older than anything new.
         for name, entries in _streams_of(history):
             i = self._index.get(name)
@@ -141,8 +147,9 @@ class ConsumerGroup:
     async def _fenced_read(
         self, sha: str, names: list[str], count: int, after: Sequence[bytes] | None
     ) -> list[Any]:
-        """One MULTI/EXEC: the guard script, the history read (with ``after``), the new
-        read, the guard's deletion; replies (errors included) in that order."""
+        """One MULTI/EXEC: the guard script, the server's TIME, the history read (with
+        ``after``), the new read, the guard's deletion; replies (errors included) in that
+        order."""
         guard = self._guard
         read = ["XREADGROUP", "GROUP", GROUP, self.owner, "COUNT", count, "STREAMS", guard, *names]
         async with self._raw.pipeline(transaction=True) as pipe:
@@ -156,6 +163,7 @@ class ConsumerGroup:
                 self.epoch,
                 GROUP,
             )
+            pipe.execute_command("TIME")
             if after is not None:
                 pipe.execute_command(*read, "0", *after)
             pipe.execute_command(*read, *([">"] * (len(names) + 1)))
@@ -224,6 +232,12 @@ def _raw_reply(response: object, **_: object) -> object:
     return response
 
 
+def _time_ms(reply: Any) -> int:
+    """A TIME reply (seconds, microseconds; parsed by redis-py or raw) in milliseconds."""
+    seconds, micros = reply
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 def _streams_of(reply: Any) -> Iterable[tuple[bytes, list[RawEntry]]]:
     """``(stream, entries)`` pairs of an XREADGROUP reply: a map in RESP3, pairs in RESP2."""
     if not reply:
@@ -262,6 +276,6 @@ async def last_delivered(redis: aioredis.Redis, keys: Keys) -> list[bytes]:
 
 
 def split_id(entry_id: bytes) -> tuple[int, int]:
-    """``b"<ms>-<seq>"`` as a sortable pair of ints."""
+    """``b"<ms>-<seq>"`` as a sortable pair of exact ints (parts up to 2^64-1 included)."""
     ms, _, seq = entry_id.partition(b"-")
     return int(ms), int(seq)

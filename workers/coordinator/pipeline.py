@@ -298,6 +298,8 @@ class LeaderPipeline:
         if isinstance(got, Fenced):
             log.error("fenced on read: another leader took over epoch=%s", self.epoch)
             return None
+        if got.server_ms is not None:
+            self.intake.server_ms = got.server_ms
         for i in want:
             entries = got.entries[i]
             full = len(entries) >= self._count
@@ -316,7 +318,7 @@ class LeaderPipeline:
         deliveries = self.intake.deliveries
         for stream, entries in runs:
             acks.setdefault(stream, []).extend([entry[0] for entry in entries])
-            applier.apply(stream, entries, out, deliveries[stream])
+            applier.apply(stream, entries, out, deliveries[stream], self.intake.server_ms)
         self.stats.applied += out.applied
         return work
 

@@ -29,7 +29,15 @@ from streams.producer import append
 from streams.replies import text
 from workers.ops.context import EXIT_FAILED, EXIT_OK, Context, iso
 from workers.ops.dlq import drop_dead_letters, list_dead_letters, replay_dead_letters
-from workers.ops.replay import bounds, merge, parse_id, read_range, replay
+from workers.ops.replay import (
+    bounds,
+    merge,
+    parse_id,
+    read_clock_letters,
+    read_range,
+    replay,
+    server_time_ms,
+)
 from workers.ops.status import gather_status, render_status, status_json
 from workers.policy.state import PolicyConfig
 from workers.probe.prober import probe_all
@@ -270,6 +278,8 @@ async def cmd_replay(ctx: Context) -> int:
     config = _policy_config(ctx)
     tick_ms = a.tick_ms or ctx.settings.tick_ms
     streams = await read_range(ctx.redis, ctx.keys, first, last, deadline_s=ctx.deadline_s)
+    server_ms = await server_time_ms(ctx.redis, deadline_s=ctx.deadline_s)
+    clock_letters = await read_clock_letters(ctx.redis, ctx.keys, deadline_s=ctx.deadline_s)
     merged = merge(streams)
     start, end = bounds(merged, first, a.to_id)
     result = replay(
@@ -279,6 +289,8 @@ async def cmd_replay(ctx: Context) -> int:
         start=start,
         end=end,
         max_clock_skew_ms=ctx.settings.max_clock_skew_ms,
+        server_ms=server_ms,
+        clock_letters=clock_letters,
     )
     reader = DecisionsReader(ctx.redis, ctx.keys)
     recorded = await ctx.io(partial(reader.range, first, last, count=1000), "decisions")

@@ -3,8 +3,9 @@
 decode → dead letter → policy → stamp, in exactly one place, so ``failoverctl replay``
 judges every entry as the leader did: a deleted entry, one delivered more than
 ``FAILOVER_MAX_DELIVERIES`` times, one that does not decode as an event allowed on its
-stream, or one whose time is too far ahead of its arrival (``FAILOVER_MAX_CLOCK_SKEW_MS``)
-becomes a dead letter; everything else is applied to the policy in the order given.
+stream, or one whose time is too far ahead of its arrival or of the Redis server's clock
+(``FAILOVER_MAX_CLOCK_SKEW_MS``) becomes a dead letter; everything else is applied to the
+policy in the order given.
 
 Pure: no I/O, no clock. This is the pipeline's hot path, so the loop keeps its lookups in
 locals and decodes the usual one-field entry without building pairs.
@@ -47,6 +48,7 @@ DELETED = "entry was deleted from the stream while pending"
 
 _DATA = b"data"
 _EVENT_TYPES = (FailoverCompleted, FailoverFailed, ManualFailover, Drain, Restore)
+_INPUT_TYPES = (HealthEvent, *_EVENT_TYPES)
 
 
 class Outcome(msgspec.Struct):
@@ -79,11 +81,13 @@ class Applier:
         entries: Iterable[Sequence[Any]],
         out: Outcome,
         deliveries: dict[bytes, int] | None = None,
+        server_ms: int | None = None,
     ) -> None:
         """Apply ``entries`` (``[id, flat fields or None]``) of input stream ``stream`` in order.
 
         ``deliveries`` holds the delivery counts other than 1; the entries' counts are
-        removed from it as they are used.
+        removed from it as they are used. ``server_ms`` is the Redis server's clock when
+        the entries were read: no event time may be further ahead of it than the skew.
         """
         max_deliveries = self.max_deliveries
         max_skew_ms = self.max_clock_skew_ms
@@ -103,7 +107,7 @@ class Applier:
                 continue
             try:
                 event = decode_input(stream, fields)
-                check_event_time(event, entry_id, max_skew_ms)
+                check_event_time(event, entry_id, max_skew_ms, server_ms)
             except DecodeError as exc:
                 self.dead(out, stream, entry_id, fields=fields, deliveries=count, reason=exc.reason)
                 continue
@@ -138,7 +142,7 @@ def decode_input(stream: int, fields: Sequence[bytes]) -> HealthEvent | Failover
         elif isinstance(event, _EVENT_TYPES):
             return event
     entry = decode_entry(pairs(fields), stream=INPUT_KINDS[stream])
-    if isinstance(entry, HealthEvent | _EVENT_TYPES):
+    if isinstance(entry, _INPUT_TYPES):
         return entry
     raise AssertionError(f"codec let {type(entry).__name__} onto an input stream")
 

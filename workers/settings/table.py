@@ -252,8 +252,8 @@ TABLE: tuple[Setting, ...] = (
         # well inside stale_after or it could make healthy regions look stale.
         Derived("5000, at most stale/2", lambda v: min(5000, v["STALE_AFTER_MS"] // 2)),
         (0, MAX_DURATION_MS, "ms"),
-        "an event whose time is further than this ahead of its arrival in Redis (its entry id)"
-        " is a dead letter; must be < `FAILOVER_STALE_AFTER_MS`; 0 = off",
+        "an event whose time is further than this ahead of its arrival in Redis (the earlier"
+        " of its entry id and the server's `TIME` when the leader read it) is a dead letter; must be < `FAILOVER_STALE_AFTER_MS`; 0 = off",
         _CO,
     ),
     _int(
