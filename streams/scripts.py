@@ -35,6 +35,8 @@ Name = Literal[
     "lag_snapshot",
     "dlq_replay",
     "trim_input",
+    "entry_chunk",
+    "input_waiting",
 ]
 
 # Which preludes each script needs, in the order they are prepended.
@@ -42,13 +44,15 @@ _PRELUDES: dict[Name, tuple[str, ...]] = {
     "acquire": (),
     "renew": ("lease",),
     "release": ("lease",),
-    "read_guard": ("lease",),
-    "claim": ("lease",),
+    "read_guard": ("lease", "ids", "entries"),
+    "claim": ("lease", "entries"),
     "prune": ("lease",),
     "commit": ("lease", "ids", "state_fields"),
     "lag_snapshot": ("state_fields",),
     "dlq_replay": (),
     "trim_input": ("lease", "ids"),
+    "entry_chunk": ("entries",),
+    "input_waiting": ("ids",),
 }
 
 _registered: WeakKeyDictionary[aioredis.Redis, dict[Name, AsyncScript]] = WeakKeyDictionary()

@@ -289,6 +289,7 @@ async def cmd_replay(ctx: Context) -> int:
         start=start,
         end=end,
         max_clock_skew_ms=ctx.settings.max_clock_skew_ms,
+        max_entry_bytes=ctx.settings.max_entry_bytes,
         server_ms=server_ms,
         clock_letters=clock_letters,
     )

@@ -25,7 +25,7 @@ from functools import partial
 
 import msgspec
 
-from schemas.codec import CLOCK_AHEAD
+from schemas.codec import CLOCK_AHEAD, MAX_DATA_BYTES
 from schemas.errors import ConfigError
 from schemas.state import PlannedFailover, PolicySummary
 from streams.connection import Client, call
@@ -119,6 +119,7 @@ def replay(
     start: float | None,
     end: float | None,
     max_clock_skew_ms: int = 0,
+    max_entry_bytes: int = MAX_DATA_BYTES,
     server_ms: int | None = None,
     clock_letters: dict[tuple[int, bytes], str] | None = None,
 ) -> ReplayResult:
@@ -155,7 +156,13 @@ def replay(
             next_tick += tick_s
 
     # The leader's own step; history read by XRANGE is a first delivery of every entry.
-    applier = Applier(policy, INPUT_KINDS, max_deliveries=1, max_clock_skew_ms=max_clock_skew_ms)
+    applier = Applier(
+        policy,
+        INPUT_KINDS,
+        max_deliveries=1,
+        max_clock_skew_ms=max_clock_skew_ms,
+        max_entry_bytes=max_entry_bytes,
+    )
     for index, entry_id, fields in entries:
         kind = INPUT_KINDS[index]
         at = _split(entry_id)[0] / 1000

@@ -19,12 +19,15 @@ from typing import Any
 import msgspec
 
 from schemas.codec import (
+    MAX_DATA_BYTES,
+    Oversize,
     StreamKind,
     check_event_time,
     dead_letter,
     decode_data,
     decode_entry,
     pairs,
+    too_large,
 )
 from schemas.errors import DecodeError
 from schemas.events import (
@@ -69,11 +72,13 @@ class Applier:
         *,
         max_deliveries: int,
         max_clock_skew_ms: int,
+        max_entry_bytes: int = MAX_DATA_BYTES,
     ) -> None:
         self.policy = policy
         self.streams = streams
         self.max_deliveries = max_deliveries
         self.max_clock_skew_ms = max_clock_skew_ms
+        self.max_entry_bytes = max_entry_bytes
 
     def apply(
         self,
@@ -91,13 +96,21 @@ class Applier:
         """
         max_deliveries = self.max_deliveries
         max_skew_ms = self.max_clock_skew_ms
+        max_bytes = self.max_entry_bytes
         policy_apply = self.policy.apply
         planned_all = out.planned
         applied = 0
         for entry_id, fields in entries:
             count = deliveries.pop(entry_id, 1) if deliveries else 1
-            if fields is None:
-                self.dead(out, stream, entry_id, fields=None, deliveries=count, reason=DELETED)
+            if fields.__class__ is not list:
+                # Deleted while pending (None), or over the size limit and never read whole.
+                reason = DELETED if fields is None else too_large(fields.total_bytes, max_bytes)
+                self.dead(out, stream, entry_id, fields=fields, deliveries=count, reason=reason)
+                continue
+            size = len(fields[0]) + len(fields[1]) if len(fields) == 2 else sum(map(len, fields))
+            if size > max_bytes:
+                reason = too_large(size, max_bytes)
+                self.dead(out, stream, entry_id, fields=fields, deliveries=count, reason=reason)
                 continue
             if count > max_deliveries:
                 reason = (
@@ -123,7 +136,7 @@ class Applier:
         stream: int,
         entry_id: bytes,
         *,
-        fields: Sequence[bytes] | None,
+        fields: Sequence[bytes] | Oversize | None,
         deliveries: int,
         reason: str,
     ) -> None:
@@ -135,13 +148,13 @@ def decode_input(stream: int, fields: Sequence[bytes]) -> HealthEvent | Failover
     """Decode an input entry's flat fields; DecodeError (the codec's reason) if not valid here."""
     if len(fields) == 2 and fields[0] == _DATA:
         # Fast path for the usual one-field entry; anything unusual goes the general way.
-        event = decode_data(fields[1])
+        event = decode_data(fields[1], None)  # the applier checked the entry's size
         if stream == 0:
             if type(event) is HealthEvent:
                 return event
         elif isinstance(event, _EVENT_TYPES):
             return event
-    entry = decode_entry(pairs(fields), stream=INPUT_KINDS[stream])
+    entry = decode_entry(pairs(fields), stream=INPUT_KINDS[stream], max_bytes=None)
     if isinstance(entry, _INPUT_TYPES):
         return entry
     raise AssertionError(f"codec let {type(entry).__name__} onto an input stream")

@@ -97,6 +97,7 @@ class Settings(msgspec.Struct, frozen=True):
     metrics_port: int = _default("metrics_port")
     decisions_maxlen: int = _default("decisions_maxlen")
     dlq_maxlen: int = _default("dlq_maxlen")
+    max_entry_bytes: int = _default("max_entry_bytes")
     input_retention_ms: int = _default("input_retention_ms")
     probe_targets: tuple[ProbeTarget, ...] = _default("probe_targets")
     probe_interval_ms: int = _default("probe_interval_ms")

@@ -253,7 +253,8 @@ TABLE: tuple[Setting, ...] = (
         Derived("5000, at most stale/2", lambda v: min(5000, v["STALE_AFTER_MS"] // 2)),
         (0, MAX_DURATION_MS, "ms"),
         "an event whose time is further than this ahead of its arrival in Redis (the earlier"
-        " of its entry id and the server's `TIME` when the leader read it) is a dead letter; must be < `FAILOVER_STALE_AFTER_MS`; 0 = off",
+        " of its entry id and the server's `TIME` when the leader read it) is a dead letter;"
+        " must be < `FAILOVER_STALE_AFTER_MS`; 0 = off",
         _CO,
     ),
     _int(
@@ -272,10 +273,22 @@ TABLE: tuple[Setting, ...] = (
     ),
     _int(
         "DLQ_MAXLEN",
-        0,
+        # Bad input alone must not fill Redis: each dead letter is under 128 KiB, so the
+        # default bounds the stream at a few GiB in the very worst case.
+        100_000,
         (0, 100_000_000, "entries"),
         "approximate cap of the dead-letter stream (0 = unbounded)",
         _C,
+    ),
+    # -- issue 9: hostile input and Redis limits --
+    _int(
+        "MAX_ENTRY_BYTES",
+        65_536,
+        (1024, 8 * 1024 * 1024, "bytes"),
+        "an input entry larger than this (fields and values together) is a dead letter"
+        " `entry too large`; it never reaches the leader whole (its dead letter holds the"
+        " first 1024 bytes of each value, the size and the SHA-256)",
+        _CO,
     ),
     _int(
         "INPUT_RETENTION_MS",
