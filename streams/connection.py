@@ -40,8 +40,16 @@ Client: TypeAlias = aioredis.Redis
 """The Redis client type, for annotations outside ``streams/`` (built by :func:`connect`)."""
 
 # Server replies that mean "not now" rather than "never": loading, a script hogging the
-# server, a replica promoted mid-call, cluster reconfiguration.
-_TRANSIENT_REPLIES = ("BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+# server, a replica promoted mid-call, cluster reconfiguration, memory full.
+_TRANSIENT_REPLIES = (
+    "BUSY",
+    "LOADING",
+    "READONLY",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "OOM",
+)
 
 # Query parameters that may carry a secret (redis-py accepts ``?password=``).
 _SECRET_PARAMS = ("pass", "secret", "token", "auth", "key")
@@ -152,6 +160,10 @@ def is_retriable(exc: BaseException) -> bool:
     if isinstance(exc, rex.ReadOnlyError | rex.BusyLoadingError | rex.TryAgainError):
         return True
     if isinstance(exc, rex.ClusterDownError | rex.MasterDownError):
+        return True
+    # Out of memory under maxmemory + noeviction: memory may be freed (a trim, an operator,
+    # a larger limit); until then every process waits rather than exits (DESIGN §3).
+    if isinstance(exc, rex.OutOfMemoryError):
         return True
     if isinstance(exc, rex.ResponseError):
         return str(exc).startswith(_TRANSIENT_REPLIES)

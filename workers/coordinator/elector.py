@@ -99,6 +99,8 @@ class Leadership(msgspec.Struct, frozen=True):
 Work = Callable[[Leadership], Coroutine[Any, Any, None]]
 OnElected = Callable[[Leadership], None]
 OnDemoted = Callable[[Leadership, DemotionReason], None]
+MayLead = Callable[[], Coroutine[Any, Any, str | None]]
+"""Asked before every election attempt: None to campaign, else why this process may not lead."""
 
 
 class Elector:
@@ -113,6 +115,7 @@ class Elector:
         *,
         on_elected: OnElected | None = None,
         on_demoted: OnDemoted | None = None,
+        may_lead: MayLead | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -127,6 +130,9 @@ class Elector:
         self.renewed_at: float | None = None
         self._on_elected = on_elected
         self._on_demoted = on_demoted
+        self._may_lead = may_lead
+        # Why the last election attempt was not made (None: it was).
+        self.refusal: str | None = None
         self._stopping = asyncio.Event()
         self._releases = ReleaseNotifications(redis, keys)
 
@@ -166,8 +172,11 @@ class Elector:
         retry_s = self.timing.retry_period_ms / 1000
         while not self._stopping.is_set():
             self._releases.clear()
-            sent = time.monotonic()
             try:
+                if await self._refused(retry_s):
+                    await self._sleep_or_wake(retry_s, wake_on_release=False)
+                    continue
+                sent = time.monotonic()
                 result = await call(self.lease.acquire, what="acquire", deadline_s=retry_s)
             except RedisUnavailable as exc:
                 log.warning("cannot reach redis to campaign for the lease: %s", exc)
@@ -188,6 +197,16 @@ class Elector:
             )
             await self._sleep_or_wake(wait_ms / 1000, wake_on_release=True)
         return None
+
+    async def _refused(self, retry_s: float) -> bool:
+        """Ask ``may_lead``; log its refusal (one line per attempt) and return True if any."""
+        if self._may_lead is None:
+            return False
+        self.refusal = await call(self._may_lead, what="check leading", deadline_s=retry_s)
+        if self.refusal is None:
+            return False
+        log.error("%s owner=%s", self.refusal, self.owner)
+        return True
 
     async def _lead(self, leadership: Leadership, work: Work) -> DemotionReason:
         self.leadership = leadership

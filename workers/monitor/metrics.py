@@ -158,7 +158,19 @@ class CoordinatorMetrics:
             ["instance"],
             registry=r,
         )
+        self._eviction_unsafe = Gauge(
+            "failover_eviction_unsafe",
+            "1 while Redis's maxmemory-policy may evict any key (allkeys-*): this instance"
+            " then refuses to lead unless FAILOVER_ALLOW_EVICTION=1",
+            ["instance"],
+            registry=r,
+        )
         self._is_leader.labels(instance).set(0)
+        self._eviction_unsafe.labels(instance).set(0)
+
+    def eviction(self, *, unsafe: bool) -> None:
+        """Call after each check of Redis's maxmemory-policy."""
+        self._eviction_unsafe.labels(self.instance).set(1 if unsafe else 0)
 
     def elected(self) -> None:
         """Call when this instance becomes leader."""

@@ -20,6 +20,7 @@ from schemas.state import PolicySummary, RegionSnapshot
 from streams.connection import Client, call
 from streams.keys import Keys
 from streams.lag import LagSampler
+from streams.memory import evicts_any_key, maxmemory_policy
 from streams.snapshots import read_snapshots
 from workers.monitor.lag_status import GroupSample, Verdict, evaluate_instant, worst
 from workers.settings import Settings
@@ -41,6 +42,8 @@ class StatusReport(msgspec.Struct, frozen=True):
     snapshots: dict[str, RegionSnapshot | None]
     verdicts: dict[str, Verdict]
     overall: Verdict
+    eviction_policy: str = "noeviction"
+    allow_eviction: bool = False
 
 
 def _decode_summary(raw: bytes | None) -> tuple[PolicySummary | None, str | None]:
@@ -68,13 +71,14 @@ async def gather_status(
     keys = Keys(settings.namespace)
     sampler = LagSampler(redis, keys)
     start = time.perf_counter()
-    report, raw_snapshots = await asyncio.gather(
+    report, raw_snapshots, policy = await asyncio.gather(
         call(lambda: sampler.sample(with_state=True), what="status", deadline_s=deadline_s),
         call(
             lambda: read_snapshots(redis, keys, settings.regions),
             what="snapshots",
             deadline_s=deadline_s,
         ),
+        call(lambda: maxmemory_policy(redis), what="memory policy", deadline_s=deadline_s),
     )
     elapsed_ms = (time.perf_counter() - start) * 1000
     summary, error = _decode_summary(report.state.summary if report.state else None)
@@ -96,6 +100,8 @@ async def gather_status(
         },
         verdicts=verdicts,
         overall=worst(verdicts.values()),
+        eviction_policy=policy,
+        allow_eviction=settings.allow_eviction,
     )
 
 
@@ -136,6 +142,11 @@ def status_json(report: StatusReport) -> dict[str, Any]:
         "dead_letters": lag.dlq_length,
         "decisions": lag.decisions_length,
         "lag_status": msgspec.to_builtins(report.overall),
+        "eviction": {
+            "policy": report.eviction_policy,
+            "unsafe": evicts_any_key(report.eviction_policy),
+            "allowed": report.allow_eviction,
+        },
     }
     return data
 
@@ -194,6 +205,16 @@ def render_status(report: StatusReport) -> str:
         lines.append(f"active    {summary.active_region}  (state committed {as_of}, epoch {epoch})")
     if report.summary_error:
         lines.append(f"WARNING   {report.summary_error}")
+    if evicts_any_key(report.eviction_policy):
+        consequence = (
+            "coordinators lead anyway (FAILOVER_ALLOW_EVICTION=1)"
+            if report.allow_eviction
+            else "coordinators refuse to lead unless FAILOVER_ALLOW_EVICTION=1"
+        )
+        lines.append(
+            f"WARNING   Redis maxmemory-policy {report.eviction_policy} may evict the state,"
+            f" the epoch or undelivered entries: {consequence}"
+        )
     if summary is not None:
         last = summary.last_decision
         if last is not None:

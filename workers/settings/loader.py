@@ -98,6 +98,7 @@ class Settings(msgspec.Struct, frozen=True):
     decisions_maxlen: int = _default("decisions_maxlen")
     dlq_maxlen: int = _default("dlq_maxlen")
     max_entry_bytes: int = _default("max_entry_bytes")
+    allow_eviction: bool = _default("allow_eviction")
     input_retention_ms: int = _default("input_retention_ms")
     probe_targets: tuple[ProbeTarget, ...] = _default("probe_targets")
     probe_interval_ms: int = _default("probe_interval_ms")

@@ -281,6 +281,14 @@ TABLE: tuple[Setting, ...] = (
         _C,
     ),
     # -- issue 9: hostile input and Redis limits --
+    _text(
+        "ALLOW_EVICTION",
+        False,
+        "lead even when Redis's `maxmemory-policy` is `allkeys-*` (Redis may then evict the"
+        " state, the epoch or undelivered entries: a new leader could undo decisions)",
+        _CO,
+        kind="bool",
+    ),
     _int(
         "MAX_ENTRY_BYTES",
         65_536,
