@@ -32,6 +32,8 @@ class ReleaseNotifications:
         self.client = client
         self.keys = keys
         self._released = asyncio.Event()
+        # Set once the first subscription is up (a missing channel grant fails it instead).
+        self.subscribed = asyncio.Event()
 
     def clear(self) -> None:
         """Forget releases heard so far (call before each attempt to acquire)."""
@@ -58,6 +60,7 @@ class ReleaseNotifications:
             try:
                 await pubsub.subscribe(self.keys.released)
                 reraise_lost_cancel()
+                self.subscribed.set()
                 while True:
                     message = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=_POLL_S

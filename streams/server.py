@@ -19,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -56,9 +57,16 @@ def free_port() -> int:
 class RedisServer:
     """One server process: start, stop, kill (SIGKILL), pause (SIGSTOP), resume, restart."""
 
-    def __init__(self, port: int | None = None, binary: str | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        binary: str | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.port = port or free_port()
         self.binary = binary or find_server_binary()
+        # More server options (e.g. a TLS port and its certificates), passed as given.
+        self.extra_args = list(extra_args)
         self.dir = tempfile.mkdtemp(prefix="failover-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
@@ -79,6 +87,7 @@ class RedisServer:
             "--dir", self.dir,
             "--protected-mode", "no",
             "--loglevel", "warning",
+            *self.extra_args,
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True

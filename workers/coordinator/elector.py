@@ -135,6 +135,7 @@ class Elector:
         self.refusal: str | None = None
         self._stopping = asyncio.Event()
         self._releases = ReleaseNotifications(redis, keys)
+        self._listener: asyncio.Task[None] | None = None
 
     @property
     def is_leader(self) -> bool:
@@ -153,7 +154,9 @@ class Elector:
         ``on_demoted`` is not called. Use :meth:`stop` for a clean handoff.
         """
         listener = asyncio.create_task(self._releases.listen(), name="lease-release-listener")
+        self._listener = listener
         try:
+            await self._listening(listener)
             while not self._stopping.is_set():
                 leadership = await self._campaign()
                 if leadership is None:
@@ -168,10 +171,30 @@ class Elector:
             if failure is not None:
                 raise failure  # the listener only dies of bugs (e.g. a refused password)
 
+    async def _listening(self, listener: asyncio.Task[None]) -> None:
+        """Give the release listener one retry period to subscribe before campaigning, so
+        a refused subscription (no ACL grant on the channel) stops the process at start."""
+        subscribed = asyncio.create_task(self._releases.subscribed.wait())
+        try:
+            await asyncio.wait(
+                {subscribed, listener},
+                timeout=self.timing.retry_period_ms / 1000,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            await cancel_and_wait(subscribed)
+        if listener.done() and not listener.cancelled() and listener.exception() is not None:
+            raise listener.exception()  # type: ignore[misc]
+
     async def _campaign(self) -> Leadership | None:
         retry_s = self.timing.retry_period_ms / 1000
         while not self._stopping.is_set():
             self._releases.clear()
+            listener = self._listener
+            if listener is not None and listener.done() and not listener.cancelled():
+                failure = listener.exception()
+                if failure is not None:  # e.g. no ACL grant on the release channel
+                    raise failure
             try:
                 if await self._refused(retry_s):
                     await self._sleep_or_wake(retry_s, wake_on_release=False)

@@ -78,7 +78,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         settings.redacted_url,
     )
     exporter = (
-        serve_metrics(metrics.registry, settings.metrics_port) if settings.metrics_port else None
+        serve_metrics(metrics.registry, settings.metrics_port, settings.metrics_addr)
+        if settings.metrics_port
+        else None
     )
     runner = asyncio.create_task(elector.run(lead), name="elector")
     stopper = asyncio.create_task(stop.wait(), name="stop-requested")

@@ -81,7 +81,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     monitor = LagMonitor(redis, settings)
     server: MetricsServer | None = None
     if settings.metrics_port:
-        server = serve_metrics(monitor.metrics.registry, settings.metrics_port)
+        server = serve_metrics(
+            monitor.metrics.registry, settings.metrics_port, settings.metrics_addr
+        )
         log.info("metrics on :%s/metrics", server.port)
     else:
         log.warning("FAILOVER_METRICS_PORT is 0: lag statuses are logged, no metrics served")

@@ -20,6 +20,7 @@ from prometheus_client import (
     start_http_server,
 )
 
+from schemas.errors import ConfigError
 from schemas.lag import LagReport
 from streams.keys import GROUP, Keys
 from workers.monitor.lag_status import STATUSES, Verdict
@@ -217,6 +218,15 @@ class MetricsServer:
 
 
 def serve(registry: CollectorRegistry, port: int, addr: str = "0.0.0.0") -> MetricsServer:  # noqa: S104
-    """Expose ``registry`` at ``http://addr:port/metrics`` from a daemon thread."""
-    server, thread = start_http_server(port, addr=addr, registry=registry)
+    """Expose ``registry`` at ``http://addr:port/metrics`` from a daemon thread.
+
+    A port in use or an address this host does not have is a ConfigError (one line, exit 2).
+    """
+    try:
+        server, thread = start_http_server(port, addr=addr, registry=registry)
+    except OSError as exc:
+        raise ConfigError(
+            f"FAILOVER_METRICS_PORT / FAILOVER_METRICS_ADDR: cannot serve metrics on"
+            f" {addr}:{port}: {exc.strerror or exc}"
+        ) from None
     return MetricsServer(server, thread)

@@ -9,6 +9,7 @@ that relate several variables are in :mod:`workers.settings.rules`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from collections.abc import Callable, Collection, Mapping
@@ -107,6 +108,14 @@ def _no_space(limit: int, *banned: str) -> Callable[[str], bool]:
     return lambda v: (
         not any(c.isspace() for c in v) and not any(b in v for b in banned) and (len(v) <= limit)
     )
+
+
+def _ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 _C = frozenset({COORDINATOR})
@@ -281,6 +290,33 @@ TABLE: tuple[Setting, ...] = (
         _C,
     ),
     # -- issue 9: hostile input and Redis limits --
+    _text(
+        "REDIS_TLS_CA",
+        "",
+        "PEM file of the CA that signed the Redis server's certificate (`rediss://` only;"
+        " verification is always on); same as the URL parameter `ssl_ca_certs`",
+        _EVERY,
+    ),
+    _text(
+        "REDIS_TLS_CERT",
+        "",
+        "PEM client certificate for Redis's `tls-auth-clients` (with `FAILOVER_REDIS_TLS_KEY`)",
+        _EVERY,
+    ),
+    _text(
+        "REDIS_TLS_KEY",
+        "",
+        "PEM private key of `FAILOVER_REDIS_TLS_CERT`",
+        _EVERY,
+    ),
+    _text(
+        "METRICS_ADDR",
+        "0.0.0.0",  # noqa: S104 - the documented default; set 127.0.0.1 to keep it local
+        "address the Prometheus endpoint binds (an IPv4 or IPv6 address)",
+        frozenset({COORDINATOR, LAGMON}),
+        check=_ip_address,
+        rule="must be an IP address such as 0.0.0.0, 127.0.0.1 or ::",
+    ),
     _text(
         "ALLOW_EVICTION",
         False,
