@@ -33,8 +33,10 @@ ZERO_ID = b"0-0"
 # At most about this many bytes of entries per stream in one read (bounds the leader's
 # memory with large-but-allowed entries); a read always takes at least one entry.
 READ_BUDGET_BYTES = 4 * 1024 * 1024
-# Slice size when hashing an oversize entry (its bytes never travel whole).
-CHUNK_BYTES = 8 * 1024 * 1024
+# Slice size when hashing an oversize entry (its bytes never travel whole). Each slice is
+# one script call that loads the entry inside Redis, so slices are large: a 512 MB value
+# takes 16 calls, and the leader holds at most two slices' worth at once.
+CHUNK_BYTES = 32 * 1024 * 1024
 # The idle leader's longest pause between two looks for new input (its added latency).
 WAIT_POLL_MAX_MS = 4.0
 
