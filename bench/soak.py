@@ -166,7 +166,8 @@ async def soak(minutes: float, rate: int, chaos_s: float, warmup: int, out: bool
             fleet.start(name)
         producer = asyncio.create_task(_produce(r, rate, stop))
         start = time.monotonic()
-        next_chaos = start + chaos_s
+        # Half a period off the minute: a sample never lands just after a kill.
+        next_chaos = start + chaos_s / 2
         minute = 0
         while time.monotonic() - start < minutes * 60:
             await asyncio.sleep(1)
