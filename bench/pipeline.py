@@ -29,7 +29,6 @@ import contextlib
 import json
 import logging
 import os
-import random
 import signal
 import statistics
 import subprocess
@@ -43,6 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import msgspec
 import redis.asyncio as aioredis
 
+from bench import hostile
+from bench.history import REGIONS, fill, history
 from bench.phases import Phases
 from schemas.codec import decode_entry, encode_data
 from schemas.events import FailoverDecision, HealthEvent
@@ -55,9 +56,6 @@ from workers.coordinator.elector import Leadership
 from workers.coordinator.pipeline import LeaderPipeline
 from workers.settings import load_settings
 
-REGIONS = ("eu-west", "us-east", "ap-south")
-OBSERVERS = ("probe-fra", "probe-iad", "probe-sin", "probe-gru", "probe-syd")
-
 
 def _pct(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
@@ -68,47 +66,6 @@ def _pct(values: list[float]) -> dict[str, float]:
         "max_ms": round(ordered[-1], 2),
         "n": len(ordered),
     }
-
-
-def _history(n: int) -> list[bytes]:
-    """``n`` realistic health events: mostly healthy, some degraded, a few outages.
-
-    Their times end about now (the pipeline's ticks feed wall time to the policy), spaced
-    as if ``n`` events had arrived over a few seconds.
-    """
-    rng = random.Random(7)
-    t0 = time.time() - n * 1e-5
-    out = []
-    per_round = len(REGIONS) * len(OBSERVERS)
-    for i in range(n):
-        rnd, k = divmod(i, per_round)
-        region = REGIONS[k // len(OBSERVERS)]
-        observer = OBSERVERS[k % len(OBSERVERS)]
-        status = "healthy"
-        if rng.random() < 0.03:
-            status = "degraded"
-        # Every 1000 rounds the region that should be active by then has a 5-round outage.
-        if rnd >= 1000 and rnd % 1000 < 5 and region == REGIONS[(rnd // 1000 - 1) % 2]:
-            status = "unhealthy"
-        event = HealthEvent(
-            event_id=f"{observer}:{region}:{rnd}",
-            region=region,
-            source=observer,
-            status=status,  # type: ignore[arg-type]
-            observed_at=t0 + i * 1e-5,
-            latency_ms=round(rng.uniform(5, 80), 2),
-            detail="HTTP 200" if status == "healthy" else "HTTP 503",
-        )
-        out.append(encode_data(event))
-    return out
-
-
-async def _fill(r: aioredis.Redis, stream: str, datas: list[bytes]) -> None:
-    for start in range(0, len(datas), 5000):
-        async with r.pipeline(transaction=False) as pipe:
-            for data in datas[start : start + 5000]:
-                pipe.xadd(stream, {b"data": data})
-            await pipe.execute()
 
 
 async def _bare(r: aioredis.Redis, keys: Keys, n: int, batch: int) -> float:
@@ -288,6 +245,7 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--rate", type=int, default=2000)
     parser.add_argument("--decisions", type=int, default=60)
+    parser.add_argument("--adversarial-events", type=int, default=100_000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.getLogger("workers").setLevel(logging.CRITICAL)  # decisions would flood stdout
@@ -300,7 +258,7 @@ async def main() -> None:
         r = connect(server.url, socket_timeout=30)
         keys = Keys("{bench}")
         phase(f"filling {args.events} health events")
-        await _fill(r, keys.health, _history(args.events))
+        await fill(r, keys.health, history(args.events))
         for batch in batches:
             bare, pipe, runs = [], [], []
             for i in range(args.repeat):
@@ -327,10 +285,18 @@ async def main() -> None:
         await r.aclose()
         phase(f"decision latency: {args.decisions} decisions at {args.rate} events/s")
         latency = await _latency(server.url, args.rate, args.decisions)
+        phase("adversarial: the same leader under hostile input")
+        # The same leader under hostile input (bench/hostile.py), same server.
+        adversarial = await hostile.rows(server.url, args.adversarial_events)
         phase("done")
     finally:
         server.stop()
-    result = {"events": args.events, "throughput": throughput, "decision_latency": latency}
+    result = {
+        "events": args.events,
+        "throughput": throughput,
+        "decision_latency": latency,
+        "adversarial": adversarial,
+    }
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -349,6 +315,7 @@ async def main() -> None:
         f"decisions: server p50 {lat['server']['p50_ms']} ms p99 {lat['server']['p99_ms']} ms; "
         f"client p50 {lat['client']['p50_ms']} ms p99 {lat['client']['p99_ms']} ms"
     )
+    print("\n".join(hostile.render(adversarial)))
 
 
 if __name__ == "__main__":

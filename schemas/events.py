@@ -126,7 +126,13 @@ class FailoverDecision(msgspec.Struct, frozen=True, tag="failover", tag_field="t
 
 
 class DeadLetter(msgspec.Struct, frozen=True, tag="dead_letter", tag_field="type"):
-    """An entry the leader could not apply, with why and the original fields untouched."""
+    """An entry the leader could not apply, with why and the original fields.
+
+    ``raw`` is the whole entry unless ``raw_truncated``: then it holds at most the first
+    pairs, each field and value cut to its first 1024 bytes, and ``raw_bytes`` (the
+    entry's total size) and ``raw_sha256`` (of its fields and values concatenated in
+    order; None if the entry vanished before it could be hashed) identify the original.
+    """
 
     stream: str
     entry_id: str
@@ -134,6 +140,9 @@ class DeadLetter(msgspec.Struct, frozen=True, tag="dead_letter", tag_field="type
     deliveries: int
     raw: list[tuple[str, str]]
     raw_encoding: Literal["utf-8", "base64"] = "utf-8"
+    raw_truncated: bool = False
+    raw_bytes: int | None = None
+    raw_sha256: str | None = None
 
 
 FailoverEvent = FailoverCompleted | FailoverFailed | ManualFailover | Drain | Restore

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias, TypeVar, cast
@@ -43,8 +45,33 @@ Client: TypeAlias = aioredis.Redis
 """The Redis client type, for annotations outside ``streams/`` (built by :func:`connect`)."""
 
 # Server replies that mean "not now" rather than "never": loading, a script hogging the
-# server, a replica promoted mid-call, cluster reconfiguration.
-_TRANSIENT_REPLIES = ("BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+# server, a replica promoted mid-call, cluster reconfiguration, memory full.
+_TRANSIENT_REPLIES = (
+    "BUSY",
+    "LOADING",
+    "READONLY",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "OOM",
+)
+
+# The query parameters a Redis URL may carry (README, "TLS"). redis-py would hand any other
+# one to its connection class and fail at the first command, with a traceback.
+URL_PARAMS = (
+    "db",
+    "username",
+    "password",
+    "protocol",
+    "ssl_ca_certs",
+    "ssl_ca_path",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_password",
+    "ssl_check_hostname",
+    "ssl_cert_reqs",
+)
+_FILE_PARAMS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 
 # Query parameters that may carry a secret (redis-py accepts ``?password=``).
 _SECRET_PARAMS = ("pass", "secret", "token", "auth", "key")
@@ -121,6 +148,46 @@ def validate_url(url: str) -> None:
     if db and not db.isdigit():
         # The path is not quoted back: in a mistyped URL it may hold part of a password.
         raise ConfigError(f"URL {redact(url)!r}: the database (the path) must be a number")
+    _check_params(url, parts.scheme, parse_qsl(parts.query, keep_blank_values=True))
+
+
+def _check_params(url: str, scheme: str, params: list[tuple[str, str]]) -> None:
+    """Refuse unknown query parameters, TLS ones without ``rediss://``, verification
+    turned off, and certificate files that cannot be read."""
+    shown = redact(url)
+    for name, value in params:
+        if name not in URL_PARAMS:
+            raise ConfigError(
+                f"URL {shown!r}: unknown parameter {name!r} (allowed: {', '.join(URL_PARAMS)})"
+            )
+        if name.startswith("ssl_") and scheme != "rediss":
+            raise ConfigError(f"URL {shown!r}: {name} needs a rediss:// (TLS) URL")
+        if name == "ssl_cert_reqs" and value.lower() != "required":
+            raise ConfigError(
+                f"URL {shown!r}: ssl_cert_reqs={value} would stop verifying the server's"
+                " certificate; give its CA instead (FAILOVER_REDIS_TLS_CA or ssl_ca_certs)"
+            )
+        if name == "ssl_check_hostname" and value.lower() not in ("true", "false"):
+            raise ConfigError(f"URL {shown!r}: ssl_check_hostname must be true or false")
+        if name == "protocol" and value not in ("2", "3"):
+            raise ConfigError(f"URL {shown!r}: protocol must be 2 or 3")
+        if name == "db" and not value.isdigit():
+            raise ConfigError(f"URL {shown!r}: db must be a number")
+        if name in _FILE_PARAMS and not (os.path.isfile(value) and os.access(value, os.R_OK)):
+            raise ConfigError(f"URL {shown!r}: {name}: no readable file at {value!r}")
+        if name == "ssl_ca_path" and not os.path.isdir(value):
+            raise ConfigError(f"URL {shown!r}: ssl_ca_path: no directory at {value!r}")
+
+
+def with_tls_files(url: str, ca: str, cert: str, key: str) -> str:
+    """``url`` with the given CA / client certificate / key files as its TLS parameters."""
+    parts = urlsplit(url)
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    for name, value in (("ssl_ca_certs", ca), ("ssl_certfile", cert), ("ssl_keyfile", key)):
+        if value:
+            params = [(n, v) for n, v in params if n != name] + [(name, value)]
+    query = urlencode(params, safe="/")
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
 class RedisTarget(msgspec.Struct, frozen=True):
@@ -241,14 +308,36 @@ def is_retriable(exc: BaseException) -> bool:
     # will not heal by themselves, so they must surface at once, not after a deadline.
     if isinstance(exc, rex.AuthenticationError | rex.AuthorizationError):
         return False
+    # Neither will a certificate that does not verify (or TLS against a plain port).
+    if tls_refused(exc):
+        return False
     if isinstance(exc, rex.ConnectionError | rex.TimeoutError | ConnectionError | TimeoutError):
         return True
     if isinstance(exc, rex.ReadOnlyError | rex.BusyLoadingError | rex.TryAgainError):
         return True
     if isinstance(exc, rex.ClusterDownError | rex.MasterDownError):
         return True
+    # Out of memory under maxmemory + noeviction: memory may be freed (a trim, an operator,
+    # a larger limit); until then every process waits rather than exits (DESIGN §3).
+    if isinstance(exc, rex.OutOfMemoryError):
+        return True
     if isinstance(exc, rex.ResponseError):
         return str(exc).startswith(_TRANSIENT_REPLIES)
+    return False
+
+
+def tls_refused(exc: BaseException) -> bool:
+    """True when ``exc`` (or what caused it) is a failed TLS handshake, not an outage."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # redis-py wraps the ssl error once or twice
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLError) and not isinstance(seen, ssl.SSLZeroReturnError):
+            return True
+        text = str(seen)
+        if "CERTIFICATE_VERIFY_FAILED" in text or "WRONG_VERSION_NUMBER" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
     return False
 
 

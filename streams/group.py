@@ -13,6 +13,9 @@ thousands per second.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -20,37 +23,53 @@ import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions as rex
 
+from schemas.codec import MAX_DATA_BYTES, Oversize
 from schemas.errors import ScriptError
 from streams import scripts
 from streams.commit import FENCED, Fenced
 from streams.keys import GROUP, Keys
 
 ZERO_ID = b"0-0"
+# At most about this many bytes of entries per stream in one read (bounds the leader's
+# memory with large-but-allowed entries); a read always takes at least one entry.
+READ_BUDGET_BYTES = 4 * 1024 * 1024
+# Slice size when hashing an oversize entry (its bytes never travel whole). Each slice is
+# one script call that loads the entry inside Redis, so slices are large: a 512 MB value
+# takes 16 calls, and the leader holds at most two slices' worth at once.
+CHUNK_BYTES = 32 * 1024 * 1024
+# The idle leader's longest pause between two looks for new input (its added latency).
+WAIT_POLL_MAX_MS = 4.0
 
 
 class StreamEntry(NamedTuple):
     """One entry of an input stream, as delivered to the leader.
 
     ``stream`` indexes :attr:`Keys.input_streams`; ``fields`` is the flat
-    ``[field, value, ...]`` list exactly as Redis holds it, or None when the entry was
-    deleted from the stream while it was pending; ``deliveries`` is Redis's delivery count.
+    ``[field, value, ...]`` list exactly as Redis holds it, an :class:`Oversize` summary
+    when the entry is over the size limit, or None when the entry was deleted from the
+    stream while it was pending; ``deliveries`` is Redis's delivery count.
     """
 
     stream: int
     entry_id: bytes
-    fields: list[bytes] | None
+    fields: list[bytes] | Oversize | None
     deliveries: int
 
 
 RawEntry = list[Any]
-"""``[entry_id, fields]`` exactly as Redis replied (fields None if deleted while pending)."""
+"""``[entry_id, fields]`` as Redis replied (fields None if deleted while pending, an
+:class:`Oversize` if over the size limit)."""
 
 
 class RawRead(msgspec.Struct, frozen=True):
-    """One fenced read: each input stream's entries in id order, and the redelivered ids."""
+    """One fenced read: each input stream's entries in id order, the redelivered ids, the
+    server's clock (ms) in the same atomic step (what entry times are judged against), and
+    the streams whose read the byte budget cut short (more may follow at once)."""
 
     entries: list[list[RawEntry]]
     redelivered: list[list[bytes]]
+    server_ms: int | None = None
+    cut: list[bool] | None = None
 
 
 class ClaimPage(msgspec.Struct, frozen=True):
@@ -69,8 +88,19 @@ class ClaimPage(msgspec.Struct, frozen=True):
 class ConsumerGroup:
     """The group as one leader term (owner + epoch) sees it."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, owner: str, epoch: int) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        owner: str,
+        epoch: int,
+        *,
+        max_entry_bytes: int = MAX_DATA_BYTES,
+        budget_bytes: int = READ_BUDGET_BYTES,
+    ) -> None:
         self.redis = redis
+        self.max_entry_bytes = max_entry_bytes
+        self.budget_bytes = budget_bytes
         self.keys = keys
         self.owner = owner
         self.epoch = epoch
@@ -85,6 +115,8 @@ class ConsumerGroup:
         self._claim = scripts.register(redis, "claim")
         self._prune = scripts.register(redis, "prune")
         self._trim = scripts.register(redis, "trim_input")
+        self._chunk = scripts.register(redis, "entry_chunk")
+        self._waiting = scripts.register(redis, "input_waiting")
 
     async def ensure(self) -> None:
         """Create the group on both input streams (and the streams) unless they exist.
@@ -117,48 +149,104 @@ class ConsumerGroup:
             # whole read take nothing, so loading again and retrying once is safe.
             sha = self._guard_sha = await scripts.load(self.redis, "read_guard")
             replies = await self._fenced_read(sha, names, count, after)
-        if isinstance(replies[0], Exception):
-            raise replies[0]
-        if int(replies[0]) == 0:
+        guard = replies[0]
+        if isinstance(guard, Exception):
+            raise guard
+        if guard == 0:
             return FENCED
-        for reply in replies[1:-1]:
+        server_ms = _time_ms(replies[1])
+        result = RawRead(
+            entries=[[] for _ in self.streams],
+            redelivered=[[] for _ in self.streams],
+            server_ms=server_ms,
+            cut=[False] * len(self.streams),
+        )
+        if isinstance(guard, list):
+            # The script served the read itself (oversize or over-budget entries, or a
+            # retry); the native read in the transaction took nothing (NOGROUP).
+            await self._served(guard, [self._index[n.encode()] for n in names], result)
+            return result
+        for reply in replies[2:-1]:
             if isinstance(reply, Exception):
                 raise reply
-        history = replies[1] if after is not None else None
-        new = replies[-2]
-        result = RawRead(entries=[[] for _ in self.streams], redelivered=[[] for _ in self.streams])
-        # History (already delivered to us once) first: it is older than anything new.
-        for name, entries in _streams_of(history):
-            i = self._index.get(name)
-            if i is None:  # the guard stream, listed empty in a history read
-                continue
-            result.entries[i].extend(entries)
-            result.redelivered[i].extend(entry[0] for entry in entries)
-        for name, entries in _streams_of(new):
+        for name, entries in _streams_of(replies[-2]):
             result.entries[self._index[name]].extend(entries)
         return result
+
+    async def _served(self, reply: list[Any], indexes: list[int], result: RawRead) -> None:
+        """Fill ``result`` from the guard script's own read: history first, then new."""
+        _, history, new, more = reply
+        assert result.cut is not None
+        for k, i in enumerate(indexes):
+            stream = self.streams[i]
+            for entry in history[k]:
+                result.entries[i].append(await self._entry(stream, entry))
+                result.redelivered[i].append(entry[0])
+            for entry in new[k]:
+                result.entries[i].append(await self._entry(stream, entry))
+            result.cut[i] = bool(int(more[k]))
+
+    async def _entry(self, stream: str, entry: list[Any]) -> RawEntry:
+        """``[id, fields]``, with an oversize summary turned into an :class:`Oversize`."""
+        if len(entry) == 2:
+            return entry
+        entry_id, cut, total = entry
+        digest = await self.sha256(stream, entry_id)
+        return [entry_id, Oversize(list(cut), int(total), digest)]
+
+    async def sha256(self, stream: str, entry_id: bytes) -> str | None:
+        """The SHA-256 of an entry's fields and values in order, read in slices; None if gone."""
+        digest = hashlib.sha256()
+        offset = 0
+        while True:
+            reply = await self._chunk(keys=[stream], args=[entry_id, offset, CHUNK_BYTES])
+            if not reply:
+                return None
+            total, piece = int(reply[0]), reply[1]
+            digest.update(piece)
+            offset += len(piece)
+            if offset >= total or not piece:
+                return digest.hexdigest()
 
     async def _fenced_read(
         self, sha: str, names: list[str], count: int, after: Sequence[bytes] | None
     ) -> list[Any]:
-        """One MULTI/EXEC: the guard script, the history read (with ``after``), the new
-        read, the guard's deletion; replies (errors included) in that order."""
+        """One MULTI/EXEC: the guard script, the server's TIME, the native read (unless the
+        guard serves it: always after a lost reply, ``after`` given), the guard's deletion;
+        replies (errors included) in that order."""
         guard = self._guard
-        read = ["XREADGROUP", "GROUP", GROUP, self.owner, "COUNT", count, "STREAMS", guard, *names]
+        mode = "new" if after is None else "history"
         async with self._raw.pipeline(transaction=True) as pipe:
             pipe.evalsha(
                 sha,
-                3,
+                3 + len(names),
                 self.keys.leader,
                 self.keys.epoch,
                 guard,
+                *names,
                 self.owner,
                 self.epoch,
                 GROUP,
+                count,
+                self.max_entry_bytes,
+                self.budget_bytes,
+                mode,
+                *(after or ()),
             )
-            if after is not None:
-                pipe.execute_command(*read, "0", *after)
-            pipe.execute_command(*read, *([">"] * (len(names) + 1)))
+            pipe.execute_command("TIME")
+            if after is None:
+                pipe.execute_command(
+                    "XREADGROUP",
+                    "GROUP",
+                    GROUP,
+                    self.owner,
+                    "COUNT",
+                    count,
+                    "STREAMS",
+                    guard,
+                    *names,
+                    *([">"] * (len(names) + 1)),
+                )
             pipe.delete(guard)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
@@ -167,17 +255,18 @@ class ConsumerGroup:
         """Claim up to ``count`` pending entries of ``stream`` (any consumer) from ``cursor``."""
         reply = await self._claim(
             keys=[self.keys.leader, self.keys.epoch, self.streams[stream]],
-            args=[self.owner, self.epoch, GROUP, cursor, count],
+            args=[self.owner, self.epoch, GROUP, cursor, count, self.max_entry_bytes],
         )
         if not isinstance(reply, list) or not reply:
             raise ScriptError(f"claim script answered {reply!r}")
         if int(reply[0]) == 0:
             return FENCED
         _, next_cursor, entries, deliveries, deleted = reply
-        claimed = [
-            StreamEntry(stream, entry_id, fields, int(n))
-            for (entry_id, fields), n in zip(entries, deliveries, strict=True)
-        ]
+        name = self.streams[stream]
+        claimed = []
+        for entry, n in zip(entries, deliveries, strict=True):
+            entry_id, fields = await self._entry(name, entry)
+            claimed.append(StreamEntry(stream, entry_id, fields, int(n)))
         return ClaimPage(cursor=next_cursor, entries=claimed, deleted=list(deleted))
 
     async def prune(self) -> int | Fenced:
@@ -209,19 +298,32 @@ class ConsumerGroup:
         return await last_delivered(self.redis, self.keys)
 
     async def wait(self, after: Sequence[bytes], block_ms: int) -> bool:
-        """Block up to ``block_ms`` for an entry after ``after`` on any input stream.
+        """Wait up to ``block_ms`` for an entry after ``after`` on any input stream.
 
-        A plain XREAD (not the group): it takes nothing, it only wakes the leader. Keep
-        ``block_ms`` short: cancelling a long blocking call has been seen to be ignored.
+        Polls a script that answers yes or no (0.5 ms apart at first, backing off to
+        WAIT_POLL_MAX_MS): a blocking XREAD would wake the leader with the next entry
+        itself, whole, whatever its size. It takes nothing; it only wakes the leader.
         """
-        reply = await self.redis.xread(
-            dict(zip(self.streams, after, strict=True)), count=1, block=max(1, block_ms)
-        )
-        return bool(reply)
+        deadline = time.monotonic() + block_ms / 1000
+        pause_ms = 0.5
+        while True:
+            if await self._waiting(keys=self.streams, args=list(after)):
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(pause_ms / 1000, left))
+            pause_ms = min(2 * pause_ms, WAIT_POLL_MAX_MS)
 
 
 def _raw_reply(response: object, **_: object) -> object:
     return response
+
+
+def _time_ms(reply: Any) -> int:
+    """A TIME reply (seconds, microseconds; parsed by redis-py or raw) in milliseconds."""
+    seconds, micros = reply
+    return int(seconds) * 1000 + int(micros) // 1000
 
 
 def _streams_of(reply: Any) -> Iterable[tuple[bytes, list[RawEntry]]]:
@@ -262,6 +364,6 @@ async def last_delivered(redis: aioredis.Redis, keys: Keys) -> list[bytes]:
 
 
 def split_id(entry_id: bytes) -> tuple[int, int]:
-    """``b"<ms>-<seq>"`` as a sortable pair of ints."""
+    """``b"<ms>-<seq>"`` as a sortable pair of exact ints (parts up to 2^64-1 included)."""
     ms, _, seq = entry_id.partition(b"-")
     return int(ms), int(seq)

@@ -47,6 +47,8 @@ class ReleaseNotifications:
         self._released = asyncio.Event()
         self.step_down = asyncio.Event()
         """Set when a step-down request naming ``owner`` is heard; the leader clears it."""
+        # Set once the first subscription is up (a missing channel grant fails it instead).
+        self.subscribed = asyncio.Event()
 
     def clear(self) -> None:
         """Forget releases heard so far (call before each attempt to acquire)."""
@@ -73,6 +75,7 @@ class ReleaseNotifications:
             try:
                 await pubsub.subscribe(self.keys.released, self.keys.step_down)
                 reraise_lost_cancel()
+                self.subscribed.set()
                 while True:
                     message = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=_POLL_S

@@ -37,6 +37,8 @@ Name = Literal[
     "trim_input",
     "executor_begin",
     "executor_settle",
+    "entry_chunk",
+    "input_waiting",
 ]
 
 # Which preludes each script needs, in the order they are prepended.
@@ -44,8 +46,8 @@ _PRELUDES: dict[Name, tuple[str, ...]] = {
     "acquire": (),
     "renew": ("lease",),
     "release": ("lease",),
-    "read_guard": ("lease",),
-    "claim": ("lease",),
+    "read_guard": ("lease", "ids", "entries"),
+    "claim": ("lease", "entries"),
     "prune": ("lease",),
     "commit": ("lease", "ids", "state_fields"),
     "lag_snapshot": ("state_fields",),
@@ -53,6 +55,8 @@ _PRELUDES: dict[Name, tuple[str, ...]] = {
     "trim_input": ("lease", "ids"),
     "executor_begin": ("ids",),
     "executor_settle": ("ids",),
+    "entry_chunk": ("entries",),
+    "input_waiting": ("ids",),
 }
 
 _registered: WeakKeyDictionary[aioredis.Redis, dict[Name, AsyncScript]] = WeakKeyDictionary()

@@ -77,6 +77,8 @@ class RedisServer:
     ) -> None:
         self.port = port or free_port()
         self.binary = binary or find_server_binary()
+        # More server options (e.g. a TLS port and its certificates), passed as given.
+        self.extra_args = list(extra_args)
         self.dir = tempfile.mkdtemp(prefix="failover-redis-")
         self.extra_args = list(extra_args)
         self.sentinel_config = sentinel_config

@@ -142,7 +142,9 @@ def test_validate_url_refuses(url: str, words: str) -> None:
         (rex.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"), False),
         (rex.ResponseError("ERR syntax error"), False),
         (rex.ResponseError("NOSCRIPT No matching script"), False),
-        (rex.ResponseError("OOM command not allowed"), False),
+        # Issue 9: a full Redis is a transient condition (it was False before).
+        (rex.ResponseError("OOM command not allowed"), True),
+        (rex.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), True),
         (rex.NoPermissionError("NOPERM this user has no permissions"), False),
         (rex.AuthenticationError("WRONGPASS invalid username-password pair"), False),
         (rex.AuthorizationError("NOAUTH Authentication required."), False),

@@ -46,7 +46,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import NoReturn, TextIO
 
-from schemas.errors import ConfigError, FailoverError, RedisUnavailable
+from schemas.errors import ConfigError, FailoverError, RedisRefused, RedisUnavailable
+from streams.errors import translate
 from workers.membership import Membership, current_membership, set_membership
 from workers.settings import Settings, help_text, load_settings
 
@@ -156,10 +157,22 @@ def say(role: str, lines: str | Iterable[str]) -> None:
         print(redact_text(f"{role}: {line}"), file=sys.stderr, flush=True)
 
 
+def redis_refusal(exc: BaseException) -> FailoverError | None:
+    """The project's error for a Redis error that reached the top (a wrong password, a
+    missing ACL grant, a certificate that does not verify, a bad database): an answer of
+    the server's or the network's, not a bug, so one line and exit 1, never a traceback."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    translated = translate(exc)
+    return translated if isinstance(translated, FailoverError) else None
+
+
 def unavailable_line(exc: FailoverError, redis_url: str | None) -> str:
     """The one line that reports an outage (or another deliberate error) that ends a process."""
     if isinstance(exc, RedisUnavailable) and redis_url:
         return f"cannot reach Redis at {redis_url}: {exc}"
+    if isinstance(exc, RedisRefused) and redis_url:
+        return f"Redis at {redis_url} refused: {exc}"
     return str(exc)  # KafkaUnavailable names the brokers itself
 
 
@@ -200,9 +213,14 @@ def run(
     except FailoverError as exc:
         say(role, unavailable_line(exc, settings.redacted_url))
         code = EXIT_UNAVAILABLE
-    except Exception:
-        log.exception("%s crashed: this is a bug", role)
-        code = EXIT_BUG
+    except Exception as exc:
+        refused = redis_refusal(exc)
+        if refused is None:
+            log.exception("%s crashed: this is a bug", role)
+            code = EXIT_BUG
+        else:
+            say(role, unavailable_line(refused, settings.redacted_url))
+            code = EXIT_UNAVAILABLE
     logging.shutdown()
     sys.exit(code)
 

@@ -4,7 +4,9 @@
 -- (on the server's clock); an entry still undelivered or pending for any group is never
 -- removed, and a stream with no group is left whole (nobody has read it yet). Only the
 -- current leader under its epoch trims. MINID with '~' removes whole macro nodes only, so
--- it may keep a few more entries than the cut, never fewer. Ids are compared and stepped
+-- it may keep a few more entries than the cut, never fewer; LIMIT 0 lifts '~''s default
+-- cap of 10,000 entries per call, which a stream fed faster than 1,000 entries/s between
+-- two trims would outgrow forever (freeing whole nodes stays cheap). Ids are compared and stepped
 -- as strings (prelude "ids"), so sequences up to 2^64-1 are exact.
 -- KEYS: leader, epoch, then every input stream.
 -- Returns {0} when fenced, else {1, entries removed}.
@@ -38,7 +40,7 @@ for _, key in ipairs(stream_keys) do
           if id_lt(oldest, cut) then cut = oldest end
         end
       end
-      removed = removed + redis.call('XTRIM', key, 'MINID', '~', cut)
+      removed = removed + redis.call('XTRIM', key, 'MINID', '~', cut, 'LIMIT', 0)
     end
   end
 end

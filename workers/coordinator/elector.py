@@ -110,6 +110,8 @@ class Leadership(msgspec.Struct, frozen=True):
 Work = Callable[[Leadership], Coroutine[Any, Any, None]]
 OnElected = Callable[[Leadership], None]
 OnDemoted = Callable[[Leadership, DemotionReason], None]
+MayLead = Callable[[], Coroutine[Any, Any, str | None]]
+"""Asked before every election attempt: None to campaign, else why this process may not lead."""
 
 
 class Elector:
@@ -124,6 +126,7 @@ class Elector:
         *,
         on_elected: OnElected | None = None,
         on_demoted: OnDemoted | None = None,
+        may_lead: MayLead | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -151,12 +154,16 @@ class Elector:
         self.seen_epoch = 0
         self._on_elected = on_elected
         self._on_demoted = on_demoted
+        self._may_lead = may_lead
+        # Why the last election attempt was not made (None: it was).
+        self.refusal: str | None = None
         self._stopping = asyncio.Event()
         self._releases = ReleaseNotifications(redis, keys, owner)
         # The lease holder this process last saw, so a change is logged once.
         self.seen_leader: str | None = None
         # The longest event-loop stall measured in the current term (seconds).
         self.stalled_s = 0.0
+        self._listener: asyncio.Task[None] | None = None
 
     @property
     def is_leader(self) -> bool:
@@ -175,7 +182,9 @@ class Elector:
         ``on_demoted`` is not called. Use :meth:`stop` for a clean handoff.
         """
         listener = asyncio.create_task(self._releases.listen(), name="lease-release-listener")
+        self._listener = listener
         try:
+            await self._listening(listener)
             while not self._stopping.is_set():
                 leadership = await self._campaign()
                 if leadership is None:
@@ -190,12 +199,35 @@ class Elector:
             if failure is not None:
                 raise failure  # the listener only dies of bugs (e.g. a refused password)
 
+    async def _listening(self, listener: asyncio.Task[None]) -> None:
+        """Give the release listener one retry period to subscribe before campaigning, so
+        a refused subscription (no ACL grant on the channel) stops the process at start."""
+        subscribed = asyncio.create_task(self._releases.subscribed.wait())
+        try:
+            await asyncio.wait(
+                {subscribed, listener},
+                timeout=self.timing.retry_period_ms / 1000,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            await cancel_and_wait(subscribed)
+        if listener.done() and not listener.cancelled() and listener.exception() is not None:
+            raise listener.exception()  # type: ignore[misc]
+
     async def _campaign(self) -> Leadership | None:
         retry_s = self.timing.retry_period_ms / 1000
         while not self._stopping.is_set():
             self._releases.clear()
-            sent = time.monotonic()
+            listener = self._listener
+            if listener is not None and listener.done() and not listener.cancelled():
+                failure = listener.exception()
+                if failure is not None:  # e.g. no ACL grant on the release channel
+                    raise failure
             try:
+                if await self._refused(retry_s):
+                    await self._sleep_or_wake(retry_s, wake_on_release=False)
+                    continue
+                sent = time.monotonic()
                 result = await call(
                     lambda: self.lease.acquire(self.seen_epoch),
                     what="acquire",
@@ -241,6 +273,16 @@ class Elector:
             )
             await self._sleep_or_wake(wait_ms / 1000, wake_on_release=True)
         return None
+
+    async def _refused(self, retry_s: float) -> bool:
+        """Ask ``may_lead``; log its refusal (one line per attempt) and return True if any."""
+        if self._may_lead is None:
+            return False
+        self.refusal = await call(self._may_lead, what="check leading", deadline_s=retry_s)
+        if self.refusal is None:
+            return False
+        log.error("%s owner=%s", self.refusal, self.owner)
+        return True
 
     async def _lead(self, leadership: Leadership, work: Work) -> DemotionReason:
         self.leadership = leadership

@@ -23,8 +23,6 @@ from streams.group import ZERO_ID, RawEntry, StreamEntry, split_id
 Run = tuple[int, list[RawEntry]]
 """Consecutive entries of one stream (its index in ``Keys.input_streams``), in id order."""
 
-_INF_KEY = (float("inf"), 0)
-
 
 class Intake:
     """Per-stream buffers of delivered entries, handed out in the merge order."""
@@ -39,6 +37,9 @@ class Intake:
         self.seen = [ZERO_ID] * streams
         # Entries claimed while pending but already deleted from their stream.
         self.orphans: list[tuple[int, bytes]] = []
+        # The Redis server's clock (ms) at the latest read: every buffered entry arrived
+        # before it, so event times are judged against it (never a producer-chosen id).
+        self.server_ms: int | None = None
 
     @property
     def empty(self) -> bool:
@@ -83,15 +84,17 @@ class Intake:
             whole = [(i, buf) for i, buf in enumerate(buffers) if buf]
             self.buffers = [[] for _ in buffers]
             return whole
-        limit = _INF_KEY
+        # Ids compare as exact (ms, seq) int pairs; None: no stream limits the cut.
+        limit: tuple[int, int] | None = None
         for i, buf in enumerate(buffers):
             if self.more[i] and buf:
-                limit = min(limit, split_id(buf[-1][0]))
+                last = split_id(buf[-1][0])
+                limit = last if limit is None else min(limit, last)
         keyed: list[list[tuple[tuple[int, int], int, RawEntry]]] = []
         for i, buf in enumerate(buffers):
             rows = [(split_id(e[0]), i, e) for e in buf]
             cut = len(rows)
-            while cut and rows[cut - 1][0] > limit:
+            while cut and limit is not None and rows[cut - 1][0] > limit:
                 cut -= 1
             keyed.append(rows[:cut])
             buffers[i] = buf[cut:]

@@ -5,10 +5,13 @@ lifecycle (settings, logging, signals, exit codes, the shutdown timeout) is
 :func:`workers.runtime.run`'s: on SIGTERM/SIGINT the coordinator stops reading, abandons or
 finishes the batch in flight (a commit is one script, never half-applied), releases the
 lease and exits 0; past ``FAILOVER_SHUTDOWN_TIMEOUT_MS`` the leader work is cut off (the
-lease then simply expires). Redis outages are ridden out: the leader steps down and the
-process keeps campaigning. An unknown exception is a bug (exit 70, after handing the lease
-on). Bad settings exit 2. With ``FAILOVER_METRICS_PORT`` set, Prometheus metrics
-(is-leader, commits and their latency, decisions, dead letters) are served at ``/metrics``.
+lease then simply expires). Redis outages (a full Redis answering OOM too) are ridden out:
+the leader steps down and the process keeps campaigning. Before every election attempt it
+reads Redis's ``maxmemory-policy``: under ``allkeys-*`` it does not campaign (one log line
+per attempt, metric ``failover_eviction_unsafe``) unless ``FAILOVER_ALLOW_EVICTION=1``. An
+unknown exception is a bug (exit 70, after handing the lease on). Bad settings exit 2. With
+``FAILOVER_METRICS_PORT`` set, Prometheus metrics (is-leader, commits and their latency,
+decisions, dead letters) are served at ``/metrics``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import logging
 from streams.connection import connect
 from streams.keys import Keys
 from streams.lease import make_owner_id
+from streams.memory import eviction_refusal, evicts_any_key, maxmemory_policy
 from workers.coordinator.elector import Elector, ElectorTiming, Leadership
 from workers.coordinator.pipeline import LeaderPipeline
 from workers.exposition import serve_settings
@@ -55,6 +59,22 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
     exporter = serve_settings(metrics.registry, settings)  # a taken port: exit 2 before anything
     redis = connect(settings.redis_target, client_name=f"coordinator:{owner}")
+
+    async def may_lead() -> str | None:
+        policy = await maxmemory_policy(redis)
+        unsafe = evicts_any_key(policy)
+        metrics.eviction(unsafe=unsafe)
+        if not unsafe:
+            return None
+        if settings.allow_eviction:
+            log.warning(
+                "campaigning under Redis maxmemory-policy %s because FAILOVER_ALLOW_EVICTION=1:"
+                " Redis may evict the state, the epoch or undelivered entries",
+                policy,
+            )
+            return None
+        return eviction_refusal(policy)
+
     elector = Elector(
         redis,
         keys,
@@ -62,6 +82,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         timing,
         on_elected=elected,
         on_demoted=demoted,
+        may_lead=may_lead,
     )
 
     async def lead(leadership: Leadership) -> None:

@@ -18,8 +18,9 @@ throws that away, and the next leader starts from the last commit).
 
 **Time.** The policy is fed wall time (``time.time()``) at most every ``FAILOVER_TICK_MS``
 between batches; tick decisions go out in the same commit as the batch they follow (with
-no acks when idle). Idle waiting is a plain blocking XREAD of at most 100 ms (and no longer
-than the next tick), so cancellation is prompt.
+no acks when idle). Idle waiting polls whether input is waiting (a yes/no script, 0.5-4 ms
+apart) for at most 100 ms (and no longer than the next tick), so cancellation is prompt; a
+blocking XREAD would wake the leader with the next entry whole, whatever its size.
 
 **Unknown regions.** A health event about a region not in ``FAILOVER_REGIONS`` is a valid
 wire event: it is applied (the policy ignores it) and acked, never dead-lettered, so a
@@ -103,7 +104,9 @@ class LeaderPipeline:
         self.settings = settings
         self.owner = leadership.owner
         self.epoch = leadership.epoch
-        self.group = ConsumerGroup(redis, keys, self.owner, self.epoch)
+        self.group = ConsumerGroup(
+            redis, keys, self.owner, self.epoch, max_entry_bytes=settings.max_entry_bytes
+        )
         self.committer = Committer(
             redis,
             keys,
@@ -139,6 +142,7 @@ class LeaderPipeline:
             max_clock_skew_ms=self.settings.max_clock_skew_ms,
             max_observers=self.settings.max_observers,
             observers=self.settings.observers,
+            max_entry_bytes=self.settings.max_entry_bytes,
         )
         self.journal.start(self.policy, self.config)
         if not await self._announce():
@@ -325,9 +329,11 @@ class LeaderPipeline:
         if isinstance(got, Fenced):
             log.error("fenced on read: another leader took over epoch=%s", self.epoch)
             return None
+        if got.server_ms is not None:
+            self.intake.server_ms = got.server_ms
         for i in want:
             entries = got.entries[i]
-            full = len(entries) >= self._count
+            full = len(entries) >= self._count or (got.cut is not None and got.cut[i])
             self.intake.add(i, entries, full=full, redelivered=got.redelivered[i])
         return any(got.entries[i] for i in want)
 
@@ -343,7 +349,7 @@ class LeaderPipeline:
         deliveries = self.intake.deliveries
         for stream, entries in runs:
             acks.setdefault(stream, []).extend([entry[0] for entry in entries])
-            applier.apply(stream, entries, out, deliveries[stream])
+            applier.apply(stream, entries, out, deliveries[stream], self.intake.server_ms)
         self.stats.applied += out.applied
         return work
 

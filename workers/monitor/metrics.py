@@ -329,10 +329,22 @@ class CoordinatorMetrics:
             self._decisions.labels(coordinator, kind)
         self._commit_latency.labels(coordinator)
         self._dead_lettered.labels(coordinator)
+        self._eviction_unsafe = Gauge(
+            "failover_eviction_unsafe",
+            "1 while Redis's maxmemory-policy may evict any key (allkeys-*): this coordinator"
+            " then refuses to lead unless FAILOVER_ALLOW_EVICTION=1",
+            ["coordinator"],
+            registry=r,
+        )
+        self._eviction_unsafe.labels(coordinator).set(0)
 
     def started(self, owner: str) -> None:
         """Call once with this process's lease owner id."""
         self._info.labels(self.coordinator, owner).set(1)
+
+    def eviction(self, *, unsafe: bool) -> None:
+        """Call after each check of Redis's maxmemory-policy."""
+        self._eviction_unsafe.labels(self.coordinator).set(1 if unsafe else 0)
 
     def elected(self) -> None:
         """Call when this coordinator becomes leader."""

@@ -87,6 +87,13 @@ async def _replay_one(redis: Client, keys: Keys, dlq_id: str, deadline_s: float)
         return ReplayOutcome(
             dlq_id, "invalid", reason=f"source {letter.stream!r} is not an input stream"
         )
+    if letter.raw_truncated:
+        return ReplayOutcome(
+            dlq_id,
+            "invalid",
+            reason=f"the dead letter holds only the start of a {letter.raw_bytes}-byte entry"
+            f" (sha256 {letter.raw_sha256}); it cannot be replayed",
+        )
     try:
         raw = fields_from_raw(letter.raw, letter.raw_encoding)
     except DecodeError as exc:

@@ -7,6 +7,13 @@ leader applies them (entry id, ``health`` before ``events`` on a tie, see
 :class:`~workers.policy.rules.Policy`, optionally with other knobs. The coordinator's ticks
 are simulated every ``tick_ms`` on the entries' id clock, from the start of the range to its
 end. Nothing is written.
+
+**Clock verdicts.** The leader judges an event's time against the earlier of its entry id
+and the Redis server's ``TIME`` at the read. Replay judges against the server's ``TIME``
+now, which only ever accepts more; the one verdict it cannot recompute — an entry with a
+producer-chosen future id whose event time was then too far ahead — is in ``NS:dlq``, so
+replay takes the leader's clock dead letters from there and stays exact while they are
+kept (``FAILOVER_DLQ_MAXLEN``).
 """
 
 from __future__ import annotations
@@ -14,14 +21,17 @@ from __future__ import annotations
 import heapq
 import re
 from collections.abc import Iterable, Sequence
+from functools import partial
 
 import msgspec
 
+from schemas.codec import CLOCK_AHEAD, MAX_DATA_BYTES
 from schemas.errors import ConfigError
 from schemas.state import PlannedFailover, PolicySummary
-from streams.connection import Client
-from streams.history import read_all
+from streams.connection import Client, call
+from streams.history import read_all, read_page
 from streams.keys import Keys
+from streams.replies import text
 from workers.policy.apply import INPUT_KINDS, Applier, Outcome
 from workers.policy.rules import Policy
 from workers.policy.state import PolicyConfig
@@ -32,6 +42,19 @@ MAX_TICKS = 3_000_000
 
 # (stream index, entry id, fields) as read from Redis.
 RawEntry = tuple[int, bytes, dict[bytes, bytes]]
+# Dead letters are up to 128 KiB each: read the DLQ in small pages to bound memory.
+_DLQ_PAGE = 100
+
+
+class _Verdict(msgspec.Struct):
+    """The parts of a dead letter replay needs (the raw fields are skipped, not kept)."""
+
+    stream: str
+    entry_id: str
+    reason: str
+
+
+_verdict = msgspec.json.Decoder(_Verdict)
 
 
 def parse_id(text: str, *, what: str) -> str:
@@ -105,6 +128,9 @@ def replay(
     overrides: dict[str, int | float] | None = None,
     policy: Policy | None = None,
     until: str | None = None,
+    max_entry_bytes: int = MAX_DATA_BYTES,
+    server_ms: int | None = None,
+    clock_letters: dict[tuple[int, bytes], str] | None = None,
 ) -> ReplayResult:
     """Apply ``entries`` (merged) to a fresh policy with simulated ticks; pure.
 
@@ -112,9 +138,17 @@ def replay(
     change it where they happened, and ``overrides`` win over every version (what-ifs).
     ``policy`` (default: a fresh one) is the policy fed, so a caller can inspect it after;
     with ``until``, the replay stops right after making the decision with that id.
+    ``server_ms`` is the Redis server's clock now; ``clock_letters`` maps (stream index,
+    entry id) to the reason of the leader's clock-skew dead letters (see the module doc).
     """
     policy = Policy(config, overrides=overrides) if policy is None else policy
     tick_s = tick_ms / 1000
+    # A producer-chosen future id is no clock here either: the simulated ticks never run
+    # past the server's clock (the leader's ticks never did).
+    ceiling = None if server_ms is None else server_ms / 1000
+    if ceiling is not None:
+        start = None if start is None else min(start, ceiling)
+        end = None if end is None else min(end, ceiling)
     if start is not None and end is not None and (end - start) / tick_s > MAX_TICKS:
         raise ConfigError(
             f"replay range of {end - start:.0f}s needs more than {MAX_TICKS} ticks of {tick_ms}ms:"
@@ -147,16 +181,23 @@ def replay(
         max_clock_skew_ms=max_clock_skew_ms,
         max_observers=max_observers,
         observers=observers,
+        max_entry_bytes=max_entry_bytes,
     )
     try:
         for index, entry_id, fields in entries:
             kind = INPUT_KINDS[index]
             at = _split(entry_id)[0] / 1000
+            if ceiling is not None and at > ceiling:
+                at = ceiling
             if next_tick is None:
                 next_tick = at
             tick_until(at)
+            judged = clock_letters.get((index, entry_id)) if clock_letters else None
+            if judged is not None:
+                undecodable.append(Undecodable(kind, entry_id.decode(), judged))
+                continue
             out = Outcome()
-            applier.apply(index, [(entry_id, _flat(fields))], out)
+            applier.apply(index, [(entry_id, _flat(fields))], out, server_ms=server_ms)
             for letter in out.letters:
                 undecodable.append(Undecodable(kind, letter.entry_id, letter.reason))
             applied[kind] += out.applied
@@ -186,6 +227,38 @@ async def read_range(
         await read_all(redis, stream, first, last, what="replay read", deadline_s=deadline_s)
         for stream in keys.input_streams
     ]
+
+
+async def read_clock_letters(
+    redis: Client, keys: Keys, *, deadline_s: float
+) -> dict[tuple[int, bytes], str]:
+    """The leader's clock-skew dead letters in ``NS:dlq``: (stream index, entry id) -> reason."""
+    index = {name: i for i, name in enumerate(keys.input_streams)}
+    found: dict[tuple[int, bytes], str] = {}
+    low = "-"
+    while True:
+        page = await call(
+            partial(read_page, redis, keys.dlq, low, count=_DLQ_PAGE),
+            what="replay dlq read",
+            deadline_s=deadline_s,
+        )
+        for _, fields in page:
+            try:
+                letter = _verdict.decode(fields.get(b"data", b""))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            i = index.get(letter.stream)
+            if i is not None and letter.reason.startswith(CLOCK_AHEAD):
+                found[i, letter.entry_id.encode()] = letter.reason
+        if len(page) < _DLQ_PAGE:
+            return found
+        low = "(" + text(page[-1][0])
+
+
+async def server_time_ms(redis: Client, *, deadline_s: float) -> int:
+    """The Redis server's clock in milliseconds."""
+    seconds, micros = await call(redis.time, what="server time", deadline_s=deadline_s)
+    return int(seconds) * 1000 + int(micros) // 1000
 
 
 def bounds(

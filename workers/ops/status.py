@@ -22,6 +22,7 @@ from streams.connection import Client, call
 from streams.keys import Keys
 from streams.lag import LagSampler
 from streams.ledger import read_groups
+from streams.memory import evicts_any_key, maxmemory_policy
 from streams.snapshots import read_snapshots
 from workers.monitor.lag_status import GroupSample, Verdict, evaluate_instant, worst
 from workers.settings import Settings
@@ -44,6 +45,8 @@ class StatusReport(msgspec.Struct, frozen=True):
     verdicts: dict[str, Verdict]
     overall: Verdict
     decision_groups: list[ExecutorGroupState] = []
+    eviction_policy: str = "noeviction"
+    allow_eviction: bool = False
 
 
 def _decode_summary(raw: bytes | None) -> tuple[PolicySummary | None, str | None]:
@@ -71,7 +74,7 @@ async def gather_status(
     keys = Keys(settings.namespace)
     sampler = LagSampler(redis, keys)
     start = time.perf_counter()
-    report, raw_snapshots, groups = await asyncio.gather(
+    report, raw_snapshots, groups, policy = await asyncio.gather(
         call(lambda: sampler.sample(with_state=True), what="status", deadline_s=deadline_s),
         call(
             lambda: read_snapshots(redis, keys, settings.regions),
@@ -79,6 +82,7 @@ async def gather_status(
             deadline_s=deadline_s,
         ),
         read_groups(redis, keys, deadline_s=deadline_s),
+        call(lambda: maxmemory_policy(redis), what="memory policy", deadline_s=deadline_s),
     )
     elapsed_ms = (time.perf_counter() - start) * 1000
     summary, error = _decode_summary(report.state.summary if report.state else None)
@@ -101,6 +105,8 @@ async def gather_status(
         verdicts=verdicts,
         overall=worst(verdicts.values()),
         decision_groups=groups,
+        eviction_policy=policy,
+        allow_eviction=settings.allow_eviction,
     )
 
 
@@ -142,6 +148,11 @@ def status_json(report: StatusReport) -> dict[str, Any]:
         "decisions": lag.decisions_length,
         "lag_status": msgspec.to_builtins(report.overall),
         "decision_groups": msgspec.to_builtins(report.decision_groups),
+        "eviction": {
+            "policy": report.eviction_policy,
+            "unsafe": evicts_any_key(report.eviction_policy),
+            "allowed": report.allow_eviction,
+        },
     }
     return data
 
@@ -240,6 +251,16 @@ def render_status(report: StatusReport) -> str:
         lines.append(f"active    {summary.active_region}  (state committed {as_of}, epoch {epoch})")
     if report.summary_error:
         lines.append(f"WARNING   {report.summary_error}")
+    if evicts_any_key(report.eviction_policy):
+        consequence = (
+            "coordinators lead anyway (FAILOVER_ALLOW_EVICTION=1)"
+            if report.allow_eviction
+            else "coordinators refuse to lead unless FAILOVER_ALLOW_EVICTION=1"
+        )
+        lines.append(
+            f"WARNING   Redis maxmemory-policy {report.eviction_policy} may evict the state,"
+            f" the epoch or undelivered entries: {consequence}"
+        )
     if summary is not None:
         last = summary.last_decision
         if last is not None:

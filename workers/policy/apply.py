@@ -3,10 +3,10 @@
 decode → dead letter → policy → stamp, in exactly one place, so ``failoverctl replay``
 judges every entry as the leader did: a deleted entry, one delivered more than
 ``FAILOVER_MAX_DELIVERIES`` times, one that does not decode as an event allowed on its
-stream, or one whose time is too far ahead of its arrival (``FAILOVER_MAX_CLOCK_SKEW_MS``)
-becomes a dead letter, and so does a health event from a source outside
-``FAILOVER_OBSERVERS`` (when set) or from a new source past ``FAILOVER_MAX_OBSERVERS``;
-everything else is applied to the policy in the order given.
+stream, or one whose time is too far ahead of its arrival or of the Redis server's clock
+(``FAILOVER_MAX_CLOCK_SKEW_MS``) becomes a dead letter, and so does a health event from a
+source outside ``FAILOVER_OBSERVERS`` (when set) or from a new source past
+``FAILOVER_MAX_OBSERVERS``; everything else is applied to the policy in the order given.
 
 Pure: no I/O, no clock. This is the pipeline's hot path, so the loop keeps its lookups in
 locals and decodes the usual one-field entry without building pairs.
@@ -20,12 +20,15 @@ from typing import Any
 import msgspec
 
 from schemas.codec import (
+    MAX_DATA_BYTES,
+    Oversize,
     StreamKind,
     check_event_time,
     dead_letter,
     decode_data,
     decode_entry,
     pairs,
+    too_large,
 )
 from schemas.errors import DecodeError
 from schemas.events import (
@@ -64,6 +67,7 @@ _EVENT_TYPES = (
     ForgetObserver,
 )
 TOO_MANY_OBSERVERS = "too many observers"
+_INPUT_TYPES = (HealthEvent, *_EVENT_TYPES)
 
 
 class Outcome(msgspec.Struct):
@@ -86,6 +90,7 @@ class Applier:
         max_clock_skew_ms: int,
         max_observers: int,
         observers: Collection[str] = (),
+        max_entry_bytes: int = MAX_DATA_BYTES,
     ) -> None:
         self.policy = policy
         self.streams = streams
@@ -93,6 +98,7 @@ class Applier:
         self.max_clock_skew_ms = max_clock_skew_ms
         self.max_observers = max_observers
         self.allowed = frozenset(observers) or None
+        self.max_entry_bytes = max_entry_bytes
 
     def apply(
         self,
@@ -100,21 +106,31 @@ class Applier:
         entries: Iterable[Sequence[Any]],
         out: Outcome,
         deliveries: dict[bytes, int] | None = None,
+        server_ms: int | None = None,
     ) -> None:
         """Apply ``entries`` (``[id, flat fields or None]``) of input stream ``stream`` in order.
 
         ``deliveries`` holds the delivery counts other than 1; the entries' counts are
-        removed from it as they are used.
+        removed from it as they are used. ``server_ms`` is the Redis server's clock when
+        the entries were read: no event time may be further ahead of it than the skew.
         """
         max_deliveries = self.max_deliveries
         max_skew_ms = self.max_clock_skew_ms
+        max_bytes = self.max_entry_bytes
         policy_apply = self.policy.apply
         planned_all = out.planned
         applied = 0
         for entry_id, fields in entries:
             count = deliveries.pop(entry_id, 1) if deliveries else 1
-            if fields is None:
-                self.dead(out, stream, entry_id, fields=None, deliveries=count, reason=DELETED)
+            if fields.__class__ is not list:
+                # Deleted while pending (None), or over the size limit and never read whole.
+                reason = DELETED if fields is None else too_large(fields.total_bytes, max_bytes)
+                self.dead(out, stream, entry_id, fields=fields, deliveries=count, reason=reason)
+                continue
+            size = len(fields[0]) + len(fields[1]) if len(fields) == 2 else sum(map(len, fields))
+            if size > max_bytes:
+                reason = too_large(size, max_bytes)
+                self.dead(out, stream, entry_id, fields=fields, deliveries=count, reason=reason)
                 continue
             if count > max_deliveries:
                 reason = (
@@ -124,7 +140,7 @@ class Applier:
                 continue
             try:
                 event = decode_input(stream, fields)
-                check_event_time(event, entry_id, max_skew_ms)
+                check_event_time(event, entry_id, max_skew_ms, server_ms)
             except DecodeError as exc:
                 self.dead(out, stream, entry_id, fields=fields, deliveries=count, reason=exc.reason)
                 continue
@@ -156,7 +172,7 @@ class Applier:
         stream: int,
         entry_id: bytes,
         *,
-        fields: Sequence[bytes] | None,
+        fields: Sequence[bytes] | Oversize | None,
         deliveries: int,
         reason: str,
     ) -> None:
@@ -168,14 +184,14 @@ def decode_input(stream: int, fields: Sequence[bytes]) -> HealthEvent | Operator
     """Decode an input entry's flat fields; DecodeError (the codec's reason) if not valid here."""
     if len(fields) == 2 and fields[0] == _DATA:
         # Fast path for the usual one-field entry; anything unusual goes the general way.
-        event = decode_data(fields[1])
+        event = decode_data(fields[1], None)  # the applier checked the entry's size
         if stream == 0:
             if type(event) is HealthEvent:
                 return event
         elif isinstance(event, _EVENT_TYPES):
             return event
-    entry = decode_entry(pairs(fields), stream=INPUT_KINDS[stream])
-    if isinstance(entry, HealthEvent | _EVENT_TYPES):
+    entry = decode_entry(pairs(fields), stream=INPUT_KINDS[stream], max_bytes=None)
+    if isinstance(entry, _INPUT_TYPES):
         return entry
     raise AssertionError(f"codec let {type(entry).__name__} onto an input stream")
 

@@ -11,12 +11,13 @@ detail), never a crash. Two probers in different places are two observers for th
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import secrets
 import ssl
 import time
 from collections.abc import Sequence
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from schemas.errors import ConfigError, RedisUnavailable
 from schemas.events import HealthEvent, Status
@@ -27,7 +28,7 @@ from streams.producer import append_many
 from streams.snapshots import write_snapshots
 from workers.exposition import serve_settings
 from workers.probe.metrics import ProberMetrics
-from workers.runtime import every, redis_outage, run
+from workers.runtime import every, redact_text, redis_outage, run
 from workers.settings import ProbeTarget, Settings
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,16 @@ async def _http_status(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
     parts = urlsplit(url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     host = parts.netloc.rpartition("@")[2]
+    # Credentials in the target URL are sent as HTTP Basic auth, and never shown anywhere.
+    auth = ""
+    if parts.username is not None:
+        user = unquote(parts.username)
+        secret = unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{secret}".encode()).decode("ascii")
+        auth = f"Authorization: Basic {token}\r\n"
     request = (
         f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: failover-prober\r\n"
-        "Accept: */*\r\nConnection: close\r\n\r\n"
+        f"{auth}Accept: */*\r\nConnection: close\r\n\r\n"
     )
     writer.write(request.encode("ascii", "replace"))
     await writer.drain()
@@ -59,7 +67,11 @@ async def _http_status(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
 
 
 async def probe(target: ProbeTarget, *, timeout_ms: int, expect_status: int) -> ProbeResult:
-    """Probe one target once; every failure mode comes back as an ``unhealthy`` result."""
+    """Probe one target once; every failure mode comes back as an ``unhealthy`` result.
+
+    The result names the target by its URL with any password masked: results travel into
+    events, snapshots, logs and CLI output.
+    """
     parts = urlsplit(target.url)
     scheme = parts.scheme
     default_port = {"http": 80, "https": 443}.get(scheme)
@@ -70,7 +82,7 @@ async def probe(target: ProbeTarget, *, timeout_ms: int, expect_status: int) -> 
     try:
         port = parts.port or default_port
         if not parts.hostname or port is None:
-            raise ValueError(f"no host or port in {target.url!r}")  # noqa: TRY301 - an observation
+            raise ValueError(f"no host or port in {redact(target.url)!r}")  # noqa: TRY301 - an observation
         async with asyncio.timeout(timeout_ms / 1000):
             reader, writer = await asyncio.open_connection(
                 parts.hostname,
@@ -96,13 +108,15 @@ async def probe(target: ProbeTarget, *, timeout_ms: int, expect_status: int) -> 
     finally:
         if writer is not None:
             writer.close()
+    shown = redact(target.url)
+    detail = redact_text(detail)  # an error message may quote the URL
     latency_ms = (time.monotonic() - start) * 1000
     if status == "healthy" and latency_ms > SLOW_FRACTION * timeout_ms:
         status = "degraded"
         detail += f", slow: {latency_ms:.0f}ms of a {timeout_ms}ms timeout"
     return ProbeResult(
         region=target.region,
-        url=target.url,
+        url=shown,
         status=status,
         latency_ms=round(latency_ms, 3),
         detail=detail,

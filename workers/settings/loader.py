@@ -11,11 +11,12 @@ import os
 import re
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
 from schemas.errors import ConfigError
-from streams.connection import RedisTarget, parse_sentinels, redact, validate_url
+from streams.connection import RedisTarget, parse_sentinels, redact, validate_url, with_tls_files
 from workers.settings.rules import RULES
 from workers.settings.table import (
     ALL,
@@ -128,6 +129,11 @@ class Settings(msgspec.Struct, frozen=True):
     metrics_addr: str = _default("metrics_addr")
     decisions_maxlen: int = _default("decisions_maxlen")
     dlq_maxlen: int = _default("dlq_maxlen")
+    max_entry_bytes: int = _default("max_entry_bytes")
+    allow_eviction: bool = _default("allow_eviction")
+    redis_tls_ca: str = _default("redis_tls_ca")
+    redis_tls_cert: str = _default("redis_tls_cert")
+    redis_tls_key: str = _default("redis_tls_key")
     input_retention_ms: int = _default("input_retention_ms")
     redis_sentinels: str = _default("redis_sentinels")
     redis_sentinel_master: str = _default("redis_sentinel_master")
@@ -270,15 +276,39 @@ def _targets(_row: Setting, text: str, values: Mapping[str, Any]) -> tuple[Probe
     targets = []
     for part in (p.strip() for p in text.split(",")):
         region, sep, url = part.partition("=")
+        shown = f"{region}={redact(url)}" if sep else redact(part)
         scheme = url.split("://", 1)[0] if "://" in url else ""
         if not sep or not region or scheme not in ("http", "https", "tcp"):
             rule = "entries must be region=http(s)://... or region=tcp://host:port"
-            raise _Invalid(rule, redact(part))
+            raise _Invalid(rule, shown)
+        problem = _target_problem(url)
+        if problem:
+            raise _Invalid(problem, shown)
         if regions and region not in regions:
             rule = f"region {region!r} is not in {PREFIX}REGIONS"
-            raise _Invalid(rule, f"{region}={redact(url)}")
+            raise _Invalid(rule, shown)
         targets.append(ProbeTarget(region=region, url=url))
     return tuple(targets)
+
+
+def _target_problem(url: str) -> str | None:
+    """Why ``url`` cannot be probed, or None: a target that can never answer must not
+    start a prober that reports its region unhealthy every round."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "the port must be a number from 1 to 65535"
+    if not parts.hostname:
+        return "a probe target needs a host"
+    if port == 0:
+        return "the port must be a number from 1 to 65535"
+    if parts.scheme == "tcp":
+        if port is None:
+            return "a tcp:// target needs a port (tcp://host:port)"
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            return "a tcp:// target is host:port only"
+    return None
 
 
 _PARSERS: dict[str, Callable[[Setting, str, Mapping[str, Any]], Any]] = {
@@ -353,9 +383,32 @@ def load_settings(
     for names, check in RULES:
         if read.issuperset(names) and failed.isdisjoint(names):  # compare only parsed values
             errors.extend(_line(env, rule, str(value)) for env, rule, value in check(values))
+    if read.issuperset(("REDIS_URL", "REDIS_TLS_CA")) and "REDIS_URL" not in failed:
+        _apply_tls(values, errors)
     if errors:
         raise ConfigError("\n".join(errors))
     return _build(values)
+
+
+def _apply_tls(values: dict[str, Any], errors: list[str]) -> None:
+    """Fold ``FAILOVER_REDIS_TLS_*`` into the Redis URL (every client is built from it)."""
+    ca, cert, key = values["REDIS_TLS_CA"], values["REDIS_TLS_CERT"], values["REDIS_TLS_KEY"]
+    if not (ca or cert or key):
+        return
+    if bool(cert) != bool(key):
+        missing = "REDIS_TLS_KEY" if cert else "REDIS_TLS_CERT"
+        errors.append(_line(missing, "is required with a client certificate or key"))
+        return
+    if not values["REDIS_URL"].startswith("rediss://"):
+        errors.append(_line("REDIS_URL", "must be rediss:// when FAILOVER_REDIS_TLS_* is set"))
+        return
+    merged = with_tls_files(values["REDIS_URL"], ca, cert, key)
+    try:
+        validate_url(merged)
+    except ConfigError as exc:  # names the file; the URL in it is redacted
+        errors.append(_line("REDIS_TLS_CA" if ca else "REDIS_TLS_CERT", str(exc)))
+        return
+    values["REDIS_URL"] = merged
 
 
 def read_setting(name: str, env: Mapping[str, str] | None = None) -> Any:

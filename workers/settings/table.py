@@ -9,6 +9,7 @@ that relate several variables are in :mod:`workers.settings.rules`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from collections.abc import Callable, Collection, Mapping
@@ -117,6 +118,14 @@ def _no_space(limit: int, *banned: str) -> Callable[[str], bool]:
     return lambda v: (
         not any(c.isspace() for c in v) and not any(b in v for b in banned) and (len(v) <= limit)
     )
+
+
+def _ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 _C = frozenset({COORDINATOR})
@@ -395,8 +404,9 @@ TABLE: tuple[Setting, ...] = (
         # well inside stale_after or it could make healthy regions look stale.
         Derived("5000, at most stale/2", lambda v: min(5000, v["STALE_AFTER_MS"] // 2)),
         (0, MAX_DURATION_MS, "ms"),
-        "an event whose time is further than this ahead of its arrival in Redis (its entry id)"
-        " is a dead letter; must be < `FAILOVER_STALE_AFTER_MS`; 0 = off",
+        "an event whose time is further than this ahead of its arrival in Redis (the earlier"
+        " of its entry id and the server's `TIME` when the leader read it) is a dead letter;"
+        " must be < `FAILOVER_STALE_AFTER_MS`; 0 = off",
         _CO,
     ),
     _int(
@@ -410,10 +420,11 @@ TABLE: tuple[Setting, ...] = (
     _text(
         "METRICS_ADDR",
         "0.0.0.0",  # noqa: S104 - Prometheus scrapes from another host by default
-        "address the metrics endpoint binds (`127.0.0.1` keeps it on the host)",
+        "address the metrics endpoint binds, an IPv4 or IPv6 address (`127.0.0.1` keeps it on"
+        " the host)",
         _LONG_RUNNING,
-        check=_no_space(255, "/"),
-        rule="must be a host name or IP address without spaces",
+        check=_ip_address,
+        rule="must be an IP address such as 0.0.0.0, 127.0.0.1 or ::",
     ),
     _int(
         "DECISIONS_MAXLEN",
@@ -424,10 +435,49 @@ TABLE: tuple[Setting, ...] = (
     ),
     _int(
         "DLQ_MAXLEN",
-        0,
+        # Bad input alone must not fill Redis: each dead letter is under 128 KiB, so the
+        # default bounds the stream at a few GiB in the very worst case.
+        100_000,
         (0, 100_000_000, "entries"),
         "approximate cap of the dead-letter stream (0 = unbounded)",
         _C,
+    ),
+    # -- issue 9: hostile input and Redis limits --
+    _text(
+        "REDIS_TLS_CA",
+        "",
+        "PEM file of the CA that signed the Redis server's certificate (`rediss://` only;"
+        " verification is always on); same as the URL parameter `ssl_ca_certs`",
+        _EVERY,
+    ),
+    _text(
+        "REDIS_TLS_CERT",
+        "",
+        "PEM client certificate for Redis's `tls-auth-clients` (with `FAILOVER_REDIS_TLS_KEY`)",
+        _EVERY,
+    ),
+    _text(
+        "REDIS_TLS_KEY",
+        "",
+        "PEM private key of `FAILOVER_REDIS_TLS_CERT`",
+        _EVERY,
+    ),
+    _text(
+        "ALLOW_EVICTION",
+        False,
+        "lead even when Redis's `maxmemory-policy` is `allkeys-*` (Redis may then evict the"
+        " state, the epoch or undelivered entries: a new leader could undo decisions)",
+        _CO,
+        kind="bool",
+    ),
+    _int(
+        "MAX_ENTRY_BYTES",
+        65_536,
+        (1024, 8 * 1024 * 1024, "bytes"),
+        "an input entry larger than this (fields and values together) is a dead letter"
+        " `entry too large`; it never reaches the leader whole (its dead letter holds the"
+        " first 1024 bytes of each value, the size and the SHA-256)",
+        _CO,
     ),
     _int(
         "INPUT_RETENTION_MS",
