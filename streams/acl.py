@@ -26,8 +26,24 @@ class RoleAcl(msgspec.Struct, frozen=True):
     note: str = ""
 
 
-# Every long-running process names its connection (CLIENT SETNAME) and pings.
-_PROCESS = ("client|setname", "ping")
+# Every long-running process names its connection (CLIENT SETNAME), pings, and writes its
+# heartbeat NS:members:<owner> (streams/members.py): it reads the lease to say whom it sees,
+# writes the hash and the fleet index in one transaction, and prunes old index entries.
+_PROCESS = (
+    "client|setname",
+    "ping",
+    "get",
+    "multi",
+    "exec",
+    "del",
+    "hset",
+    "pexpire",
+    "zadd",
+    "zrem",
+    "hdel",
+    "zrangebyscore",
+)
+_MEMBER_KEYS = ("NS:members", "NS:members:*", "NS:leader", "NS:leader:epoch")
 # failoverctl and the lag monitor read the lag snapshot (one script) and the state.
 _SNAPSHOT = (
     "evalsha",
@@ -48,6 +64,7 @@ ROLES: tuple[RoleAcl, ...] = (
         (
             *_PROCESS,
             "info",  # maxmemory-policy, before every election (INFO memory)
+            "wait",  # FAILOVER_MIN_REPLICAS: a lease counts once replicas confirm it
             "evalsha",
             "script|load",
             "multi",
@@ -81,12 +98,12 @@ ROLES: tuple[RoleAcl, ...] = (
             "xtrim",
         ),
         ("NS:*",),
-        ("NS:leader:released",),
+        ("NS:leader:released", "NS:leader:stepdown"),
     ),
     RoleAcl(
         "prober",
         (*_PROCESS, "xadd", "set"),
-        ("NS:health", "NS:region:health:*"),
+        ("NS:health", "NS:region:health:*", *_MEMBER_KEYS),
     ),
     RoleAcl(
         "producer",
@@ -96,15 +113,54 @@ ROLES: tuple[RoleAcl, ...] = (
     ),
     RoleAcl(
         "executor",
-        (*_PROCESS, "xgroup|create", "xreadgroup", "xack", "xautoclaim", "xadd"),
-        ("NS:decisions", "NS:events", "NS:executor:*"),
-        note="follows NS:decisions with its own group; provisional until the executor lands",
+        (
+            *_PROCESS,
+            "evalsha",
+            "script|load",
+            "xgroup|create",
+            "xreadgroup",
+            "xack",
+            "xautoclaim",
+            "xinfo|groups",
+            "exists",
+            "hmget",
+            # called inside the executor_begin / executor_settle scripts
+            "time",
+            "hget",
+            "hincrby",
+            "xrange",
+            "xadd",
+            "rpush",
+            "llen",
+            "lpop",
+        ),
+        ("NS:decisions", "NS:events", "NS:executor:*", *_MEMBER_KEYS),
+        note="follows NS:decisions with its own group; not yet run under it by the suite",
     ),
     RoleAcl(
         "operator",
-        (*_SNAPSHOT, "info", "mget", "xread", "xadd", "xdel"),
+        (
+            *_SNAPSHOT,
+            "info",
+            "mget",
+            "xread",
+            "xadd",
+            "xdel",
+            "hget",
+            "exists",
+            "zrangebyscore",
+            "hgetall",
+            "publish",
+            # `members` prunes the fleet index of long-gone entries (one MULTI)
+            "multi",
+            "exec",
+            "zrem",
+            "hdel",
+        ),
         ("NS:*",),
-        note="failoverctl; `dlq replay`/`emit` write, everything else reads",
+        ("NS:leader:stepdown",),
+        note="failoverctl; `dlq replay`/`emit`/`pause`/`config set` write, `step-down` publishes,"
+        " everything else reads",
     ),
     RoleAcl(
         "lagmon",
@@ -114,13 +170,13 @@ ROLES: tuple[RoleAcl, ...] = (
     ),
     RoleAcl(
         "bridge",
-        (*_PROCESS, "multi", "exec", "xadd"),
-        ("NS:health", "NS:events"),
+        (*_PROCESS, "xadd"),
+        ("NS:health", "NS:events", *_MEMBER_KEYS),
     ),
     RoleAcl(
         "mirror",
         (*_PROCESS, "xgroup|create", "xreadgroup", "xack", "xautoclaim"),
-        ("NS:decisions",),
+        ("NS:decisions", *_MEMBER_KEYS),
     ),
 )
 BY_ROLE = {acl.role: acl for acl in ROLES}
@@ -137,7 +193,7 @@ def setuser_rules(role: str, namespace: str) -> list[str]:
     """The ``ACL SETUSER <user>`` rules of ``role`` (without ``on`` and the password)."""
     acl = BY_ROLE[role]
     rules = ["resetkeys", "resetchannels", "-@all"]
-    rules += [f"+{command}" for command in acl.commands]
+    rules += [f"+{command}" for command in dict.fromkeys(acl.commands)]
     rules += [f"~{_pattern(key, namespace)}" for key in acl.keys]
     rules += [f"&{_pattern(channel, namespace)}" for channel in acl.channels]
     return rules
