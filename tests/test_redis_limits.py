@@ -94,7 +94,9 @@ def r(own_redis_server: RedisServer) -> Iterator[redis.Redis]:
 def test_finding_7_oom_under_noeviction_is_retried_by_every_process_and_nothing_is_lost(
     own_redis_server: RedisServer, r: redis.Redis, workers: list[WorkerProcess]
 ) -> None:
-    _fleet(own_redis_server.url, workers)
+    # DEBUG: each retried attempt is logged there (at INFO an outage is rate-limited, and a
+    # short one may end before its line), and the test checks the OOM was retried.
+    _fleet(own_redis_server.url, workers, FAILOVER_LOG_LEVEL="DEBUG")
     wait_for_sync(lambda: r.exists(KEYS.leader) == 1, 20, "a leader")
     accepted = _produce(r, 200)
     wait_for_sync(lambda: _backlog(r) == 0, 20, "the first entries applied")
