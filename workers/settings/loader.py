@@ -18,17 +18,8 @@ import msgspec
 from schemas.errors import ConfigError
 from streams.connection import RedisTarget, parse_sentinels, redact, validate_url, with_tls_files
 from workers.settings.rules import RULES
-from workers.settings.table import (
-    ALL,
-    BY_ENV,
-    PREFIX,
-    ROLE_KEY,
-    TABLE,
-    Derived,
-    Setting,
-    check_role,
-    static_defaults,
-)
+from workers.settings.setting import ALL, PREFIX, ROLE_KEY, Derived, Setting, check_role
+from workers.settings.table import BY_ENV, TABLE, static_defaults
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TRUE = {"1", "true", "yes", "on"}
