@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from schemas.errors import ConfigError
-from workers.coordinator.elector import ElectorTiming
+from workers.coordinator.leadership import ElectorTiming
 from workers.settings import (
     DEFAULT_REDIS_URL,
     DEFAULTS,

@@ -44,14 +44,15 @@ from schemas.errors import GroupMissing
 from schemas.events import LeaderChanged
 from streams.cancel import reraise_lost_cancel
 from streams.commit import Batch, Committed, Committer, Fenced
-from streams.connection import Client, call
+from streams.connection import Client
 from streams.errors import translated
 from streams.group import ZERO_ID, ConsumerGroup, RawRead
 from streams.keys import Keys, StateField
+from streams.retry import call
 from streams.state import read_policy_state
-from workers.coordinator.elector import Leadership
 from workers.coordinator.intake import Intake, Run
 from workers.coordinator.journal import ConfigWatcher, Journal
+from workers.coordinator.leadership import Leadership
 from workers.monitor.metrics import CoordinatorMetrics
 from workers.policy.apply import DELETED, Applier, Outcome, stamp
 from workers.policy.rules import Policy

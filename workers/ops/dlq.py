@@ -17,9 +17,10 @@ from schemas.codec import decode_entry, fields_from_raw
 from schemas.errors import DecodeError
 from schemas.events import DeadLetter
 from streams import dlq
-from streams.connection import Client, call
+from streams.connection import Client
 from streams.keys import Keys
 from streams.replies import text
+from streams.retry import call
 
 ReplayResult = Literal["replayed", "missing", "changed", "invalid"]
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from schemas.errors import ConfigError
-from streams.connection import RedisTarget, parse_sentinels, redact, validate_url, with_tls_files
+from streams.address import RedisTarget, parse_sentinels, redact, validate_url, with_tls_files
 from workers.settings.rules import RULES
 from workers.settings.setting import ALL, PREFIX, ROLE_KEY, Derived, Setting, check_role
 from workers.settings.table import BY_ENV, TABLE, static_defaults

@@ -5,7 +5,7 @@ Three blocks, each placed in the table by :mod:`workers.settings.table`.
 
 from __future__ import annotations
 
-from streams.connection import parse_sentinels
+from streams.address import parse_sentinels
 from workers.settings.setting import EVERY, no_space, text_row
 
 
