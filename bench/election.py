@@ -39,11 +39,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.phases import Phases
-from streams.connection import call, connect
+from streams.connection import connect
 from streams.keys import Keys
 from streams.lease import Acquired, Lease, make_owner_id
+from streams.retry import call
 from streams.server import RedisServer
-from workers.coordinator.elector import DemotionReason, Elector, ElectorTiming, Leadership
+from workers.coordinator.elector import Elector
+from workers.coordinator.leadership import DemotionReason, ElectorTiming, Leadership
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -52,7 +52,7 @@ from streams.group import split_id
 from streams.keys import GROUP, Keys
 from streams.lease import Acquired, Lease
 from streams.server import RedisServer
-from workers.coordinator.elector import Leadership
+from workers.coordinator.leadership import Leadership
 from workers.coordinator.pipeline import LeaderPipeline
 from workers.settings import load_settings
 

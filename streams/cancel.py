@@ -6,7 +6,7 @@ cancelled in the same loop iteration as the send completes (CPython gh-86296, fi
 3.12). A cancelled task can thus carry on as if nothing happened, at any Redis command, not
 only long blocking ones. The task's ``cancelling()`` count still remembers the request, so
 code that talks to Redis re-raises it (:func:`reraise_lost_cancel`, also done by
-:func:`streams.connection.call` after every operation), and code that stops tasks cancels
+:func:`streams.retry.call` after every operation), and code that stops tasks cancels
 again until they have ended (:func:`cancel_and_wait`).
 """
 

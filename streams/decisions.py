@@ -2,7 +2,7 @@
 following from an id) or through a consumer group of the reader's own
 (:class:`DecisionsGroup`: the mirror, an executor), at least once and in order.
 
-A plain read is one round trip (run it under :func:`streams.connection.call`); Redis errors
+A plain read is one round trip (run it under :func:`streams.retry.call`); Redis errors
 come out translated (:mod:`streams.errors`). Unlike the leader's fenced group on the input
 streams, any number of readers share one decisions group: a reader gets the entries it
 holds and has not acked again, in order, before anything newer, and entries another
@@ -18,11 +18,12 @@ from typing import Any, TypeAlias
 
 import redis.exceptions as rex
 
-from streams.connection import Client, call
+from streams.connection import Client
 from streams.errors import translated
 from streams.history import read_all, read_last, read_page
 from streams.keys import Keys
 from streams.replies import Entry
+from streams.retry import call
 
 Decision: TypeAlias = tuple[bytes, dict[bytes, bytes] | None]
 """A decision read through a group: id and fields (None if trimmed while pending)."""

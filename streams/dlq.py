@@ -3,7 +3,7 @@
 Replay is ``streams/lua/dlq_replay.lua``: the original fields are appended back onto their
 source stream and the dead letter deleted in one atomic step, and only if it is still there
 with the same ``data``, so two operators replaying at once cannot duplicate it. Each
-function is one round trip (run it under :func:`streams.connection.call`).
+function is one round trip (run it under :func:`streams.retry.call`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Code outside ``streams/`` catches only those: :class:`~schemas.errors.GroupMissi
 vanished consumer group, :class:`~schemas.errors.RedisRefused` for any other error reply
 that trying again will not fix, :class:`~schemas.errors.RedisUnavailable` for an outage.
 :func:`translated` lets a transient error (connection lost, LOADING, ...) pass unchanged:
-it is :func:`streams.connection.call`'s to retry, and ``call`` raises RedisUnavailable
+it is :func:`streams.retry.call`'s to retry, and ``call`` raises RedisUnavailable
 when it gives up. So translation may sit inside an operation ``call`` retries, or around it.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import redis.exceptions as rex
 
 from schemas.errors import GroupMissing, RedisRefused, RedisUnavailable
-from streams.connection import is_retriable
+from streams.retry import is_retriable
 
 
 def translate(exc: BaseException) -> BaseException:
@@ -40,7 +40,7 @@ def translate(exc: BaseException) -> BaseException:
 @contextlib.contextmanager
 def translated() -> Iterator[None]:
     """Re-raise a redis-py error leaving the block as the project's (chained); not a
-    transient one, which stays for :func:`~streams.connection.call` to retry."""
+    transient one, which stays for :func:`~streams.retry.call` to retry."""
     try:
         yield
     except rex.RedisError as exc:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from functools import partial
 from typing import cast
 
-from streams.connection import Client, call
+from streams.connection import Client
 from streams.replies import Entry, text
+from streams.retry import call
 
 PAGE = 1000
 

@@ -17,10 +17,11 @@ import msgspec
 from schemas.errors import ScriptError
 from schemas.executor import DecisionRecord, ExecutorGroupState
 from streams import scripts
-from streams.connection import Client, call
+from streams.connection import Client
 from streams.errors import translated
 from streams.keys import Keys
 from streams.replies import text, text_or_none
+from streams.retry import call
 
 BeginAnswer = Literal["run", "wait", "settled", "stale", "duplicate", "crashed"]
 SettleKind = Literal["failover", "stale", "duplicate", "leader", "ignored"]

@@ -17,10 +17,11 @@ import logging
 import redis.exceptions as rex
 
 from streams.cancel import reraise_lost_cancel
-from streams.connection import Client, is_retriable
+from streams.connection import Client
 from streams.errors import translate, translated
 from streams.keys import Keys
 from streams.replies import text
+from streams.retry import is_retriable
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Appending entries to a stream, as every producer does (CLI, prober, demo, bridge).
 
 An entry is a wire value (encoded into its one ``data`` field) or fields already encoded.
-These are single round trips: run them under :func:`streams.connection.call` for retries.
+These are single round trips: run them under :func:`streams.retry.call` for retries.
 A retried append may land twice; a repeated ``event_id`` makes the copy a duplicate the
 policy ignores.
 """

@@ -19,7 +19,8 @@ from streams.cancel import cancel_and_wait
 from streams.connection import connect
 from streams.keys import Keys
 from streams.lease import Acquired, Held, make_owner_id
-from workers.coordinator.elector import DemotionReason, Elector, ElectorTiming, Leadership
+from workers.coordinator.elector import Elector
+from workers.coordinator.leadership import DemotionReason, ElectorTiming, Leadership
 
 
 @dataclass
@@ -148,7 +149,7 @@ class Fleet:
         """Cancel ``run`` without release (a crash); return when it had finished."""
         assert member.task is not None
         # cancel_and_wait: a cancel that lands while run() is inside a Redis command can be
-        # lost on Python 3.11 (see streams.connection); it is then sent again.
+        # lost on Python 3.11 (see streams.retry); it is then sent again.
         await cancel_and_wait(member.task)
         ended = time.monotonic()
         self._close(member.owner, "crash", member.elector.renewed_at)

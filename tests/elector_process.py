@@ -17,7 +17,8 @@ import time
 from streams.connection import connect
 from streams.keys import Keys
 from streams.lease import make_owner_id
-from workers.coordinator.elector import DemotionReason, Elector, ElectorTiming, Leadership
+from workers.coordinator.elector import Elector
+from workers.coordinator.leadership import DemotionReason, ElectorTiming, Leadership
 
 
 def _emit(event: str, **fields: object) -> None:

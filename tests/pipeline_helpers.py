@@ -16,7 +16,7 @@ from schemas.codec import decode_entry, encode_entry
 from schemas.events import DeadLetter, FailoverDecision, HealthEvent, LeaderChanged
 from streams.keys import GROUP, Keys
 from streams.lease import Acquired, Lease
-from workers.coordinator.elector import Leadership
+from workers.coordinator.leadership import Leadership
 from workers.coordinator.pipeline import LeaderPipeline
 from workers.settings import Settings, load_settings
 

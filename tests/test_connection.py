@@ -1,4 +1,5 @@
-"""streams.connection: URL redaction and validation, error classification, the retry policy.
+"""streams.address and streams.retry: URL redaction and validation, error classification,
+the retry policy.
 
 The retry tests run against real servers that are paused (SIGSTOP), killed and restarted.
 """
@@ -21,14 +22,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.errors import ConfigError, RedisUnavailable
+from streams.address import redact, validate_url
 from streams.cancel import cancel_and_wait
-from streams.connection import (
-    call,
-    connect,
-    is_retriable,
-    redact,
-    validate_url,
-)
+from streams.connection import connect
+from streams.retry import call, is_retriable
 from streams.server import RedisServer
 
 SECRET = "hunter2-Sekr3t"

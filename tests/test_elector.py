@@ -22,7 +22,8 @@ from streams.lease import Acquired, Held, Lease
 from streams.server import RedisServer
 from tests.elector_fleet import Fleet, refusals
 from tests.waiting import wait_for
-from workers.coordinator.elector import DemotionReason, Elector, ElectorTiming, Leadership
+from workers.coordinator.elector import Elector
+from workers.coordinator.leadership import DemotionReason, ElectorTiming, Leadership
 
 FAST = ElectorTiming(
     ttl_ms=600,

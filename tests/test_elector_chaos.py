@@ -27,7 +27,7 @@ from streams.keys import Keys
 from streams.server import RedisServer
 from tests.elector_fleet import Fleet, Member, Term, refusals
 from tests.waiting import wait_for
-from workers.coordinator.elector import ElectorTiming
+from workers.coordinator.leadership import ElectorTiming
 
 pytestmark = pytest.mark.chaos
 

@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from streams.connection import call, connect
+from streams.connection import connect
 from streams.keys import Keys
 from streams.lease import Acquired, Held, Lease, LeaseInfo, make_owner_id, read_lease
+from streams.retry import call
 from streams.server import RedisServer
 
 TTL_MS = 5000

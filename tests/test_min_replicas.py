@@ -8,11 +8,13 @@ import logging
 import pytest
 import redis.asyncio as aioredis
 
-from streams.connection import RedisTarget, connect
+from streams.address import RedisTarget
+from streams.connection import connect
 from streams.keys import Keys
 from streams.lease import Acquired, Lease, Unconfirmed
 from streams.replica_set import ReplicaSet
-from workers.coordinator.elector import Elector, ElectorTiming, Leadership
+from workers.coordinator.elector import Elector
+from workers.coordinator.leadership import ElectorTiming, Leadership
 
 TIMING = ElectorTiming(
     ttl_ms=1500,

@@ -96,7 +96,8 @@ def test_bad_settings_exit_2_with_one_line_per_bad_value() -> None:
 def test_unreachable_redis_is_one_line_and_exit_1() -> None:
     proc = _script(
         """
-        from streams.connection import call, connect
+        from streams.connection import connect
+        from streams.retry import call
 
         async def amain(settings, stop):
             redis = connect(settings.redis_url)

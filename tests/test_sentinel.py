@@ -19,9 +19,11 @@ import redis.exceptions as rex
 from schemas.codec import decode_entry
 from schemas.errors import RedisUnavailable
 from schemas.events import LeaderChanged
-from streams.connection import RedisTarget, call, connect, is_retriable, parse_sentinels
+from streams.address import RedisTarget, parse_sentinels
+from streams.connection import connect
 from streams.keys import Keys
 from streams.replica_set import ReplicaSet
+from streams.retry import call, is_retriable
 from streams.server import RedisServer
 from tests.waiting import wait_for
 from tests.worker_process import ROOT, WorkerProcess

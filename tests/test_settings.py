@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from schemas.errors import ConfigError
-from workers.coordinator.elector import ElectorTiming
+from workers.coordinator.leadership import ElectorTiming
 from workers.settings import (
     DEFAULT_REDIS_URL,
     DEFAULTS,
@@ -28,7 +28,8 @@ from workers.settings import (
 )
 from workers.settings.__main__ import main as settings_main
 from workers.settings.docs import readme_table
-from workers.settings.table import BY_ENV, TABLE, Setting
+from workers.settings.setting import Setting
+from workers.settings.table import BY_ENV, TABLE
 
 BASE = {"FAILOVER_REGIONS": "eu-west-1,us-east-1"}
 SECRET = "hunter2-Sekr3t"

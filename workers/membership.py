@@ -20,10 +20,11 @@ from importlib import metadata
 
 from schemas.errors import FailoverError
 from schemas.members import Heartbeat
-from streams.connection import Client, call, connect
+from streams.connection import Client, connect
 from streams.keys import Keys
 from streams.lease import make_owner_id
 from streams.members import forget, prune, read_leader, write_heartbeat
+from streams.retry import call
 from workers.settings import Settings
 
 log = logging.getLogger("workers.membership")

@@ -24,7 +24,8 @@ from streams.connection import connect
 from streams.keys import Keys
 from streams.lease import make_owner_id
 from streams.memory import eviction_refusal, evicts_any_key, maxmemory_policy
-from workers.coordinator.elector import Elector, ElectorTiming, Leadership
+from workers.coordinator.elector import Elector
+from workers.coordinator.leadership import ElectorTiming, Leadership
 from workers.coordinator.pipeline import LeaderPipeline
 from workers.exposition import serve_settings
 from workers.monitor.metrics import CoordinatorMetrics

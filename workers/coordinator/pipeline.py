@@ -44,14 +44,16 @@ from schemas.errors import GroupMissing
 from schemas.events import LeaderChanged
 from streams.cancel import reraise_lost_cancel
 from streams.commit import Batch, Committed, Committer, Fenced
-from streams.connection import Client, call
+from streams.connection import Client
 from streams.errors import translated
-from streams.group import ZERO_ID, ConsumerGroup, RawRead
+from streams.group import ConsumerGroup, RawRead
 from streams.keys import Keys, StateField
+from streams.retry import call
 from streams.state import read_policy_state
-from workers.coordinator.elector import Leadership
 from workers.coordinator.intake import Intake, Run
 from workers.coordinator.journal import ConfigWatcher, Journal
+from workers.coordinator.leadership import Leadership
+from workers.coordinator.upkeep import claim_pending, trim_input
 from workers.monitor.metrics import CoordinatorMetrics
 from workers.policy.apply import DELETED, Applier, Outcome, stamp
 from workers.policy.rules import Policy
@@ -206,17 +208,9 @@ class LeaderPipeline:
 
     async def _trim(self) -> bool:
         """Bound the input streams by the retention; False when fenced."""
-        removed = await self._io(lambda: self.group.trim(self._retention_ms), "trim")
-        if isinstance(removed, Fenced):
-            return False
-        if removed:
-            log.info(
-                "trimmed %s acked input entries older than %sms epoch=%s",
-                removed,
-                self._retention_ms,
-                self.epoch,
-            )
-        return True
+        return await trim_input(
+            self._io, self.group, retention_ms=self._retention_ms, epoch=self.epoch
+        )
 
     async def _wait(self, block_ms: int) -> None:
         await self._io(lambda: self.group.wait(self.intake.seen, block_ms), "wait")
@@ -270,37 +264,18 @@ class LeaderPipeline:
 
     async def _claim(self) -> bool:
         """Take every entry pending in the group, in id order per stream; prune consumers."""
-        for stream in range(len(self._streams)):
-            cursor: bytes | None = ZERO_ID
-            while cursor is not None:
-                cursor = await self._claim_page(stream, cursor)
-                if cursor == b"":
-                    log.warning("fenced while claiming pending entries epoch=%s", self.epoch)
-                    return False
-        claimed = sum(len(buf) for buf in self.intake.buffers)
-        self.stats.claimed = claimed
-        if claimed or self.intake.orphans:
-            log.warning(
-                "claimed %s pending entries of earlier leaders (%s deleted while pending) epoch=%s",
-                claimed,
-                len(self.intake.orphans),
-                self.epoch,
-            )
-        pruned = await self._io(self.group.prune, "prune consumers")
-        if isinstance(pruned, Fenced):
-            return False
-        if pruned:
-            log.info("deleted %s empty consumers of earlier leaders", pruned)
-        self.intake.seen = await self._io(self.group.last_delivered, "read group position")
-        return True
 
-    async def _claim_page(self, stream: int, cursor: bytes) -> bytes | None:
-        """Claim one page; the next cursor, None when done, ``b""`` when fenced."""
-        page = await self._io(lambda: self.group.claim(stream, cursor, self._count), "claim")
-        if isinstance(page, Fenced):
-            return b""
-        self.intake.add_claimed(stream, page.entries, page.deleted)
-        return None if page.done else page.cursor
+        def record(claimed: int) -> None:
+            self.stats.claimed = claimed
+
+        return await claim_pending(
+            self._io,
+            self.group,
+            self.intake,
+            count=self._count,
+            epoch=self.epoch,
+            on_claimed=record,
+        )
 
     # -- one round ----------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from types import TracebackType
 import aiohttp
 
 from schemas.events import FailoverDecision
-from streams.connection import redact
+from streams.address import redact
 from workers.executor.outcome import Outcome, Permanent, Transient, with_retries
 from workers.executor.signature import (
     DECISION_ID_HEADER,

@@ -24,11 +24,12 @@ import time
 
 from schemas.codec import DATA_FIELD
 from schemas.errors import ConfigError, FailoverError, RedisUnavailable
-from streams.connection import Client, call, connect, ping
+from streams.connection import Client, connect, ping
 from streams.kafka import LIBRARY_LOGGERS, ensure_topics, security_of
 from streams.kafka_source import KafkaSource, SourceRecord
 from streams.keys import Keys
 from streams.producer import append_many
+from streams.retry import call
 from workers.exposition import serve_settings
 from workers.kafka.metrics import BridgeMetrics
 from workers.runtime import exit_now, redis_outage, run

@@ -14,9 +14,10 @@ import time
 
 from schemas.errors import RedisUnavailable
 from schemas.lag import LagReport
-from streams.connection import Client, call, connect
+from streams.connection import Client, connect
 from streams.keys import Keys
 from streams.lag import LagSampler
+from streams.retry import call
 from workers.exposition import serve_settings
 from workers.monitor.lag_status import GroupSample, LagWindow, Verdict
 from workers.monitor.metrics import LagMetrics, decode_summary

@@ -19,8 +19,8 @@ from typing import Any, TextIO
 import msgspec
 
 from schemas.errors import ConfigError, RedisRefused, RedisUnavailable
+from streams.address import redact, validate_url
 from streams.cancel import cancel_and_wait
-from streams.connection import redact, validate_url
 from streams.errors import translated
 from workers.exposition import version
 from workers.ops.commands import COMMANDS, EVENT_TYPES

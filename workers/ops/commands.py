@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 import uuid
@@ -28,7 +27,7 @@ from streams.decisions import DecisionsReader
 from streams.producer import append
 from streams.replies import text
 from workers.ops.context import EXIT_FAILED, EXIT_OK, Context, iso
-from workers.ops.dlq import drop_dead_letters, list_dead_letters, replay_dead_letters
+from workers.ops.dlq import cmd_dlq_drop, cmd_dlq_list, cmd_dlq_replay
 from workers.ops.explain import cmd_explain
 from workers.ops.members import cmd_members, cmd_step_down
 from workers.ops.policyctl import (
@@ -204,68 +203,6 @@ async def cmd_decisions(ctx: Context) -> int:
         for entry_id, fields in page:
             _show_decision(ctx, entry_id, fields)
             cursor = text(entry_id)
-
-
-# -- dead letters ---------------------------------------------------------------------
-
-
-async def cmd_dlq_list(ctx: Context) -> int:
-    """List dead letters: where they came from, why, and the raw entry."""
-    rows = await list_dead_letters(
-        ctx.redis, ctx.keys, count=ctx.args.count, deadline_s=ctx.deadline_s
-    )
-    if ctx.args.json:
-        ctx.emit_json(
-            [{"id": r.id, "age_s": r.age_s, **msgspec.to_builtins(r.letter)} if r.letter
-             else {"id": r.id, "error": r.error} for r in rows]
-        )  # fmt: skip
-        return EXIT_OK
-    if not rows:
-        ctx.print("no dead letters")
-    for row in rows:
-        letter = row.letter
-        if letter is None:
-            ctx.print(f"{row.id}  {row.error}")
-            continue
-        raw = json.dumps(letter.raw)
-        raw = raw if len(raw) <= 80 else raw[:77] + "..."
-        ctx.print(
-            f"{row.id}  {row.age_s:.0f}s ago  {letter.stream} {letter.entry_id}"
-            f"  deliveries={letter.deliveries}  {letter.reason}  raw={raw}"
-        )
-    return EXIT_OK
-
-
-async def cmd_dlq_replay(ctx: Context) -> int:
-    """Put dead letters back on their source stream and remove them, atomically, one by one."""
-    a = ctx.args
-    if a.all == bool(a.ids):
-        raise ConfigError("give dead letter ids, or --all (not both)")
-    ids = None if a.all else [parse_id(i, what="dead letter id") for i in a.ids]
-    results = await replay_dead_letters(ctx.redis, ctx.keys, ids, deadline_s=ctx.deadline_s)
-    if a.json:
-        ctx.emit_json(msgspec.to_builtins(results))
-    else:
-        for r in results:
-            if r.result == "replayed":
-                ctx.print(f"{r.id}  replayed onto {r.stream} as {r.new_id}")
-            else:
-                ctx.print(f"{r.id}  not replayed: {r.reason or r.result}")
-        if not results:
-            ctx.print("no dead letters")
-    return EXIT_OK if all(r.result == "replayed" for r in results) else EXIT_FAILED
-
-
-async def cmd_dlq_drop(ctx: Context) -> int:
-    """Delete dead letters for good."""
-    ids = [parse_id(i, what="dead letter id") for i in ctx.args.ids]
-    dropped = await drop_dead_letters(ctx.redis, ctx.keys, ids, deadline_s=ctx.deadline_s)
-    if ctx.args.json:
-        ctx.emit_json([{"id": i, "dropped": d} for i, d in zip(ids, dropped, strict=True)])
-    else:
-        for i, d in zip(ids, dropped, strict=True):
-            ctx.print(f"{i}  {'dropped' if d else 'not found'}")
-    return EXIT_OK if all(dropped) else EXIT_FAILED
 
 
 # -- replay ---------------------------------------------------------------------------

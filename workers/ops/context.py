@@ -8,8 +8,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from streams.connection import Client, call, connect
+from streams.connection import Client, connect
 from streams.keys import Keys
+from streams.retry import call
 from workers.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

@@ -28,10 +28,11 @@ import msgspec
 from schemas.codec import CLOCK_AHEAD, MAX_DATA_BYTES
 from schemas.errors import ConfigError
 from schemas.state import PlannedFailover, PolicySummary
-from streams.connection import Client, call
+from streams.connection import Client
 from streams.history import read_all, read_page
 from streams.keys import Keys
 from streams.replies import text
+from streams.retry import call
 from workers.policy.apply import INPUT_KINDS, Applier, Outcome
 from workers.policy.rules import Policy
 from workers.policy.state import PolicyConfig

@@ -18,11 +18,12 @@ from schemas.errors import DecodeError
 from schemas.executor import ExecutorGroupState
 from schemas.lag import LagReport
 from schemas.state import PolicySummary, RegionSnapshot
-from streams.connection import Client, call
+from streams.connection import Client
 from streams.keys import Keys
 from streams.lag import LagSampler
 from streams.ledger import read_groups
 from streams.memory import evicts_any_key, maxmemory_policy
+from streams.retry import call
 from streams.snapshots import read_snapshots
 from workers.monitor.lag_status import GroupSample, Verdict, evaluate_instant, worst
 from workers.settings import Settings

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from schemas.state import ProbeResult
-from streams.connection import redact
+from streams.address import redact
 from workers.exposition import process_registry
 from workers.settings import ProbeTarget
 

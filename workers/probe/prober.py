@@ -22,9 +22,11 @@ from urllib.parse import unquote, urlsplit
 from schemas.errors import ConfigError, RedisUnavailable
 from schemas.events import HealthEvent, Status
 from schemas.state import ProbeResult, RegionSnapshot
-from streams.connection import Client, call, connect, redact
+from streams.address import redact
+from streams.connection import Client, connect
 from streams.keys import Keys
 from streams.producer import append_many
+from streams.retry import call
 from streams.snapshots import write_snapshots
 from workers.exposition import serve_settings
 from workers.probe.metrics import ProberMetrics

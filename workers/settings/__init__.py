@@ -1,8 +1,11 @@
 """Process settings from ``FAILOVER_*`` variables (DESIGN §7), all declared in one table.
 
-- :mod:`.table`: every variable's type, default, bounds, unit, help and the roles reading it;
+- :mod:`.table`: every variable's type, default, bounds, unit, help and the roles reading it
+  (rows in :mod:`.redis_rows`, :mod:`.coordinator_rows`, :mod:`.edge_rows`; row type,
+  roles and checks in :mod:`.setting`);
 - :mod:`.rules`: the rules relating several variables;
-- :mod:`.loader`: :class:`Settings` and :func:`load_settings` (one role's variables only);
+- :mod:`.loader`: :class:`Settings` and :func:`load_settings` (one role's variables only),
+  each value parsed by :mod:`.parsers`;
 - :mod:`.docs`: :func:`help_text` for a process's ``--help`` and :func:`markdown_table` for
   the README.
 """
@@ -15,13 +18,13 @@ from workers.settings.loader import (
     DEFAULTS,
     ExecutorSettings,
     KafkaSettings,
-    ProbeTarget,
     Settings,
     load_settings,
     read_setting,
 )
+from workers.settings.parsers import ProbeTarget
 from workers.settings.rules import lease_timing_problems
-from workers.settings.table import ALL, MAX_DURATION_MS, MIN_REELECT_MS, PREFIX, ROLES
+from workers.settings.setting import ALL, MAX_DURATION_MS, MIN_REELECT_MS, PREFIX, ROLES
 
 __all__ = [
     "ALL",

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from workers.settings.docs import help_text, markdown_table, write_readme
-from workers.settings.table import ALL, ROLES
+from workers.settings.setting import ALL, ROLES
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from workers.settings.table import HOUR_MS, ROLES, TABLE, Derived, Setting, check_role
+from workers.settings.setting import HOUR_MS, ROLES, Derived, Setting, check_role
+from workers.settings.table import TABLE
 
 
 def _plain(text: str) -> str:

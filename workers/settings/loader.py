@@ -8,31 +8,18 @@ rule it breaks; passwords never appear in the text (URLs are redacted).
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
 
 from schemas.errors import ConfigError
-from streams.connection import RedisTarget, parse_sentinels, redact, validate_url, with_tls_files
+from streams.address import RedisTarget, parse_sentinels, redact, validate_url, with_tls_files
+from workers.settings.parsers import PARSERS, Invalid, ProbeTarget, raw_text
 from workers.settings.rules import RULES
-from workers.settings.table import (
-    ALL,
-    BY_ENV,
-    PREFIX,
-    ROLE_KEY,
-    TABLE,
-    Derived,
-    Setting,
-    check_role,
-    static_defaults,
-)
+from workers.settings.setting import ALL, PREFIX, ROLE_KEY, Derived, Setting, check_role
+from workers.settings.table import BY_ENV, TABLE, static_defaults
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 _STATIC = static_defaults()
 _BY_FIELD = {s.field: _STATIC[s.env] for s in TABLE}
 DEFAULT_REDIS_URL: str = _STATIC["REDIS_URL"]
@@ -40,13 +27,6 @@ DEFAULT_REDIS_URL: str = _STATIC["REDIS_URL"]
 
 def _default(field: str) -> Any:
     return _BY_FIELD[field]
-
-
-class ProbeTarget(msgspec.Struct, frozen=True):
-    """One endpoint the health prober checks for one region."""
-
-    region: str
-    url: str
 
 
 class KafkaSettings(msgspec.Struct, frozen=True):
@@ -191,150 +171,8 @@ def _masked_repr(obj: msgspec.Struct, masked: Mapping[str, object]) -> str:
     return f"{type(obj).__name__}({fields})"
 
 
-# -- parsing one value ----------------------------------------------------------------
-
-
-class _Invalid(Exception):
-    """A value breaks its row's rule; ``shown`` is the value to quote back (None: none)."""
-
-    def __init__(self, rule: str, shown: str | None = None) -> None:
-        super().__init__(rule)
-        self.rule, self.shown = rule, shown
-
-
-def _integer(row: Setting, text: str, _: Mapping[str, Any]) -> int:
-    what = "a whole number" + (" of milliseconds" if row.unit == "ms" else "")
-    if not re.fullmatch(r"[+-]?\d+", text):
-        raise _Invalid(f"must be {what}", text)
-    number = int(text)
-    if row.minimum is not None and number < row.minimum:
-        raise _Invalid(f"must be {what} >= {row.minimum}", text)
-    if row.maximum is not None and number > row.maximum:
-        raise _Invalid(f"must be {what} <= {row.maximum}", text)
-    return number
-
-
-def _text(row: Setting, text: str, _: Mapping[str, Any]) -> str:
-    if row.check is not None and not row.check(text):
-        raise _Invalid(row.rule, text)
-    return text
-
-
-def _boolean(_row: Setting, text: str, _: Mapping[str, Any]) -> bool:
-    if text.lower() in _TRUE:
-        return True
-    if text.lower() in _FALSE:
-        return False
-    raise _Invalid("must be true or false", text)
-
-
-def _choice(row: Setting, text: str, _: Mapping[str, Any]) -> str:
-    # Case does not matter to a person typing `debug` or `JSON`; the choice's own spelling
-    # is what the program sees.
-    by_case = {choice.casefold(): choice for choice in row.choices}
-    if text.casefold() in by_case and text not in row.choices:
-        return by_case[text.casefold()]
-    if text not in row.choices:
-        raise _Invalid(f"must be one of {', '.join(row.choices)}", text)
-    return text
-
-
-def _fraction(_row: Setting, text: str, _: Mapping[str, Any]) -> float:
-    if not re.fullmatch(r"\d+(\.\d+)?|\.\d+", text) or not 0 <= float(text) <= 1:
-        raise _Invalid("must be a decimal number from 0 to 1", text)
-    return float(text)
-
-
-def _names(_row: Setting, text: str, _: Mapping[str, Any]) -> tuple[str, ...]:
-    names = tuple(part.strip() for part in text.split(","))
-    if not all(0 < len(n) <= 256 and not any(c.isspace() for c in n) for n in names):
-        raise _Invalid("must be comma-separated names without spaces (no empty entries)", text)
-    return tuple(dict.fromkeys(names))
-
-
-def _url(_row: Setting, text: str, _: Mapping[str, Any]) -> str:
-    try:
-        validate_url(text)
-    except ConfigError as exc:  # its message is already redacted; never quote the URL
-        raise _Invalid(str(exc)) from None
-    return text
-
-
-def _regions(_row: Setting, text: str, _: Mapping[str, Any]) -> tuple[str, ...]:
-    regions = tuple(part.strip() for part in text.split(","))
-    if not all(_NAME.match(r) for r in regions):
-        rule = "each region must be 1-64 letters, digits, '.', '_' or '-' (no empty entries)"
-        raise _Invalid(rule, text)
-    dupes = sorted({r for r in regions if regions.count(r) > 1})
-    if dupes:
-        raise _Invalid(f"regions must be distinct, {', '.join(dupes)} repeated", text)
-    return regions
-
-
-def _targets(_row: Setting, text: str, values: Mapping[str, Any]) -> tuple[ProbeTarget, ...]:
-    regions = values["REGIONS"]
-    targets = []
-    for part in (p.strip() for p in text.split(",")):
-        region, sep, url = part.partition("=")
-        shown = f"{region}={redact(url)}" if sep else redact(part)
-        scheme = url.split("://", 1)[0] if "://" in url else ""
-        if not sep or not region or scheme not in ("http", "https", "tcp"):
-            rule = "entries must be region=http(s)://... or region=tcp://host:port"
-            raise _Invalid(rule, shown)
-        problem = _target_problem(url)
-        if problem:
-            raise _Invalid(problem, shown)
-        if regions and region not in regions:
-            rule = f"region {region!r} is not in {PREFIX}REGIONS"
-            raise _Invalid(rule, shown)
-        targets.append(ProbeTarget(region=region, url=url))
-    return tuple(targets)
-
-
-def _target_problem(url: str) -> str | None:
-    """Why ``url`` cannot be probed, or None: a target that can never answer must not
-    start a prober that reports its region unhealthy every round."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "the port must be a number from 1 to 65535"
-    if not parts.hostname:
-        return "a probe target needs a host"
-    if port == 0:
-        return "the port must be a number from 1 to 65535"
-    if parts.scheme == "tcp":
-        if port is None:
-            return "a tcp:// target needs a port (tcp://host:port)"
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
-            return "a tcp:// target is host:port only"
-    return None
-
-
-_PARSERS: dict[str, Callable[[Setting, str, Mapping[str, Any]], Any]] = {
-    "int": _integer,
-    "text": _text,
-    "bool": _boolean,
-    "choice": _choice,
-    "url": _url,
-    "regions": _regions,
-    "targets": _targets,
-    "fraction": _fraction,
-    "names": _names,
-}
-
-
 def _line(env: str, rule: str, shown: str | None = None) -> str:
     return f"{PREFIX}{env}: {rule}" + ("" if shown is None else f", got {shown!r}")
-
-
-def _raw(row: Setting, env: Mapping[str, str]) -> str | None:
-    value = env.get(row.name)
-    if row.kind == "secret":  # taken as is: a password may start or end with a space
-        return value or None
-    if value is None or value.strip() == "":
-        return None
-    return value.strip()
 
 
 # -- loading --------------------------------------------------------------------------
@@ -361,7 +199,7 @@ def load_settings(
     unset: list[Setting] = []
     rows = [row for row in TABLE if row.reads(role)]
     for row in rows:
-        text = _raw(row, source)
+        text = raw_text(row, source)
         if text is None:
             unset.append(row)
             if row.requires(role) or row.env in require:
@@ -369,10 +207,8 @@ def load_settings(
                 failed.add(row.env)
             continue
         try:
-            values[row.env] = (
-                text if row.kind == "secret" else _PARSERS[row.kind](row, text, values)
-            )
-        except _Invalid as bad:
+            values[row.env] = text if row.kind == "secret" else PARSERS[row.kind](row, text, values)
+        except Invalid as bad:
             errors.append(_line(row.env, bad.rule, bad.shown))
             failed.add(row.env)
     values[ROLE_KEY] = role
@@ -417,12 +253,12 @@ def read_setting(name: str, env: Mapping[str, str] | None = None) -> Any:
     row = BY_ENV[name]
     if isinstance(row.default, Derived):
         raise TypeError(f"{row.name} has a derived default: load it with load_settings")
-    text = _raw(row, os.environ if env is None else env)
+    text = raw_text(row, os.environ if env is None else env)
     if text is None:
         return row.default
     try:
-        return text if row.kind == "secret" else _PARSERS[row.kind](row, text, {})
-    except _Invalid as bad:
+        return text if row.kind == "secret" else PARSERS[row.kind](row, text, {})
+    except Invalid as bad:
         raise ConfigError(_line(row.env, bad.rule, bad.shown)) from None
 
 

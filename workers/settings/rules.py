@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from workers.settings.table import MIN_REELECT_MS, PREFIX, Values
+from workers.settings.setting import MIN_REELECT_MS, PREFIX, Values
 
 Problem = tuple[str, str, object]  # (variable without prefix, rule broken, offending value)
 
