@@ -135,7 +135,7 @@ ROLES: tuple[RoleAcl, ...] = (
             "lpop",
         ),
         ("NS:decisions", "NS:events", "NS:executor:*", *_MEMBER_KEYS),
-        note="follows NS:decisions with its own group; not yet run under it by the suite",
+        note="follows NS:decisions with its own group",
     ),
     RoleAcl(
         "operator",
