@@ -175,7 +175,7 @@ ROLES: tuple[RoleAcl, ...] = (
     ),
     RoleAcl(
         "mirror",
-        (*_PROCESS, "xgroup|create", "xreadgroup", "xack", "xautoclaim"),
+        (*_PROCESS, "xgroup|create", "xreadgroup", "xack", "xautoclaim", "xinfo|groups", "exists"),
         ("NS:decisions", *_MEMBER_KEYS),
     ),
 )

@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple
 
 import faust
+from aiokafka.errors import KafkaError
+from faust.exceptions import ConsumerNotStarted
 
 from streams.kafka import KafkaSecurity, aiokafka_security, split_bootstrap
 
@@ -127,6 +129,40 @@ class KafkaSource:
         except TimeoutError:
             return False
         return True
+
+    async def lag(self, timeout_s: float = 2.0) -> dict[tuple[str, int], int]:
+        """Records not yet committed, per assigned partition: the high watermark of the last
+        fetch minus the group's committed offset (from the start of the log when the group
+        has none). Partitions not fetched yet are left out; {} before :meth:`start`."""
+        if not self._app.started:
+            return {}
+        consumer = self._app.consumer
+        highs: dict[Any, int] = {}
+        for tp in consumer.assignment():
+            try:
+                # Cached from the last fetch response: no request. A rebalance in the
+                # consumer's thread between assignment() and here trips aiokafka's assert.
+                high = consumer.highwater(tp)
+            except (AssertionError, ConsumerNotStarted):
+                continue
+            if high is not None:
+                highs[tp] = high
+        # faust keeps the committed offset of each partition (read at assignment, moved at
+        # each commit); it has no public accessor. 0 reads as None there, as "none yet".
+        offsets: Mapping[Any, int | None] = getattr(consumer, "_committed_offset", {})
+        committed = {tp: offsets.get(tp) for tp in highs}
+        fresh = [tp for tp, offset in committed.items() if offset is None]
+        if fresh:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    committed.update(await consumer.earliest_offsets(*fresh))
+            except (TimeoutError, KafkaError, ConsumerNotStarted) as exc:
+                log.debug("bridge lag: earliest offsets unavailable: %s", exc)
+        return {
+            (tp.topic, tp.partition): max(high - offset, 0)
+            for tp, high in highs.items()
+            if (offset := committed.get(tp)) is not None
+        }
 
     def stop_reading(self) -> None:
         """Stop fetching; records buffered (never acked, so never committed) are dropped."""

@@ -137,28 +137,41 @@ class ExecutorLedger:
 
     async def lag(self) -> tuple[int | None, int]:
         """(entries not yet delivered to the group or None if Redis cannot tell, pending)."""
-        for state in await read_groups(self.redis, self.keys, deadline_s=self.deadline_s):
-            if state.group == self.group:
-                return state.lag, state.pending
-        return None, 0
+        return await group_lag(self.redis, self.keys, self.group, deadline_s=self.deadline_s)
 
 
 def _field(info: dict[Any, Any], name: str) -> Any:
     return info.get(name, info.get(name.encode()))
 
 
-async def read_groups(
-    redis: Client, keys: Keys, *, deadline_s: float = 2.0
-) -> list[ExecutorGroupState]:
-    """Every consumer group on ``NS:decisions`` with, for executor groups, their state."""
-
+async def _group_infos(redis: Client, keys: Keys, deadline_s: float) -> list[Any]:
+    # XINFO GROUPS only: what a reader of the stream (the mirror) may run under its ACL.
     async def groups() -> Any:
         with translated():
             if not await redis.exists(keys.decisions):
                 return []
             return await redis.xinfo_groups(keys.decisions)
 
-    infos = await call(groups, what="decision groups", deadline_s=deadline_s)
+    return list(await call(groups, what="decision groups", deadline_s=deadline_s))
+
+
+async def group_lag(
+    redis: Client, keys: Keys, group: str, *, deadline_s: float = 2.0
+) -> tuple[int | None, int]:
+    """(entries of ``NS:decisions`` not yet delivered to ``group``, None if Redis cannot
+    tell, e.g. after an XDEL; entries delivered and not yet acked); (None, 0) without it."""
+    for info in await _group_infos(redis, keys, deadline_s):
+        if text(_field(info, "name")) == group:
+            lag = _field(info, "lag")
+            return None if lag is None else int(lag), int(_field(info, "pending") or 0)
+    return None, 0
+
+
+async def read_groups(
+    redis: Client, keys: Keys, *, deadline_s: float = 2.0
+) -> list[ExecutorGroupState]:
+    """Every consumer group on ``NS:decisions`` with, for executor groups, their state."""
+    infos = await _group_infos(redis, keys, deadline_s)
     names = [text(_field(info, "name")) for info in infos]
 
     async def states() -> Any:

@@ -153,6 +153,10 @@ async def test_redis_outage_holds_offsets_and_skips_nothing(
             await asyncio.sleep(1.0)
             got = await committed(kafka_broker.bootstrap, group, topics.health, 1)
             assert got[0] == 10, f"offset advanced past records not in Redis: {got}"
+        # The consumer lag says so: 20 records fetched and not committed.
+        lag = f'failover_bridge_consumer_lag_records{{partition="0",topic="{topics.health}"}}'
+        lagging = f"{lag} 20.0"
+        await wait_for(lambda: _exposes(metrics_port, lagging), 10, "the bridge's lag at 20")
         own_redis_server.resume()
 
         await wait_for(lambda: have(30), 30, "the held records after the outage")
@@ -172,6 +176,7 @@ async def test_redis_outage_holds_offsets_and_skips_nothing(
         errors = re.search(r"^failover_bridge_write_errors_total (\S+)$", exposed, re.M)
         assert errors is not None and float(errors.group(1)) >= 1, exposed
         assert "failover_bridge_held_records 0.0" in exposed
+        await wait_for(lambda: _exposes(metrics_port, f"{lag} 0.0"), 10, "the bridge's lag at 0")
 
         # SIGTERM during an outage: exit 0 within the shutdown timeout, commit nothing
         # unwritten; the next bridge delivers the held records.
@@ -361,3 +366,11 @@ def test_security_settings_reach_aiokafka_and_faust() -> None:
     assert faust_credentials(KafkaSecurity()) is None
     tls = faust_credentials(KafkaSecurity(security_protocol="SSL"))
     assert tls is not None and tls.protocol.value == "SSL"  # type: ignore[attr-defined]
+
+
+async def _exposes(port: int, line: str) -> bool:
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    return line in (await asyncio.to_thread(scrape)).splitlines()

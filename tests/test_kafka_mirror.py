@@ -138,12 +138,22 @@ async def test_decisions_reach_kafka_keyed_in_order_and_acked(
     assert f"failover_mirror_decisions_total {float(len(entries))}" in exposed, exposed
     assert 'failover_mirror_errors_total{side="kafka"} 0.0' in exposed
     assert 'failover_build_info{role="mirror",' in exposed
+    await wait_for(
+        lambda: _exposes(port, "failover_mirror_lag_entries 0.0", "failover_mirror_pending 0.0"),
+        10,
+        "the lag gauges at 0 once all is mirrored",
+    )
     assert await mirrors[0].close() == len(entries)
 
 
 def _scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         return str(resp.read().decode())
+
+
+async def _exposes(port: int, *lines: str) -> bool:
+    exposed = await asyncio.to_thread(_scrape, port)
+    return all(line in exposed.splitlines() for line in lines)
 
 
 async def _none_pending(redis: aioredis.Redis, keys: Keys) -> bool:
@@ -160,7 +170,11 @@ async def test_acked_in_redis_only_after_kafka_acknowledged(
 ) -> None:
     broker = own_kafka_broker
     topics = await make_topics(broker.bootstrap, decisions=1)
-    mirror = MirrorTask(settings_for(broker, topics, redis_server.url, keys))
+    port = free_port()
+    settings = settings_for(
+        broker, topics, redis_server.url, keys, metrics_port=str(port), metrics_addr="127.0.0.1"
+    )
+    mirror = MirrorTask(settings)
     mirrors.append(mirror)
     await redis_client.xadd(keys.decisions, encode_entry(failover(1, "us")))
 
@@ -185,15 +199,28 @@ async def test_acked_in_redis_only_after_kafka_acknowledged(
         await wait_for(delivered_not_acked, 10, "the mirror to take both decisions")
         await asyncio.sleep(1.5)  # the point: nothing may be acked while Kafka is paused
         assert await pending(redis_client, keys) == 2, "acked before Kafka acknowledged"
+        # A decision arriving meanwhile waits undelivered: the lag gauges show both.
+        await redis_client.xadd(keys.decisions, encode_entry(failover(4, "eu", frm="us")))
+        gauges = ("failover_mirror_lag_entries 1.0", "failover_mirror_pending 2.0")
+        await wait_for(
+            lambda: _exposes(port, *gauges),
+            10,
+            "the mirror's lag gauges during the Kafka pause",
+        )
     finally:
         broker.proc.send_signal(18)  # SIGCONT
 
-    await wait_for(lambda: on_kafka(3), 30, "the held decisions on Kafka after the pause")
+    await wait_for(lambda: on_kafka(4), 30, "the held decisions on Kafka after the pause")
     await wait_for(lambda: _none_pending(redis_client, keys), 10, "the held decisions acked")
     values = [r.value for r in await read_topic(broker.bootstrap, topics.decisions)]  # type: ignore[attr-defined]
     assert sorted(set(values)) == sorted(
         encode_entry(failover(n, to, frm))[b"data"]
-        for n, to, frm in ((1, "us", "eu"), (2, "ap", "us"), (3, "us", "ap"))
+        for n, to, frm in ((1, "us", "eu"), (2, "ap", "us"), (3, "us", "ap"), (4, "eu", "us"))
+    )
+    await wait_for(
+        lambda: _exposes(port, "failover_mirror_lag_entries 0.0", "failover_mirror_pending 0.0"),
+        10,
+        "the lag gauges back at 0",
     )
     await mirror.close()
 

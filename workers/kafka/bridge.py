@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 WRITE_DEADLINE_S = 10.0
 """One retry round of a Redis write; after it the writer logs and starts another round."""
+LAG_SAMPLE_S = 1.0
 
 
 class RedisAppender:
@@ -148,7 +149,11 @@ async def run_bridge(settings: Settings, stop: asyncio.Event) -> bool:
             kafka.group,
             kafka.bootstrap,
         )
+        next_lag = time.monotonic()
         while not stop.is_set() and source.failure() is None and not writer.done():
+            if exporter is not None and time.monotonic() >= next_lag:
+                next_lag = time.monotonic() + LAG_SAMPLE_S
+                metrics.consumer_lag(await source.lag())
             try:
                 async with asyncio.timeout(0.5):
                     await stop.wait()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -31,6 +31,14 @@ class BridgeMetrics:
             "Records read from Kafka and not yet written to Redis",
             registry=r,
         )
+        self._lag = Gauge(
+            "failover_bridge_consumer_lag_records",
+            "Records of an assigned partition not yet committed by the bridge's group"
+            " (high watermark minus committed offset)",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self._lag_labels: set[tuple[str, str]] = set()
         for stream in streams:
             self._records.labels(stream)
 
@@ -45,6 +53,15 @@ class BridgeMetrics:
     def write_failed(self) -> None:
         """One attempt of a Redis write failed (it is retried)."""
         self._errors.inc()
+
+    def consumer_lag(self, lag: Mapping[tuple[str, int], int]) -> None:
+        """Set the lag of each assigned partition; partitions no longer assigned go away."""
+        labels = {(topic, str(partition)): n for (topic, partition), n in lag.items()}
+        for gone in self._lag_labels - labels.keys():
+            self._lag.remove(*gone)
+        for label, n in labels.items():
+            self._lag.labels(*label).set(n)
+        self._lag_labels = set(labels)
 
 
 class MirrorMetrics:
@@ -67,6 +84,16 @@ class MirrorMetrics:
         self._batch = Gauge(
             "failover_mirror_last_batch_size", "Decisions in the last mirrored batch", registry=r
         )
+        self._lag = Gauge(
+            "failover_mirror_lag_entries",
+            "Entries of the decisions stream not yet delivered to the mirror's group",
+            registry=r,
+        )
+        self._pending = Gauge(
+            "failover_mirror_pending",
+            "Decisions delivered to the mirror's group and not yet acknowledged by Kafka",
+            registry=r,
+        )
         for side in ("kafka", "redis"):
             self._errors.labels(side)
 
@@ -78,3 +105,9 @@ class MirrorMetrics:
     def failed(self, side: str) -> None:
         """An attempt failed on ``side`` (``kafka`` or ``redis``)."""
         self._errors.labels(side).inc()
+
+    def lag(self, entries: int | None, pending: int) -> None:
+        """Set the lag gauges from one sample of the group (entries None: Redis cannot tell)."""
+        if entries is not None:
+            self._lag.set(entries)
+        self._pending.set(pending)

@@ -29,9 +29,10 @@ from streams.kafka import LIBRARY_LOGGERS, ensure_topics, security_of
 from streams.kafka_sink import KafkaSink, SinkRecord
 from streams.keys import Keys
 from streams.lease import make_owner_id
+from streams.ledger import group_lag
 from workers.exposition import serve_settings
 from workers.kafka.metrics import MirrorMetrics
-from workers.runtime import redis_outage, run
+from workers.runtime import every, redis_outage, run
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 MIRROR_GROUP = "kafka-mirror"
 LEADER_KEY = b"leader"
 REDIS_DEADLINE_S = 10.0
+LAG_SAMPLE_S = 1.0
 
 
 def record_key(fields: dict[bytes, bytes]) -> bytes | None:
@@ -201,9 +203,10 @@ async def run_mirror(
     sink = new_sink(settings)
     try:
         await start_sink(sink)
+        group_keys = Keys(settings.namespace)
         group = DecisionsGroup(
             redis,
-            Keys(settings.namespace),
+            group_keys,
             MIRROR_GROUP,
             consumer,
             claim_idle_ms=kafka.session_timeout_ms if claim_idle_ms is None else claim_idle_ms,
@@ -221,7 +224,17 @@ async def run_mirror(
             kafka.bootstrap,
             kafka.idempotent,
         )
-        await mirror.run(stop)
+
+        async def sample_lag() -> None:
+            try:
+                metrics.lag(*await group_lag(redis, group_keys, MIRROR_GROUP))
+            except FailoverError as exc:  # the mirror's own loop reports the outage
+                log.debug("mirror: lag sample failed: %s", exc)
+
+        async with asyncio.TaskGroup() as tasks:
+            if exporter is not None:
+                tasks.create_task(every(LAG_SAMPLE_S, stop, sample_lag))
+            await mirror.run(stop)
         return mirror.mirrored
     finally:
         # Closing flushes what is in flight, bounded by the shutdown timeout (decisions
