@@ -15,21 +15,13 @@ import msgspec
 
 from schemas.errors import DecodeError
 from schemas.events import (
+    OPERATOR_EVENT_TYPES,
     AnyEntry,
-    ConfigChanged,
     DeadLetter,
-    Drain,
     Event,
-    FailoverCompleted,
     FailoverDecision,
-    FailoverFailed,
-    ForgetObserver,
     HealthEvent,
     LeaderChanged,
-    ManualFailover,
-    Pause,
-    Restore,
-    Resume,
 )
 
 # An entry larger than this is refused before parsing: no real event is near it, and a
@@ -53,17 +45,7 @@ Fields: TypeAlias = Sequence[tuple[bytes, bytes]] | Mapping[bytes, bytes]
 # Which entry types each stream may carry; a valid entry on the wrong stream is a dead letter.
 _ALLOWED: dict[str, tuple[type, ...]] = {
     "health": (HealthEvent,),
-    "events": (
-        FailoverCompleted,
-        FailoverFailed,
-        ManualFailover,
-        Drain,
-        Restore,
-        Pause,
-        Resume,
-        ConfigChanged,
-        ForgetObserver,
-    ),
+    "events": OPERATOR_EVENT_TYPES,
     "decisions": (LeaderChanged, FailoverDecision),
     "dlq": (DeadLetter,),
 }

@@ -149,6 +149,18 @@ FailoverEvent = FailoverCompleted | FailoverFailed | ManualFailover | Drain | Re
 ControlEvent = Pause | Resume | ConfigChanged | ForgetObserver
 OperatorEvent = FailoverEvent | ControlEvent
 """Everything ``NS:events`` may carry."""
+OPERATOR_EVENT_TYPES = (
+    FailoverCompleted,
+    FailoverFailed,
+    ManualFailover,
+    Drain,
+    Restore,
+    Pause,
+    Resume,
+    ConfigChanged,
+    ForgetObserver,
+)
+"""The classes of :data:`OperatorEvent`, for ``isinstance`` (the codec's allowed list too)."""
 Decision = LeaderChanged | FailoverDecision
 Event = HealthEvent | OperatorEvent
 AnyEntry = HealthEvent | OperatorEvent | Decision | DeadLetter

@@ -32,19 +32,11 @@ from schemas.codec import (
 )
 from schemas.errors import DecodeError
 from schemas.events import (
-    ConfigChanged,
+    OPERATOR_EVENT_TYPES,
     DeadLetter,
-    Drain,
-    FailoverCompleted,
     FailoverDecision,
-    FailoverFailed,
-    ForgetObserver,
     HealthEvent,
-    ManualFailover,
     OperatorEvent,
-    Pause,
-    Restore,
-    Resume,
 )
 from schemas.state import PlannedFailover
 from workers.policy.rules import Policy
@@ -55,19 +47,9 @@ INPUT_KINDS: tuple[StreamKind, StreamKind] = ("health", "events")
 DELETED = "entry was deleted from the stream while pending"
 
 _DATA = b"data"
-_EVENT_TYPES = (
-    FailoverCompleted,
-    FailoverFailed,
-    ManualFailover,
-    Drain,
-    Restore,
-    Pause,
-    Resume,
-    ConfigChanged,
-    ForgetObserver,
-)
+
 TOO_MANY_OBSERVERS = "too many observers"
-_INPUT_TYPES = (HealthEvent, *_EVENT_TYPES)
+_INPUT_TYPES = (HealthEvent, *OPERATOR_EVENT_TYPES)
 
 
 class Outcome(msgspec.Struct):
@@ -188,7 +170,7 @@ def decode_input(stream: int, fields: Sequence[bytes]) -> HealthEvent | Operator
         if stream == 0:
             if type(event) is HealthEvent:
                 return event
-        elif isinstance(event, _EVENT_TYPES):
+        elif isinstance(event, OPERATOR_EVENT_TYPES):
             return event
     entry = decode_entry(pairs(fields), stream=INPUT_KINDS[stream], max_bytes=None)
     if isinstance(entry, _INPUT_TYPES):
