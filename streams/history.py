@@ -38,3 +38,9 @@ async def read_all(
         if len(page) < PAGE:
             return entries
         low = "(" + text(page[-1][0])
+
+
+async def server_time_ms(client: Client) -> int:
+    """The Redis server's clock in milliseconds (one round trip; run it under ``call``)."""
+    seconds, micros = await client.time()
+    return int(seconds) * 1000 + int(micros) // 1000

@@ -225,7 +225,7 @@ def test_the_applier_dead_letters_unknown_and_too_many_observers() -> None:
     policy = Policy(config())
     applier = Applier(
         policy, ("ns:health", "ns:events"), max_deliveries=5, max_clock_skew_ms=0,
-        max_observers=2, observers=("a", "b", "c"),
+        max_observers=2, observers=("a", "b", "c"), max_entry_bytes=65536,
     )  # fmt: skip
     out = Outcome()
     events = [health(US, s, "healthy", T0 + i) for i, s in enumerate(["a", "b", "c", "x", "a"])]

@@ -44,15 +44,7 @@ from workers.ops.policyctl import (
     read_state,
     wait_for,
 )
-from workers.ops.replay import (
-    bounds,
-    merge,
-    parse_id,
-    read_clock_letters,
-    read_range,
-    replay,
-    server_time_ms,
-)
+from workers.ops.replay import bounds, leader_rules, merge, parse_id, read_range, replay
 from workers.ops.report import cmd_report
 from workers.ops.status import gather_status, render_status, status_json
 from workers.probe.prober import probe_all
@@ -228,8 +220,7 @@ async def cmd_replay(ctx: Context) -> int:
     config.changed(overrides)  # a bad override is a usage error before any work
     tick_ms = a.tick_ms or ctx.settings.tick_ms
     streams = await read_range(ctx.redis, ctx.keys, first, last, deadline_s=ctx.deadline_s)
-    server_ms = await server_time_ms(ctx.redis, deadline_s=ctx.deadline_s)
-    clock_letters = await read_clock_letters(ctx.redis, ctx.keys, deadline_s=ctx.deadline_s)
+    rules = await leader_rules(ctx.redis, ctx.keys, ctx.settings, deadline_s=ctx.deadline_s)
     merged = merge(streams)
     start, end = bounds(merged, first, a.to_id)
     result = replay(
@@ -238,13 +229,8 @@ async def cmd_replay(ctx: Context) -> int:
         tick_ms=tick_ms,
         start=start,
         end=end,
-        max_clock_skew_ms=ctx.settings.max_clock_skew_ms,
-        max_observers=ctx.settings.max_observers,
-        observers=ctx.settings.observers,
+        rules=rules,
         overrides=overrides,
-        max_entry_bytes=ctx.settings.max_entry_bytes,
-        server_ms=server_ms,
-        clock_letters=clock_letters,
     )
     reader = DecisionsReader(ctx.redis, ctx.keys)
     recorded = await ctx.io(partial(reader.range, first, last, count=1000), "decisions")

@@ -17,7 +17,7 @@ from streams.decisions import DecisionsReader
 from streams.replies import text
 from workers.ops.context import EXIT_FAILED, EXIT_OK, Context, iso
 from workers.ops.policyctl import first_config, read_state
-from workers.ops.replay import bounds, merge, read_range, replay
+from workers.ops.replay import bounds, leader_rules, merge, read_range, replay
 from workers.policy.explain import Explanation, explain_decision, explain_region
 from workers.policy.rules import Policy
 from workers.policy.state import PolicyConfig
@@ -47,10 +47,9 @@ async def cmd_explain(ctx: Context) -> int:
     merged = merge(streams)
     start, end = bounds(merged, "-", entry_id)
     policy = Policy(config)
+    rules = await leader_rules(ctx.redis, ctx.keys, ctx.settings, deadline_s=ctx.deadline_s)
     result = replay(
-        merged, config, tick_ms=ctx.settings.tick_ms, start=start, end=end,
-        max_clock_skew_ms=ctx.settings.max_clock_skew_ms,
-        max_observers=ctx.settings.max_observers, observers=ctx.settings.observers,
+        merged, config, tick_ms=ctx.settings.tick_ms, start=start, end=end, rules=rules,
         policy=policy, until=recorded.decision_id,
     )  # fmt: skip
     ids = [d.decision.decision_id for d in result.decisions]

@@ -23,7 +23,7 @@ from schemas.events import DeadLetter, FailoverDecision, LeaderChanged
 from streams.connection import Client
 from streams.history import read_all
 from streams.keys import Keys
-from workers.ops.replay import RawEntry, bounds, merge, read_range
+from workers.ops.replay import LeaderRules, RawEntry, bounds, merge, read_range
 from workers.policy.apply import INPUT_KINDS, Applier, Outcome
 from workers.policy.rules import Policy
 from workers.policy.state import PolicyConfig, Refusal
@@ -98,9 +98,7 @@ def replay_states(
     tick_ms: int,
     start: float,
     end: float,
-    max_clock_skew_ms: int,
-    max_observers: int,
-    observers: Sequence[str],
+    rules: LeaderRules,
 ) -> tuple[dict[str, list[Segment]], list[Refusal], int]:
     """Each region's state over time, the refusals and the entries applied; pure."""
     policy = Policy(config)
@@ -109,9 +107,10 @@ def replay_states(
         policy,
         INPUT_KINDS,
         max_deliveries=1,
-        max_clock_skew_ms=max_clock_skew_ms,
-        max_observers=max_observers,
-        observers=observers,
+        max_clock_skew_ms=rules.max_clock_skew_ms,
+        max_observers=rules.max_observers,
+        observers=rules.observers,
+        max_entry_bytes=rules.max_entry_bytes,
     )
     tick_s = tick_ms / 1000
     sample_s = max(tick_s, (end - start) / MAX_SAMPLES)
@@ -135,9 +134,14 @@ def replay_states(
 
     for index, entry_id, fields in merged:
         at = _at(entry_id)
+        if rules.server_ms is not None:
+            at = min(at, rules.server_ms / 1000)  # a future id is no clock (as in replay)
         advance(at)
+        if (index, entry_id) in rules.clock_letters:
+            continue  # the leader dead-lettered it against the server's clock
         out = Outcome()
-        applier.apply(index, [(entry_id, [p for pair in fields.items() for p in pair])], out)
+        flat = [p for pair in fields.items() for p in pair]
+        applier.apply(index, [(entry_id, flat)], out, server_ms=rules.server_ms)
         applied += out.applied
     advance(end)
     sample(end)
@@ -154,9 +158,7 @@ async def gather(
     last: str,
     tick_ms: int,
     deadline_s: float,
-    max_clock_skew_ms: int,
-    max_observers: int,
-    observers: Sequence[str],
+    rules: LeaderRules,
 ) -> HistoryReport:
     """Read the range of every stream and build the report."""
     inputs = await read_range(redis, keys, first, last, deadline_s=deadline_s)
@@ -212,9 +214,7 @@ async def gather(
         tick_ms=tick_ms,
         start=start,
         end=end,
-        max_clock_skew_ms=max_clock_skew_ms,
-        max_observers=max_observers,
-        observers=observers,
+        rules=rules,
     )
     regions = list(config.regions) + [r for r in states if r not in config.regions]
     return HistoryReport(

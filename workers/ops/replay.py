@@ -25,17 +25,18 @@ from functools import partial
 
 import msgspec
 
-from schemas.codec import CLOCK_AHEAD, MAX_DATA_BYTES
+from schemas.codec import CLOCK_AHEAD
 from schemas.errors import ConfigError
 from schemas.state import PlannedFailover, PolicySummary
 from streams.connection import Client
-from streams.history import read_all, read_page
+from streams.history import read_all, read_page, server_time_ms
 from streams.keys import Keys
 from streams.replies import text
 from streams.retry import call
 from workers.policy.apply import INPUT_KINDS, Applier, Outcome
 from workers.policy.rules import Policy
 from workers.policy.state import PolicyConfig
+from workers.settings import Settings
 
 _ID = re.compile(r"^(\d+)(?:-(\d+))?$")
 # Simulated ticks are cheap but not free: about a month of 1 s ticks.
@@ -123,15 +124,10 @@ def replay(
     tick_ms: int,
     start: float | None,
     end: float | None,
-    max_clock_skew_ms: int = 0,
-    max_observers: int = 1_000_000,
-    observers: Sequence[str] = (),
+    rules: LeaderRules,
     overrides: dict[str, int | float] | None = None,
     policy: Policy | None = None,
     until: str | None = None,
-    max_entry_bytes: int = MAX_DATA_BYTES,
-    server_ms: int | None = None,
-    clock_letters: dict[tuple[int, bytes], str] | None = None,
 ) -> ReplayResult:
     """Apply ``entries`` (merged) to a fresh policy with simulated ticks; pure.
 
@@ -139,13 +135,13 @@ def replay(
     change it where they happened, and ``overrides`` win over every version (what-ifs).
     ``policy`` (default: a fresh one) is the policy fed, so a caller can inspect it after;
     with ``until``, the replay stops right after making the decision with that id.
-    ``server_ms`` is the Redis server's clock now; ``clock_letters`` maps (stream index,
-    entry id) to the reason of the leader's clock-skew dead letters (see the module doc).
+    ``rules`` are what the leader judged entries by (see :func:`leader_rules`).
     """
     policy = Policy(config, overrides=overrides) if policy is None else policy
     tick_s = tick_ms / 1000
     # A producer-chosen future id is no clock here either: the simulated ticks never run
     # past the server's clock (the leader's ticks never did).
+    server_ms, clock_letters = rules.server_ms, rules.clock_letters
     ceiling = None if server_ms is None else server_ms / 1000
     if ceiling is not None:
         start = None if start is None else min(start, ceiling)
@@ -179,10 +175,10 @@ def replay(
         policy,
         INPUT_KINDS,
         max_deliveries=1,
-        max_clock_skew_ms=max_clock_skew_ms,
-        max_observers=max_observers,
-        observers=observers,
-        max_entry_bytes=max_entry_bytes,
+        max_clock_skew_ms=rules.max_clock_skew_ms,
+        max_observers=rules.max_observers,
+        observers=rules.observers,
+        max_entry_bytes=rules.max_entry_bytes,
     )
     try:
         for index, entry_id, fields in entries:
@@ -256,10 +252,34 @@ async def read_clock_letters(
         low = "(" + text(page[-1][0])
 
 
-async def server_time_ms(redis: Client, *, deadline_s: float) -> int:
-    """The Redis server's clock in milliseconds."""
-    seconds, micros = await call(redis.time, what="server time", deadline_s=deadline_s)
-    return int(seconds) * 1000 + int(micros) // 1000
+class LeaderRules(msgspec.Struct, frozen=True):
+    """What the leader judged each entry by, so a replay judges it the same way."""
+
+    max_clock_skew_ms: int
+    max_observers: int
+    observers: tuple[str, ...]
+    max_entry_bytes: int
+    server_ms: int | None = None
+    """The Redis server's clock when the replay reads history (caps the simulated clock)."""
+    clock_letters: dict[tuple[int, bytes], str] = msgspec.field(default_factory=dict)
+    """The leader's clock-skew dead letters: (stream index, entry id) -> reason."""
+
+
+async def leader_rules(
+    redis: Client, keys: Keys, settings: Settings, *, deadline_s: float
+) -> LeaderRules:
+    """The settings and the server-side facts (clock, clock dead letters) replay needs."""
+    server_ms = await call(
+        partial(server_time_ms, redis), what="server time", deadline_s=deadline_s
+    )
+    return LeaderRules(
+        max_clock_skew_ms=settings.max_clock_skew_ms,
+        max_observers=settings.max_observers,
+        observers=tuple(settings.observers),
+        max_entry_bytes=settings.max_entry_bytes,
+        server_ms=server_ms,
+        clock_letters=await read_clock_letters(redis, keys, deadline_s=deadline_s),
+    )
 
 
 def bounds(

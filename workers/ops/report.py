@@ -11,7 +11,7 @@ from streams.connection import Client
 from streams.keys import Keys
 from workers.ops.context import EXIT_OK, Context
 from workers.ops.history_report import gather
-from workers.ops.replay import parse_id
+from workers.ops.replay import leader_rules, parse_id
 from workers.ops.report_html import render
 from workers.policy.state import PolicyConfig
 from workers.settings import Settings
@@ -27,17 +27,16 @@ async def write_report(
     deadline_s: float = 5.0,
 ) -> Path:
     """Render the history between ``first`` and ``last`` to ``path`` (atomically)."""
+    keys = Keys(settings.namespace)
     report = await gather(
         redis,
-        Keys(settings.namespace),
+        keys,
         PolicyConfig.from_settings(settings),
         first=first,
         last=last,
         tick_ms=settings.tick_ms,
         deadline_s=deadline_s,
-        max_clock_skew_ms=settings.max_clock_skew_ms,
-        max_observers=settings.max_observers,
-        observers=settings.observers,
+        rules=await leader_rules(redis, keys, settings, deadline_s=deadline_s),
     )
     save(render(report), path)
     return path

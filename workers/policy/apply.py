@@ -20,7 +20,6 @@ from typing import Any
 import msgspec
 
 from schemas.codec import (
-    MAX_DATA_BYTES,
     Oversize,
     StreamKind,
     check_event_time,
@@ -71,8 +70,8 @@ class Applier:
         max_deliveries: int,
         max_clock_skew_ms: int,
         max_observers: int,
-        observers: Collection[str] = (),
-        max_entry_bytes: int = MAX_DATA_BYTES,
+        observers: Collection[str],
+        max_entry_bytes: int,
     ) -> None:
         self.policy = policy
         self.streams = streams

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 
+from schemas.codec import MAX_DATA_BYTES
 from workers.settings.setting import (
     ALL,
     BRIDGE,
@@ -272,7 +273,7 @@ INPUT_LIMIT_ROWS = (
     ),
     int_row(
         "MAX_ENTRY_BYTES",
-        65_536,
+        MAX_DATA_BYTES,  # the codec's own limit on one `data` value
         (1024, 8 * 1024 * 1024, "bytes"),
         "an input entry larger than this (fields and values together) is a dead letter"
         " `entry too large`; it never reaches the leader whole (its dead letter holds the"
