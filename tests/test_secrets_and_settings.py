@@ -260,6 +260,36 @@ def test_finding_11_redis_refusals_are_one_line_and_exit_1(
         admin.close()
 
 
+@pytest.mark.chaos
+def test_finding_11_a_channel_grant_revoked_while_leading_ends_the_process_in_one_line(
+    own_redis_server: RedisServer,
+) -> None:
+    # The same refusal as above, met late: the coordinator already leads when its user loses
+    # the release channel (Redis drops the subscription, the listener's new one is refused).
+    # It must step down and exit 1 in one line, not lead on without hearing releases.
+    admin = redis.Redis.from_url(own_redis_server.url)
+    try:
+        admin.acl_setuser("carol", enabled=True, passwords=[f"+{SECRET}"], commands=["+@all"],
+                          keys=["*"], channels=["*"])  # fmt: skip
+        url = f"redis://carol:{SECRET}@127.0.0.1:{own_redis_server.port}/0"
+        proc = WorkerProcess("workers.coordinator", {**BASE, "FAILOVER_REDIS_URL": url}, "carol")
+        proc.start()
+        try:
+            wait_for_sync(lambda: admin.get(Keys("failover").leader) is not None, 20, "a leader")
+            admin.acl_setuser("carol", enabled=True, reset_channels=True)
+            code = proc.wait(30)
+        finally:
+            proc.kill()
+        out = proc.output()
+        assert code == 1, out
+        line = _one_line(out)
+        assert "refused" in line and "channel" in line, line
+        assert SECRET not in out
+    finally:
+        admin.acl_deluser("carol")
+        admin.close()
+
+
 @pytest.mark.parametrize(
     ("env", "words"),
     [

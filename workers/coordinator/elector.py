@@ -235,12 +235,15 @@ class Elector:
         stop_task = asyncio.create_task(self._stopping.wait(), name="stop-wait")
         step_down_task = asyncio.create_task(self._releases.step_down.wait(), name="step-down")
         crash: BaseException | None = None
+        # The release listener lives across terms; a refusal it meets while this process
+        # leads (e.g. no grant on the channel, noticed late on a loaded host) ends the term.
+        listener = self._listener
+        watched = {work_task, renew_task, stop_task, step_down_task}
+        if listener is not None:
+            watched.add(listener)
         try:
             try:
-                await asyncio.wait(
-                    {work_task, renew_task, stop_task, step_down_task},
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
+                await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 await cancel_and_wait(work_task, renew_task, stop_task, step_down_task, stall_task)
         except asyncio.CancelledError:
@@ -248,7 +251,12 @@ class Elector:
             self.leadership = None
             raise
         reason: DemotionReason
-        if renew_task.done() and not renew_task.cancelled() and renew_task.exception() is not None:
+        if listener is not None and listener.done() and not listener.cancelled():
+            crash = listener.exception() or RuntimeError("lease-release listener ended")
+            reason = "work_ended"
+        elif (
+            renew_task.done() and not renew_task.cancelled() and renew_task.exception() is not None
+        ):
             # The renew loop returns a reason; anything it raises is a bug (a ScriptError, a
             # non-retriable reply): step down, hand the lease on, then let the bug surface.
             crash = renew_task.exception()
