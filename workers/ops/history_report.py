@@ -23,8 +23,7 @@ from schemas.events import DeadLetter, FailoverDecision, LeaderChanged
 from streams.connection import Client
 from streams.history import read_all
 from streams.keys import Keys
-from workers.ops.replay import LeaderRules, RawEntry, bounds, merge, read_range
-from workers.policy.apply import INPUT_KINDS, Applier, Outcome
+from workers.ops.replay import LeaderRules, RawEntry, bounds, merge, read_range, replay
 from workers.policy.rules import Policy
 from workers.policy.state import PolicyConfig, Refusal
 
@@ -100,53 +99,33 @@ def replay_states(
     end: float,
     rules: LeaderRules,
 ) -> tuple[dict[str, list[Segment]], list[Refusal], int]:
-    """Each region's state over time, the refusals and the entries applied; pure."""
+    """Each region's state over time, the refusals and the entries applied; pure.
+
+    The replay is ``failoverctl replay``'s own (:func:`workers.ops.replay.replay`), so the
+    picture cannot drift from what the leader decided; this only samples it.
+    """
     policy = Policy(config)
-    # The leader's own step, as replay runs it (history is a first delivery of every entry).
-    applier = Applier(
-        policy,
-        INPUT_KINDS,
-        max_deliveries=1,
-        max_clock_skew_ms=rules.max_clock_skew_ms,
-        max_observers=rules.max_observers,
-        observers=rules.observers,
-        max_entry_bytes=rules.max_entry_bytes,
-    )
-    tick_s = tick_ms / 1000
-    sample_s = max(tick_s, (end - start) / MAX_SAMPLES)
+    sample_s = max(tick_ms / 1000, (end - start) / MAX_SAMPLES)
     states: dict[str, list[Segment]] = {}
-    applied = 0
-    next_tick = start
     next_sample = start
 
     def sample(at: float) -> None:
         for region, info in policy.summary().regions.items():
             _close(states.setdefault(region, []), info.state, at)
 
-    def advance(until: float) -> None:
-        nonlocal next_tick, next_sample
-        while next_tick <= until:
-            policy.tick(next_tick)
-            if next_tick >= next_sample:
-                sample(next_tick)
-                next_sample = next_tick + sample_s
-            next_tick += tick_s
+    def on_tick(at: float) -> None:
+        nonlocal next_sample
+        if at >= next_sample:
+            sample(at)
+            next_sample = at + sample_s
 
-    for index, entry_id, fields in merged:
-        at = _at(entry_id)
-        if rules.server_ms is not None:
-            at = min(at, rules.server_ms / 1000)  # a future id is no clock (as in replay)
-        advance(at)
-        if (index, entry_id) in rules.clock_letters:
-            continue  # the leader dead-lettered it against the server's clock
-        out = Outcome()
-        flat = [p for pair in fields.items() for p in pair]
-        applier.apply(index, [(entry_id, flat)], out, server_ms=rules.server_ms)
-        applied += out.applied
-    advance(end)
+    result = replay(
+        merged, config, tick_ms=tick_ms, start=start, end=end, rules=rules, policy=policy,
+        on_tick=on_tick,
+    )  # fmt: skip
     sample(end)
     refusals = msgspec.convert(policy.summary().refused, list[Refusal])
-    return states, refusals, applied
+    return states, refusals, sum(result.applied.values())
 
 
 async def gather(

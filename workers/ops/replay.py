@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 
 import msgspec
@@ -128,13 +128,15 @@ def replay(
     overrides: dict[str, int | float] | None = None,
     policy: Policy | None = None,
     until: str | None = None,
+    on_tick: Callable[[float], None] | None = None,
 ) -> ReplayResult:
     """Apply ``entries`` (merged) to a fresh policy with simulated ticks; pure.
 
     ``config`` is the first configuration version; ``config_changed`` events in the range
     change it where they happened, and ``overrides`` win over every version (what-ifs).
     ``policy`` (default: a fresh one) is the policy fed, so a caller can inspect it after;
-    with ``until``, the replay stops right after making the decision with that id.
+    with ``until``, the replay stops right after making the decision with that id;
+    ``on_tick`` is called after every simulated tick with its time (e.g. to sample states).
     ``rules`` are what the leader judged entries by (see :func:`leader_rules`).
     """
     policy = Policy(config, overrides=overrides) if policy is None else policy
@@ -163,6 +165,8 @@ def replay(
             for d in policy.tick(next_tick):
                 decided(ReplayedDecision(d, f"tick at {next_tick:.3f}", next_tick))
             ticks += 1
+            if on_tick is not None:
+                on_tick(next_tick)
             next_tick += tick_s
 
     def decided(d: ReplayedDecision) -> None:
