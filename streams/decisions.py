@@ -74,7 +74,7 @@ class DecisionsGroup:
         group: str,
         consumer: str,
         *,
-        claim_idle_ms: int = 10000,
+        claim_idle_ms: int,
         deadline_s: float = 10.0,
     ) -> None:
         self.redis = redis

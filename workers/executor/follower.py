@@ -42,6 +42,7 @@ from streams.keys import Keys
 from streams.ledger import ExecutorLedger, SettleKind
 from workers.executor.metrics import ExecutorMetrics
 from workers.executor.outcome import Outcome
+from workers.settings import DEFAULTS
 
 Action = Callable[[FailoverDecision, bytes, int], Awaitable[Outcome]]
 """Carries out one decision: (decision, its JSON as on the stream, run) -> outcome."""
@@ -64,7 +65,7 @@ class Follower:
         action: Action,
         *,
         hold_ms: int,
-        claim_idle_ms: int = 10000,
+        claim_idle_ms: int = DEFAULTS.executor.claim_idle_ms,
         max_runs: int = 3,
         batch_size: int = 10,
         block_ms: int = 200,
