@@ -160,6 +160,15 @@ def test_every_dashboard_query_returns_data_from_a_live_fleet(
             60,
             tails,
         )
+        # increase() needs a sample at 0 before the first decision: wait until Prometheus
+        # has scraped both coordinators' pre-created counters (a loaded host can make the
+        # first scrapes of a process fail, and a counter first seen at 1 increases by 0).
+        _wait(
+            "the decision counters were never scraped at 0",
+            lambda: prom.value('count(failover_decisions_total{type="failover"} == 0)') == 2,
+            60,
+            tails,
+        )
         # A decision (the manual failover) and a leader change, so the annotations have data.
         cli = subprocess.run(
             [sys.executable, "-m", "workers.ops.cli", "emit", "event", "manual_failover",

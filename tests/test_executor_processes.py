@@ -246,7 +246,8 @@ def busy_redis(url: str) -> threading.Thread:
     client.config_set("busy-reply-threshold", 50)
 
     def spin() -> None:
-        with contextlib.suppress(redis.ResponseError):
+        # SCRIPT KILL ends it with an error; a killed server or a socket timeout too.
+        with contextlib.suppress(redis.RedisError):
             client.eval(_SPIN, 0)
 
     thread = threading.Thread(target=spin, daemon=True)
