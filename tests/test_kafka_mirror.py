@@ -225,6 +225,39 @@ async def test_acked_in_redis_only_after_kafka_acknowledged(
     await mirror.close()
 
 
+async def test_a_deleted_group_is_created_again_and_nothing_is_left_unmirrored(
+    kafka_broker: TansuBroker,
+    redis_server: RedisServer,
+    redis_client: aioredis.Redis,
+    keys: Keys,
+    mirrors: list[MirrorTask],
+) -> None:
+    topics = await make_topics(kafka_broker.bootstrap, decisions=1)
+    settings = settings_for(kafka_broker, topics, redis_server.url, keys)
+    mirror = MirrorTask(settings)
+    mirrors.append(mirror)
+    first = await redis_client.xadd(keys.decisions, encode_entry(failover(1, "us")))
+
+    async def mirrored_ids() -> set[bytes]:
+        records = await read_topic(kafka_broker.bootstrap, topics.decisions)
+        return {dict(r.headers)["failover-entry-id"] for r in records}  # type: ignore[attr-defined]
+
+    async def has(*ids: bytes) -> bool:
+        return set(ids) <= await mirrored_ids()
+
+    await wait_for(lambda: has(first), 30, "the first decision on Kafka")
+    await wait_for(lambda: _none_pending(redis_client, keys), 10, "the first decision acked")
+    # An operator (or a FLUSH of the group's key space) destroys the group under the mirror.
+    assert await redis_client.xgroup_destroy(keys.decisions, MIRROR_GROUP) == 1
+    second = await redis_client.xadd(keys.decisions, encode_entry(failover(2, "ap", frm="us")))
+    await wait_for(lambda: has(first, second), 30, "the decision written after the loss")
+    await wait_for(lambda: _none_pending(redis_client, keys), 10, "everything acked again")
+    groups = await redis_client.xinfo_groups(keys.decisions)
+    assert [g["name"] for g in groups] == [MIRROR_GROUP.encode()]
+    assert not mirror.task.done()  # it never gave up or died
+    await mirror.close()
+
+
 @pytest.mark.chaos
 async def test_dead_mirrors_pending_decisions_are_claimed_and_sent(
     own_kafka_broker: TansuBroker,

@@ -21,7 +21,13 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry
 
 from schemas.codec import DATA_FIELD, decode_entry
-from schemas.errors import ConfigError, DecodeError, FailoverError, KafkaUnavailable
+from schemas.errors import (
+    ConfigError,
+    DecodeError,
+    FailoverError,
+    GroupMissing,
+    KafkaUnavailable,
+)
 from schemas.events import FailoverDecision, LeaderChanged
 from streams.connection import connect
 from streams.decisions import Decision, DecisionsGroup
@@ -108,6 +114,13 @@ class DecisionMirror:
             try:
                 # Unacked decisions come back first, in order: a refused batch is resent.
                 entries = await self.group.read(self.batch_size, self.block_ms)
+            except GroupMissing:
+                # The stream or the group was deleted (an operator's XGROUP DESTROY, a
+                # FLUSHDB): make it again from the first entry, so nothing still in the
+                # stream goes unmirrored; consumers de-duplicate the resends.
+                log.warning("mirror: the group %s is gone; creating it again", MIRROR_GROUP)
+                await self._recreate(stop)
+                continue
             except FailoverError as exc:  # RedisUnavailable: wait and try again
                 self.metrics.failed("redis")
                 redis_outage.failed(log, "mirror: reading decisions", exc)
@@ -148,6 +161,14 @@ class DecisionMirror:
         self.metrics.mirrored(len(ids))
         log.info("mirror: %d decisions to %s, last %s", len(ids), self.sink.topic, ids[-1].decode())
         return True
+
+    async def _recreate(self, stop: asyncio.Event) -> None:
+        try:
+            await self.group.ensure()
+        except FailoverError as exc:
+            self.metrics.failed("redis")
+            redis_outage.failed(log, "mirror: creating its group", exc)
+            await self._pause(stop)
 
     async def _pause(self, stop: asyncio.Event) -> None:
         try:
