@@ -173,7 +173,9 @@ class Elector:
             redis_outage.recovered(log)
             self.seen_epoch = max(self.seen_epoch, result.epoch)
             if isinstance(result, Quarantined):
-                await self._sleep_or_wake(self.quarantine.refused(result), wake_on_release=False)
+                await self._sleep_or_wake(
+                    self.quarantine.refused(result, sent), wake_on_release=False
+                )
                 continue
             self.quarantine.over()
             if isinstance(result, Unconfirmed):

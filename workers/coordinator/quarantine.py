@@ -28,6 +28,9 @@ class Quarantine:
     def __init__(self) -> None:
         self.until: float | None = None
         self.replid: str | None = None
+        # Monotonic send time of the first attempt the latest quarantine refused (kept
+        # after it ends): the quarantine began in Redis no earlier than this.
+        self.since: float | None = None
 
     @property
     def remaining_ms(self) -> int | None:
@@ -36,10 +39,12 @@ class Quarantine:
             return None
         return max(0, round((self.until - time.monotonic()) * 1000))
 
-    def refused(self, result: Quarantined) -> float:
-        """Record a refusal; return how many seconds to wait before the next attempt."""
+    def refused(self, result: Quarantined, sent: float) -> float:
+        """Record a refusal of the attempt sent at ``sent`` (monotonic); return how many
+        seconds to wait before the next attempt."""
         now = time.monotonic()
         if self.until is None or result.replid != self.replid:
+            self.since = sent
             log.warning(
                 "quarantine: the Redis primary changed (replication id now %s, %s); no"
                 " coordinator acquires the lease for %sms",
