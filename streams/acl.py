@@ -148,6 +148,7 @@ ROLES: tuple[RoleAcl, ...] = (
             *_SNAPSHOT,
             "info",
             "mget",
+            "llen",  # members: held decisions
             "xread",
             "xadd",
             "xdel",

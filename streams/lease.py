@@ -62,11 +62,15 @@ class Quarantined(msgspec.Struct, frozen=True):
 
 
 class LeaseInfo(msgspec.Struct, frozen=True):
-    """A read-only view of the lease for status and monitoring."""
+    """A read-only view of the lease for status and monitoring; ``quarantine_ms``: time
+    left before anyone may acquire after a primary change (None: no quarantine),
+    ``held_decisions``: decisions committed but waiting for the replicas."""
 
     owner: str | None
     pttl_ms: int | None
     epoch: int
+    quarantine_ms: int | None = None
+    held_decisions: int = 0
 
 
 class Lease:
@@ -177,14 +181,19 @@ class Lease:
 
 
 async def read_lease(redis: aioredis.Redis, keys: Keys) -> LeaseInfo:
-    """Read owner, remaining TTL and current epoch in one round trip."""
+    """Read owner, remaining TTL, current epoch, quarantine and held decisions in one
+    round trip."""
     async with redis.pipeline(transaction=True) as pipe:
         pipe.get(keys.leader)
         pipe.pttl(keys.leader)
         pipe.get(keys.epoch)
-        owner, pttl, epoch = await pipe.execute()
+        pipe.pttl(keys.quarantine)
+        pipe.llen(keys.held_decisions)
+        owner, pttl, epoch, quarantine, held = await pipe.execute()
     return LeaseInfo(
         owner=text(owner) if owner is not None else None,
         pttl_ms=int(pttl) if owner is not None and int(pttl) >= 0 else None,
         epoch=int(epoch) if epoch is not None else 0,
+        quarantine_ms=int(quarantine) if int(quarantine) >= 0 else None,
+        held_decisions=int(held),
     )
