@@ -5,6 +5,7 @@ errors are retried until ``renew_deadline`` measured on the monotonic clock from
 time of the last good renew, so it always steps down before its lease can expire in Redis.
 Followers sleep until the holder's lease runs out (bounded by the retry period) or wake on
 the release message. Leader work runs in a task that is cancelled and awaited on demotion.
+After a Redis primary change nobody acquires for one TTL (:mod:`.quarantine`).
 """
 
 from __future__ import annotations
