@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 import redis.asyncio as aioredis
@@ -37,10 +38,12 @@ T0 = 1_800_000_000.0
 
 
 async def _outage(redis: aioredis.Redis, keys: Keys) -> None:
-    """Make ``us`` up and ``eu`` (active) fail: three observations each, one observer."""
+    """Make ``us`` up and ``eu`` (active) fail: three observations each, one observer, at
+    the current time (two regions: one down is no panic, and none is stale)."""
+    now = time.time()
     for i in range(3):
-        await redis.xadd(keys.health, health(f"us-{i}", "us", "o1", "healthy", T0 + i))
-        await redis.xadd(keys.health, health(f"eu-{i}", "eu", "o1", "unhealthy", T0 + i))
+        await redis.xadd(keys.health, health(f"us-{i}", "us", "o1", "healthy", now + i / 1000))
+        await redis.xadd(keys.health, health(f"eu-{i}", "eu", "o1", "unhealthy", now + i / 1000))
 
 
 async def _held(redis: aioredis.Redis, keys: Keys) -> list[object]:
@@ -57,7 +60,7 @@ async def test_without_replicas_decisions_are_committed_but_never_visible(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="workers.coordinator.publisher")
-    settings = settings_for(redis_server.url, keys.namespace, min_replicas=1)
+    settings = settings_for(redis_server.url, keys.namespace, min_replicas=1, regions="eu,us")
     term = await start_term(redis_client, keys, settings)
     try:
         await _outage(redis_client, keys)
@@ -131,7 +134,7 @@ async def test_decisions_appear_only_once_paused_replicas_resume(
 ) -> None:
     client = _sentinel_client(replica_set)
     replicas = _replicas(replica_set)
-    settings = settings_for(replica_set.url, keys.namespace, min_replicas=1)
+    settings = settings_for(replica_set.url, keys.namespace, min_replicas=1, regions="eu,us")
     term = await start_term(client, keys, settings)
     try:
 
@@ -187,7 +190,7 @@ async def test_held_decisions_are_published_once_by_the_next_leader(
     with the epoch and id it was decided under."""
     client = _sentinel_client(replica_set)
     replicas = _replicas(replica_set)
-    settings = settings_for(replica_set.url, keys.namespace, min_replicas=1)
+    settings = settings_for(replica_set.url, keys.namespace, min_replicas=1, regions="eu,us")
     first = await start_term(client, keys, settings, "a#1")
     second: Term | None = None
     try:
