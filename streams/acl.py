@@ -63,7 +63,7 @@ ROLES: tuple[RoleAcl, ...] = (
         "coordinator",
         (
             *_PROCESS,
-            "info",  # maxmemory-policy, before every election (INFO memory)
+            "info",  # maxmemory-policy (INFO memory); the primary's replid (acquire script)
             "wait",  # FAILOVER_MIN_REPLICAS: a lease counts once replicas confirm it
             "evalsha",
             "script|load",
@@ -96,6 +96,11 @@ ROLES: tuple[RoleAcl, ...] = (
             "xpending",
             "xrange",
             "xtrim",
+            # held decisions (FAILOVER_MIN_REPLICAS > 0): the commit and publish scripts
+            "rpush",
+            "lrange",
+            "ltrim",
+            "llen",
         ),
         ("NS:*",),
         ("NS:leader:released", "NS:leader:stepdown"),
@@ -143,6 +148,7 @@ ROLES: tuple[RoleAcl, ...] = (
             *_SNAPSHOT,
             "info",
             "mget",
+            "llen",  # members: held decisions
             "xread",
             "xadd",
             "xdel",

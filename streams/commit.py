@@ -47,12 +47,14 @@ class Committed(msgspec.Struct, frozen=True):
 
     When a retry finds that an earlier attempt of the batch had already landed, the ids are
     those that attempt wrote (empty if they are no longer the streams' newest entries) and
-    ``acked`` is 0.
+    ``acked`` is 0. A committer that holds decisions reports no decision ids (the entries
+    do not exist yet) and ``held``, the number of decisions now waiting to be published.
     """
 
     decision_ids: list[str]
     dead_letter_ids: list[str]
     acked: int
+    held: int = 0
 
 
 _msgpack = msgspec.msgpack.Encoder()
@@ -64,7 +66,12 @@ def _pack_ids(ids: list[bytes]) -> bytes:
 
 
 class Committer:
-    """Commits batches for one leader term (owner + epoch) through ``streams/lua/commit.lua``."""
+    """Commits batches for one leader term (owner + epoch) through ``streams/lua/commit.lua``.
+
+    With ``hold`` the decisions go to :attr:`Keys.held_decisions` instead of the decisions
+    stream (``FAILOVER_MIN_REPLICAS`` > 0: :mod:`streams.publish` makes them visible once
+    the replicas confirmed them).
+    """
 
     def __init__(
         self,
@@ -75,8 +82,10 @@ class Committer:
         *,
         decisions_maxlen: int = 0,
         dlq_maxlen: int = 0,
+        hold: bool = False,
     ) -> None:
         self.keys = keys
+        self.hold = hold
         self.owner = owner
         self.epoch = epoch
         self.decisions_maxlen = decisions_maxlen
@@ -84,13 +93,14 @@ class Committer:
         self._script = scripts.register(redis, "commit")
         self._seq = 0
         self._inputs = len(keys.input_streams)
-        # The order commit.lua documents: leader, epoch, state, decisions, dlq, inputs.
+        # The order commit.lua documents: leader, epoch, state, decisions, dlq, held, inputs.
         self._keys = [
             keys.leader,
             keys.epoch,
             keys.state,
             keys.decisions,
             keys.dlq,
+            keys.held_decisions,
             *keys.input_streams,
         ]
 
@@ -114,6 +124,7 @@ class Committer:
             len(batch.decisions),
             len(batch.dead_letters),
             self._inputs,
+            1 if self.hold else 0,
             *[_pack_ids(batch.acks.get(stream, [])) for stream in range(self._inputs)],
         ]
         for field, value in batch.state.items():
@@ -131,7 +142,7 @@ def _parse(reply: object) -> Committed | Fenced:
     code = int(reply[0])
     if code == 0:
         return FENCED
-    if (code, len(reply)) not in ((1, 4), (2, 3)):
+    if (code, len(reply)) not in ((1, 5), (2, 4)):
         raise ScriptError(f"commit script answered {reply!r}")
     decision_ids: Sequence[object] = reply[1]
     dead_ids: Sequence[object] = reply[2]
@@ -139,4 +150,5 @@ def _parse(reply: object) -> Committed | Fenced:
         decision_ids=[text(i) for i in decision_ids],
         dead_letter_ids=[text(i) for i in dead_ids],
         acked=int(reply[3]) if code == 1 else 0,
+        held=int(reply[-1]),
     )

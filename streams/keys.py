@@ -52,6 +52,30 @@ class Keys(msgspec.Struct, frozen=True):
         return f"{self.namespace}:decisions"
 
     @property
+    def held_decisions(self) -> str:
+        """List of decisions committed but not yet visible (``FAILOVER_MIN_REPLICAS`` > 0):
+        they move to :attr:`decisions` once a ``WAIT`` confirmed them on the replicas."""
+        return f"{self.namespace}:decisions:held"
+
+    @property
+    def held_mark(self) -> str:
+        """Token of the last confirmation round over the held decisions (the write a
+        ``WAIT`` confirms, written by the publish script only)."""
+        return f"{self.namespace}:decisions:held:mark"
+
+    @property
+    def primary(self) -> str:
+        """The replication id (``master_replid``) of the primary the lease was last taken
+        or contended on: a different one means the primary changed (quarantine)."""
+        return f"{self.namespace}:primary"
+
+    @property
+    def quarantine(self) -> str:
+        """Present (with a TTL of one lease TTL) while no one may acquire the lease after
+        a primary change; its value is the new primary's replication id."""
+        return f"{self.namespace}:primary:quarantine"
+
+    @property
     def dlq(self) -> str:
         """Stream of dead letters, written by the leader only."""
         return f"{self.namespace}:dlq"

@@ -50,12 +50,27 @@ class Unconfirmed(msgspec.Struct, frozen=True):
     replicas: int
 
 
+class Quarantined(msgspec.Struct, frozen=True):
+    """The primary changed (a new replication id ``replid``): no one may acquire for
+    ``pttl_ms`` more milliseconds (one full TTL from when the change was first seen;
+    ``started``: by this attempt). ``epoch`` is the current epoch (0 when none)."""
+
+    pttl_ms: int
+    replid: str
+    started: bool
+    epoch: int = 0
+
+
 class LeaseInfo(msgspec.Struct, frozen=True):
-    """A read-only view of the lease for status and monitoring."""
+    """A read-only view of the lease for status and monitoring; ``quarantine_ms``: time
+    left before anyone may acquire after a primary change (None: no quarantine),
+    ``held_decisions``: decisions committed but waiting for the replicas."""
 
     owner: str | None
     pttl_ms: int | None
     epoch: int
+    quarantine_ms: int | None = None
+    held_decisions: int = 0
 
 
 class Lease:
@@ -77,12 +92,19 @@ class Lease:
         self.ttl_ms = ttl_ms
         self.min_replicas = min_replicas
         self.confirm_timeout_ms = confirm_timeout_ms
+        # The replication id of the primary the last acquire attempt ran on: if Redis lost
+        # its keys, this is how the acquire script still sees that the primary changed.
+        self.seen_replid = ""
         self._acquire = scripts.register(redis, "acquire")
         self._renew = scripts.register(redis, "renew")
         self._release = scripts.register(redis, "release")
 
-    async def acquire(self, seen_epoch: int = 0) -> Acquired | Held | Unconfirmed:
+    async def acquire(self, seen_epoch: int = 0) -> Acquired | Held | Unconfirmed | Quarantined:
         """Try once to take the lease; return the new epoch or who holds it.
+
+        After the primary changed (its replication id differs from the one the lease was
+        last contended on) nobody acquires for one TTL: :class:`Quarantined` (see
+        ``streams/lua/acquire.lua``).
 
         With ``min_replicas`` > 0 a taken lease counts only once ``WAIT min_replicas``
         confirms it within ``confirm_timeout_ms``; otherwise it is released at once and the
@@ -112,20 +134,30 @@ class Lease:
             return Unconfirmed(epoch=result.epoch, replicas=replicas)
 
     async def _acquire_on(self, conn: aioredis.Redis | None, seen_epoch: int) -> object:
+        keys = self.keys
         return await self._acquire(
-            keys=[self.keys.leader, self.keys.epoch],
-            args=[self.owner, self.ttl_ms, seen_epoch],
+            keys=[keys.leader, keys.epoch, keys.primary, keys.quarantine],
+            args=[self.owner, self.ttl_ms, seen_epoch, self.seen_replid],
             client=conn,
         )
 
-    def _parse(self, reply: object) -> Acquired | Held:
-        if not isinstance(reply, list) or not reply:
+    def _parse(self, reply: object) -> Acquired | Held | Quarantined:
+        if not isinstance(reply, list) or len(reply) not in (3, 5):
             raise ScriptError(f"acquire script answered {reply!r}")
-        if int(reply[0]) == 1:
+        code = int(reply[0])
+        self.seen_replid = text(reply[4] if code == 0 else reply[2])
+        if code == 1:
             return Acquired(epoch=int(reply[1]))
+        if code == 2:
+            return Quarantined(
+                pttl_ms=int(reply[1]),
+                replid=self.seen_replid,
+                started=int(reply[3]) == 1,
+                epoch=int(reply[4]) if reply[4] is not None else 0,
+            )
         holder = text(reply[1]) if reply[1] is not None else ""
         pttl = int(reply[2])
-        epoch = int(reply[3]) if len(reply) > 3 and reply[3] is not None else 0
+        epoch = int(reply[3]) if reply[3] is not None else 0
         return Held(owner=holder, pttl_ms=self.ttl_ms if pttl == -1 else max(pttl, 0), epoch=epoch)
 
     async def renew(self, epoch: int) -> bool:
@@ -149,14 +181,19 @@ class Lease:
 
 
 async def read_lease(redis: aioredis.Redis, keys: Keys) -> LeaseInfo:
-    """Read owner, remaining TTL and current epoch in one round trip."""
+    """Read owner, remaining TTL, current epoch, quarantine and held decisions in one
+    round trip."""
     async with redis.pipeline(transaction=True) as pipe:
         pipe.get(keys.leader)
         pipe.pttl(keys.leader)
         pipe.get(keys.epoch)
-        owner, pttl, epoch = await pipe.execute()
+        pipe.pttl(keys.quarantine)
+        pipe.llen(keys.held_decisions)
+        owner, pttl, epoch, quarantine, held = await pipe.execute()
     return LeaseInfo(
         owner=text(owner) if owner is not None else None,
         pttl_ms=int(pttl) if owner is not None and int(pttl) >= 0 else None,
         epoch=int(epoch) if epoch is not None else 0,
+        quarantine_ms=int(quarantine) if int(quarantine) >= 0 else None,
+        held_decisions=int(held),
     )

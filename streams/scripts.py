@@ -39,6 +39,7 @@ Name = Literal[
     "executor_settle",
     "entry_chunk",
     "input_waiting",
+    "publish",
 ]
 
 # Which preludes each script needs, in the order they are prepended.
@@ -49,7 +50,7 @@ _PRELUDES: dict[Name, tuple[str, ...]] = {
     "read_guard": ("lease", "ids", "entries"),
     "claim": ("lease", "entries"),
     "prune": ("lease",),
-    "commit": ("lease", "ids", "state_fields"),
+    "commit": ("lease", "ids", "trim", "state_fields"),
     "lag_snapshot": ("state_fields",),
     "dlq_replay": (),
     "trim_input": ("lease", "ids"),
@@ -57,6 +58,7 @@ _PRELUDES: dict[Name, tuple[str, ...]] = {
     "executor_settle": ("ids",),
     "entry_chunk": ("entries",),
     "input_waiting": ("ids",),
+    "publish": ("lease", "ids", "trim"),
 }
 
 _registered: WeakKeyDictionary[aioredis.Redis, dict[Name, AsyncScript]] = WeakKeyDictionary()

@@ -144,9 +144,11 @@ async def test_redis_killed_and_restarted_electors_recover_without_restart(
     The epoch key is lost with the data, yet the next epoch is still larger than every
     earlier one (the acquire script's floor: the server's TIME, and the largest epoch the
     electors have seen), so nothing downstream sees an epoch go back. The lease is lost
-    with the data too, so the old leader may overlap the new one until it notices -- at its next
-    renew, and never later than its renew deadline; its fenced writes fail meanwhile, as
-    the lease no longer names it. That bound is what is asserted here.
+    with the data too; the old leader notices at its next renew, never later than its
+    renew deadline (its fenced writes fail meanwhile, as the lease no longer names it).
+    The restarted server has a new replication id, which the electors remember, so nobody
+    acquires for one TTL after the change is seen (the quarantine): the terms do not
+    overlap. Both bounds are asserted here.
     """
     # A 1.5 s retry period (3 s TTL): a prompt handoff after the restart can only come from
     # the release listener, which must therefore have reconnected and re-subscribed.
@@ -176,6 +178,7 @@ async def test_redis_killed_and_restarted_electors_recover_without_restart(
         after = await fleet.leader(after_epoch=term.epoch, timeout=10)
         new_term = fleet.term_of(after)
         assert new_term.start > restarted_at
+        assert new_term.start > term.end  # the quarantine outlasts the old term
         # Epochs never go back, although the epoch key restarted empty.
         assert max(t.epoch for t in fleet.terms if t.start < restarted_at) < new_term.epoch
         assert await server_client.get(keys.leader) == after.owner.encode()

@@ -13,19 +13,26 @@
 -- else the cut is lowered to the oldest entry some group still needs and trimmed exactly by
 -- MINID, at most 100 entries per commit so the script stays short. Key types are checked
 -- before the first write (Redis does not roll back a script that fails halfway).
--- Any number of input streams: KEYS are leader, epoch, state, decisions, dlq, then the
--- n_inputs input streams; ARGV are owner, epoch, group, token, decisions maxlen, dlq
--- maxlen, #state pairs, #decisions, #dead letters, n_inputs, then one ack list per input
--- stream (each one MessagePack array of id strings: one argument instead of hundreds keeps
--- the client's packing and the script's parsing cheap), then the state field/value pairs,
--- the decision data values and the dead-letter data values.
--- Returns {0} fenced, {2, decision ids, dead-letter ids} already committed,
--- else {1, decision ids, dead-letter ids, acked}.
+-- Held decisions (hold = '1', FAILOVER_MIN_REPLICAS > 0): the decisions are appended to the
+-- held list (KEYS[6]) instead of the decisions stream, in the same atomic step as the state
+-- and the acks; streams/lua/publish.lua moves them to the stream once a WAIT confirmed the
+-- commit on the replicas. Nothing is visible on the stream before that, and the decision
+-- ids reported are then empty (the entries do not exist yet); the reply gives the length
+-- of the held list instead.
+-- Any number of input streams: KEYS are leader, epoch, state, decisions, dlq, held, then
+-- the n_inputs input streams; ARGV are owner, epoch, group, token, decisions maxlen, dlq
+-- maxlen, #state pairs, #decisions, #dead letters, n_inputs, hold, then one ack list per
+-- input stream (each one MessagePack array of id strings: one argument instead of hundreds
+-- keeps the client's packing and the script's parsing cheap), then the state field/value
+-- pairs, the decision data values and the dead-letter data values.
+-- Returns {0} fenced, {2, decision ids, dead-letter ids, held} already committed,
+-- else {1, decision ids, dead-letter ids, acked, held}.
 local leader_key = KEYS[1]
 local epoch_key = KEYS[2]
 local state_key = KEYS[3]
 local decisions_key = KEYS[4]
 local dlq_key = KEYS[5]
+local held_key = KEYS[6]
 local owner = ARGV[1]
 local epoch = ARGV[2]
 local group = ARGV[3]
@@ -36,24 +43,25 @@ local n_state = tonumber(ARGV[7])
 local n_decisions = tonumber(ARGV[8])
 local n_dead = tonumber(ARGV[9])
 local n_inputs = tonumber(ARGV[10])
-if #KEYS ~= 5 + n_inputs then
+local hold = ARGV[11] == '1'
+if #KEYS ~= 6 + n_inputs then
   return redis.error_reply('ERR commit: ' .. n_inputs .. ' input streams but '
-    .. (#KEYS - 5) .. ' input keys')
+    .. (#KEYS - 6) .. ' input keys')
 end
 -- The variable-length parts, named once: input_keys[s] and packed_acks[s] belong together.
 local input_keys, packed_acks = {}, {}
 for s = 1, n_inputs do
-  input_keys[s] = KEYS[5 + s]
-  packed_acks[s] = ARGV[10 + s]
+  input_keys[s] = KEYS[6 + s]
+  packed_acks[s] = ARGV[11 + s]
 end
 local function argv_list(first, n)
   local out = {}
   for j = 1, n do out[j] = ARGV[first + j - 1] end
   return out
 end
-local state_pairs = argv_list(11 + n_inputs, 2 * n_state)
-local decisions = argv_list(11 + n_inputs + 2 * n_state, n_decisions)
-local dead_letters = argv_list(11 + n_inputs + 2 * n_state + n_decisions, n_dead)
+local state_pairs = argv_list(12 + n_inputs, 2 * n_state)
+local decisions = argv_list(12 + n_inputs + 2 * n_state, n_decisions)
+local dead_letters = argv_list(12 + n_inputs + 2 * n_state + n_decisions, n_dead)
 
 -- Refuse before the first write rather than fail halfway: Redis does not roll back a
 -- script that errors, so a wrong key type must stop the commit while nothing is written.
@@ -80,47 +88,17 @@ local function tail_ids(key, values)
   return ids
 end
 
-local function trim(key, maxlen)
-  if maxlen <= 0 then return end
-  local len = redis.call('XLEN', key)
-  if len <= maxlen then return end
-  local groups = redis.call('XINFO', 'GROUPS', key)
-  local caught_up = true
-  local info = {}
-  for _, g in ipairs(groups) do
-    local f = {}
-    for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
-    info[#info + 1] = f
-    if f['pending'] ~= 0 or type(f['lag']) ~= 'number' or f['lag'] > maxlen then
-      caught_up = false
-    end
-  end
-  if caught_up then
-    redis.call('XTRIM', key, 'MAXLEN', '~', maxlen)
-    return
-  end
-  local head = redis.call('XRANGE', key, '-', '+', 'COUNT', math.min(len - maxlen, 100) + 1)
-  local cut = head[#head][1]
-  for _, f in ipairs(info) do
-    if id_lt(f['last-delivered-id'], cut) then cut = f['last-delivered-id'] end
-    if f['pending'] > 0 then
-      local oldest = redis.call('XPENDING', key, f['name'])[2]
-      if id_lt(oldest, cut) then cut = oldest end
-    end
-  end
-  redis.call('XTRIM', key, 'MINID', cut)
-end
-
 if not holds_lease(leader_key, epoch_key, owner, epoch) then return {0} end
 local wrong = check_type(state_key, 'hash') or check_type(decisions_key, 'stream')
-  or check_type(dlq_key, 'stream')
+  or check_type(dlq_key, 'stream') or check_type(held_key, 'list')
 if wrong then return wrong end
 for _, key in ipairs(input_keys) do
   wrong = check_type(key, 'stream')
   if wrong then return wrong end
 end
 if redis.call('HGET', state_key, state_field.commit) == token then
-  return {2, tail_ids(decisions_key, decisions), tail_ids(dlq_key, dead_letters)}
+  local shown = hold and {} or tail_ids(decisions_key, decisions)
+  return {2, shown, tail_ids(dlq_key, dead_letters), hold and redis.call('LLEN', held_key) or 0}
 end
 for j = 1, #state_pairs, 2 do
   redis.call('HSET', state_key, state_pairs[j], state_pairs[j + 1])
@@ -128,12 +106,16 @@ end
 redis.call('HSET', state_key, state_field.commit, token)
 local decision_ids, dead_ids = {}, {}
 for _, data in ipairs(decisions) do
-  decision_ids[#decision_ids + 1] = redis.call('XADD', decisions_key, '*', 'data', data)
+  if hold then
+    redis.call('RPUSH', held_key, data)
+  else
+    decision_ids[#decision_ids + 1] = redis.call('XADD', decisions_key, '*', 'data', data)
+  end
 end
 for _, data in ipairs(dead_letters) do
   dead_ids[#dead_ids + 1] = redis.call('XADD', dlq_key, '*', 'data', data)
 end
-if n_decisions > 0 then trim(decisions_key, decisions_maxlen) end
+if n_decisions > 0 and not hold then trim(decisions_key, decisions_maxlen) end
 if n_dead > 0 then trim(dlq_key, dlq_maxlen) end
 local acked = 0
 for s, key in ipairs(input_keys) do
@@ -144,4 +126,4 @@ for s, key in ipairs(input_keys) do
     acked = acked + redis.call('XACK', key, group, unpack(ids, first, last))
   end
 end
-return {1, decision_ids, dead_ids, acked}
+return {1, decision_ids, dead_ids, acked, hold and redis.call('LLEN', held_key) or 0}

@@ -5,6 +5,7 @@ errors are retried until ``renew_deadline`` measured on the monotonic clock from
 time of the last good renew, so it always steps down before its lease can expire in Redis.
 Followers sleep until the holder's lease runs out (bounded by the retry period) or wake on
 the release message. Leader work runs in a task that is cancelled and awaited on demotion.
+After a Redis primary change nobody acquires for one TTL (:mod:`.quarantine`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from schemas.errors import RedisUnavailable
 from streams.cancel import cancel_and_wait
 from streams.connection import Client
 from streams.keys import Keys
-from streams.lease import Acquired, Lease, Unconfirmed
+from streams.lease import Acquired, Lease, Quarantined, Unconfirmed
 from streams.notifications import ReleaseNotifications
 from streams.retry import call
 from workers.coordinator.leadership import (
@@ -30,6 +31,7 @@ from workers.coordinator.leadership import (
     OnElected,
     Work,
 )
+from workers.coordinator.quarantine import Quarantine
 from workers.runtime import redis_outage
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ class Elector:
             confirm_timeout_ms=timing.retry_period_ms,
         )
         self.leadership: Leadership | None = None
+        self.quarantine = Quarantine()
         self.leadership_changes = 0
         # Monotonic *send* time of the last renew Redis confirmed (or of the acquisition) in
         # the current or most recent term: the lease lives in Redis until at least this +
@@ -170,6 +173,12 @@ class Elector:
                 continue
             redis_outage.recovered(log)
             self.seen_epoch = max(self.seen_epoch, result.epoch)
+            if isinstance(result, Quarantined):
+                await self._sleep_or_wake(
+                    self.quarantine.refused(result, sent), wake_on_release=False
+                )
+                continue
+            self.quarantine.over()
             if isinstance(result, Unconfirmed):
                 log.warning(
                     "lease epoch=%s confirmed by %s of %s replicas within %sms: released,"

@@ -78,9 +78,11 @@ class Journal:
         letters: Sequence[DeadLetter],
         decision_ids: Sequence[str] | None,
         policy: Policy,
+        held: int = 0,
     ) -> None:
-        """Log what one commit put into Redis, then what changed in the policy's notes."""
-        ids = decision_ids or ["?"] * len(planned)
+        """Log what one commit put into Redis, then what changed in the policy's notes
+        (``held``: decisions waiting for the replicas, not yet on the stream)."""
+        ids = decision_ids or ["held" if held else "?"] * len(planned)
         for plan, entry_id in zip(planned, ids, strict=False):
             log.warning(
                 "decision %s: failover %s -> %s reason=%s evidence=%s epoch=%s leader=%s entry=%s",

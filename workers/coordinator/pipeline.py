@@ -53,6 +53,7 @@ from streams.state import read_policy_state
 from workers.coordinator.intake import Intake, Run
 from workers.coordinator.journal import ConfigWatcher, Journal
 from workers.coordinator.leadership import Leadership
+from workers.coordinator.publisher import Publisher
 from workers.coordinator.upkeep import claim_pending, trim_input
 from workers.monitor.metrics import CoordinatorMetrics
 from workers.policy.apply import DELETED, Applier, Outcome, stamp
@@ -116,7 +117,9 @@ class LeaderPipeline:
             self.epoch,
             decisions_maxlen=settings.decisions_maxlen,
             dlq_maxlen=settings.dlq_maxlen,
+            hold=settings.min_replicas > 0,
         )
+        self.publisher = Publisher.for_term(redis, keys, settings, leadership)
         self.config = PolicyConfig.from_settings(settings)
         self.policy: Policy | None = None
         self.applier: Applier | None = None
@@ -147,14 +150,13 @@ class LeaderPipeline:
             max_entry_bytes=self.settings.max_entry_bytes,
         )
         self.journal.start(self.policy, self.config)
-        if not await self._announce():
-            return
-        if not await self._claim():
-            return
+        self.publisher.start()
         next_tick = next_trim = time.monotonic()
         prefetch: asyncio.Task[bool | None] | None = None
         inflight: asyncio.Task[bool] | None = None
         try:
+            if not await self._announce() or not await self._claim():
+                return
             while True:
                 reraise_lost_cancel()
                 if prefetch is None:
@@ -162,8 +164,8 @@ class LeaderPipeline:
                 else:
                     read_any = await prefetch
                     prefetch = None
-                if read_any is None:
-                    return
+                if read_any is None or self.publisher.ended():
+                    return  # fenced on read or on publish
                 ready = self.intake.take_ready()
                 if ready:
                     # Busy: Redis serves the next read while this batch is applied.
@@ -205,6 +207,7 @@ class LeaderPipeline:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
+            await self.publisher.stop()
 
     async def _trim(self) -> bool:
         """Bound the input streams by the retention; False when fenced."""
@@ -351,7 +354,7 @@ class LeaderPipeline:
             return False
         planned, letters = work.out.planned, work.out.letters
         assert self.policy is not None
-        self.journal.committed(planned, letters, result.decision_ids, self.policy)
+        self.journal.committed(planned, letters, result.decision_ids, self.policy, result.held)
         self.stats.decisions += len(planned)
         self.stats.dead_letters += len(letters)
         if self.metrics is not None:
@@ -382,6 +385,8 @@ class LeaderPipeline:
             log.error("fenced on commit: batch abandoned, stepping down epoch=%s", self.epoch)
             return result
         self.stats.commits += 1
+        if result.held:
+            self.publisher.poke()
         return result
 
 

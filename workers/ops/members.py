@@ -41,9 +41,21 @@ async def cmd_members(ctx: Context) -> int:
     rows = [_row(m, lease.owner or "", now) for m in members]
     missing = [r for r in rows if r["state"] == "missing"]
     if ctx.args.json:
-        ctx.emit_json({"leader": lease.owner, "epoch": lease.epoch, "members": rows})
+        ctx.emit_json(
+            {
+                "leader": lease.owner,
+                "epoch": lease.epoch,
+                "quarantine_ms": lease.quarantine_ms,
+                "held_decisions": lease.held_decisions,
+                "members": rows,
+            }
+        )
         return EXIT_FAILED if missing else EXIT_OK
     ctx.print(f"leader: {lease.owner or '(none)'}  epoch: {lease.epoch}")
+    if lease.quarantine_ms is not None:
+        ctx.print(f"quarantine: the Redis primary changed; no acquire for {lease.quarantine_ms}ms")
+    if lease.held_decisions:
+        ctx.print(f"held decisions (waiting for FAILOVER_MIN_REPLICAS): {lease.held_decisions}")
     if not rows:
         ctx.print("no process has sent a heartbeat (none running, or another namespace)")
         return EXIT_OK

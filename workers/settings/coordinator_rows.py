@@ -296,8 +296,9 @@ REPLICATION_ROWS = (
         "MIN_REPLICAS",
         0,
         (0, 100, "replicas"),
-        "a new lease counts only once `WAIT` confirms it on this many replicas (else it is"
-        " released and the attempt lost); 0 = off",
+        "a new lease, and a decision on `NS:decisions`, count only once `WAIT` confirms them"
+        " on this many replicas (an unconfirmed lease is released and the attempt lost;"
+        " decisions stay held in `NS:decisions:held` until confirmed); 0 = off",
         COORD,
     ),
     int_row(
