@@ -207,7 +207,8 @@ async def test_finding_5_leader_memory_stays_bounded_with_huge_entries(
 ) -> None:
     # The figures: 200 entries of 1 MB took the leader to 915 MB; one 88 MB entry
     # stalled the stream. DESIGN: under 300 MiB RSS whatever the entry sizes.
-    client = connect(own_redis_server.url)
+    # Writing 88 MB can take longer than the default 2 s socket timeout on a loaded host.
+    client = connect(own_redis_server.url, socket_timeout=30)
     try:
         env = {
             "PATH": "/usr/bin:/bin",

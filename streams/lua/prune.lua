@@ -15,7 +15,11 @@ local group = ARGV[3]
 if not holds_lease(leader_key, epoch_key, owner, epoch) then return {0} end
 local deleted = 0
 for _, stream_key in ipairs(stream_keys) do
-  for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', stream_key, group)) do
+  -- A stream (or its group) deleted under a starting leader has no consumers to prune;
+  -- the read that follows finds the group missing and makes it again.
+  local consumers = redis.pcall('XINFO', 'CONSUMERS', stream_key, group)
+  if consumers.err then consumers = {} end
+  for _, c in ipairs(consumers) do
     local name, pending = nil, nil
     for i = 1, #c, 2 do
       if c[i] == 'name' then name = c[i + 1] elseif c[i] == 'pending' then pending = c[i + 1] end

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
+from schemas.errors import GroupMissing
 from streams.commit import Fenced
 from streams.group import ZERO_ID, ConsumerGroup
 from workers.coordinator.intake import Intake
@@ -70,7 +71,14 @@ async def _claim_page(
     io: Io, group: ConsumerGroup, intake: Intake, stream: int, cursor: bytes, *, count: int
 ) -> bytes | None:
     """Claim one page; the next cursor, None when done, ``b""`` when fenced."""
-    page = await io(lambda: group.claim(stream, cursor, count), "claim")
+    try:
+        page = await io(lambda: group.claim(stream, cursor, count), "claim")
+    except GroupMissing:
+        # The stream was deleted under a starting leader: its pending entries went with
+        # it, so there is nothing left to claim; the group is made again for the reads.
+        log.warning("consumer group vanished while claiming (stream deleted?); recreating it")
+        await io(group.ensure, "create group")
+        return None
     if isinstance(page, Fenced):
         return b""
     intake.add_claimed(stream, page.entries, page.deleted)
