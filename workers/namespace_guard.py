@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from schemas.errors import FailoverError, RedisUnavailable
+from schemas.errors import ConfigError, FailoverError, RedisUnavailable
 from streams.cluster import check_namespace, hash_tag
 from streams.connection import connect
 from streams.retry import call
@@ -48,6 +48,8 @@ async def check(settings: Settings) -> None:
                 return
             except RedisUnavailable as exc:
                 log.debug("namespace check: Redis unreachable, trying again: %s", exc)
+            except ConfigError:
+                raise
             except FailoverError as exc:
                 log.debug("namespace check: Redis refused, left to the work: %s", exc)
                 return
