@@ -4,6 +4,7 @@ server, blocking reads, step-down messages and the fleet index, each on both."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 
@@ -115,3 +116,16 @@ async def test_heartbeats_and_the_fleet_index(any_redis_url: str, keys: Keys) ->
         assert member.heartbeat == beat and member.alive
     finally:
         await client.aclose()
+
+
+async def test_hello_needs_no_acl_grant(redis_server: RedisServer) -> None:
+    user = "hello-" + uuid.uuid4().hex[:8]
+    admin = connect(redis_server.url)
+    await admin.execute_command("ACL", "SETUSER", user, "on", ">pw", "resetkeys", "-@all")
+    limited = connect(f"redis://{user}:pw@127.0.0.1:{redis_server.port}/0")
+    try:
+        assert await server_mode(limited) == "standalone"  # every role can be checked
+    finally:
+        await limited.aclose()
+        await admin.execute_command("ACL", "DELUSER", user)
+        await admin.aclose()
