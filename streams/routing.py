@@ -64,7 +64,7 @@ class RoutedConnection(Connection):
         self.host, self.port = target
         try:
             await super()._connect()  # type: ignore[no-untyped-call]
-        except BaseException:
+        except Exception:
             if target != self._seed:  # the learned owner is gone: ask the URL's node again
                 self._route.forget(target)
             raise
