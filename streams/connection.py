@@ -1,4 +1,5 @@
-"""Redis client construction: from a URL, or for the primary that Sentinel names.
+"""Redis client construction: from a URL (one node of a Redis Cluster too), or for the
+primary that Sentinel names.
 
 The retry policy every Redis call goes through is :func:`streams.retry.call`; where Redis is
 (URL checks, redaction, the Sentinel target) is :mod:`streams.address`. Workers hold a
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import Any, TypeAlias, cast
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import SSLConnection, parse_url
+from redis.asyncio.connection import ConnectionPool, SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -18,6 +19,7 @@ from redis.backoff import NoBackoff
 from schemas.errors import ConfigError
 from streams.address import RedisTarget
 from streams.retry import call
+from streams.routing import Route, RoutedConnection, RoutedSSLConnection, follow_moved
 
 Client: TypeAlias = aioredis.Redis
 """The Redis client type, for annotations outside ``streams/`` (built by :func:`connect`)."""
@@ -43,9 +45,12 @@ def connect(
 
     Through Sentinel the client asks for the primary's address whenever it (re)connects,
     and a primary demoted under it answers READONLY, which drops the connection (a
-    transient error for :func:`~streams.retry.call`), so it follows promotions. redis-py's
-    own retries are switched off: all retrying goes through :func:`~streams.retry.call`, so
-    an outage is retried once, with one deadline, and logged with its attempt count.
+    transient error for :func:`~streams.retry.call`), so it follows promotions. On a Redis
+    Cluster, the URL names any node and the client follows ``MOVED`` to the node serving
+    the namespace's (hash-tagged) slot (:mod:`streams.routing`). redis-py's own retries
+    are switched off but for that one resend: all retrying goes through
+    :func:`~streams.retry.call`, so an outage is retried once, with one deadline, and
+    logged with its attempt count.
     """
     if isinstance(target, str):
         target = RedisTarget(target)
@@ -57,8 +62,21 @@ def connect(
         "health_check_interval": 0,
     }
     if not target.sentinels:
-        return aioredis.Redis.from_url(target.url, **common)  # type: ignore[arg-type]
+        # The one retry redis-py makes itself: a command a cluster node answered MOVED
+        # (it did not run) goes once more, to the node that owns the slot.
+        return _url_client(target.url, {**common, "retry": follow_moved()})
     return _sentinel_client(target, common)
+
+
+def _url_client(url: str, common: dict[str, object]) -> Client:
+    """A client of the server at ``url``; over TCP one that follows a Redis Cluster's
+    ``MOVED`` to the node serving its namespace (:mod:`streams.routing`)."""
+    kwargs: dict[str, Any] = {**common, **parse_url(url)}  # the URL wins, as in from_url
+    tcp = kwargs.get("connection_class")
+    if tcp is None or tcp is SSLConnection:
+        kwargs["connection_class"] = RoutedSSLConnection if tcp else RoutedConnection
+        kwargs["cluster_route"] = Route()
+    return aioredis.Redis.from_pool(ConnectionPool(**kwargs))
 
 
 def _sentinel_client(target: RedisTarget, common: dict[str, object]) -> Client:

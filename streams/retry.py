@@ -60,6 +60,10 @@ def is_retriable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, rex.ClusterDownError | rex.MasterDownError):
         return True
+    # A Redis Cluster's slot moving (MOVED; ASK while it is half-moved): the connection
+    # follows it (streams/routing.py), so the next attempt reaches the slot's owner.
+    if isinstance(exc, rex.AskError):
+        return True
     # Out of memory under maxmemory + noeviction: memory may be freed (a trim, an operator,
     # a larger limit); until then every process waits rather than exits (DESIGN §3).
     if isinstance(exc, rex.OutOfMemoryError):

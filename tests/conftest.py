@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
+from streams.cluster_set import ClusterSet
 from streams.connection import connect
 from streams.keys import Keys
 from streams.replica_set import ReplicaSet
@@ -53,6 +54,29 @@ def replica_set() -> Iterator[ReplicaSet]:
         for server in group.servers:
             server.resume()  # a test may have left one paused
         group.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[ClusterSet]:
+    """A Redis Cluster of three primaries for the whole session (tests reshard only slots
+    they own: their namespace's, or one of a key of their own)."""
+    cluster = ClusterSet()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=["single", "cluster"])
+def any_redis_url(request: pytest.FixtureRequest, namespace: str) -> str:
+    """The session server's URL, then a cluster node's that does NOT own this test's
+    namespace (so every client has to follow a MOVED first)."""
+    if request.param == "single":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return server.url
+    cluster: ClusterSet = request.getfixturevalue("redis_cluster")
+    return cluster.entry_url(namespace)
 
 
 @pytest.fixture

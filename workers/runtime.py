@@ -10,6 +10,8 @@
   ``2026-11-29T08:17:22.123Z INFO workers.x message`` (UTC, millisecond precision), or one
   JSON object per line with ``FAILOVER_LOG_FORMAT=json``; level ``FAILOVER_LOG_LEVEL``
   (default INFO);
+- on a Redis Cluster, refuses a namespace without a hash tag (one line, exit 2; see
+  :mod:`workers.namespace_guard`);
 - runs ``amain(settings, stop)``; SIGTERM and SIGINT set ``stop``, and ``amain`` returns
   once it has wound down (``None`` means exit 0);
 - bounds the shutdown: ``amain`` gets ``FAILOVER_SHUTDOWN_TIMEOUT_MS`` after the first
@@ -49,6 +51,7 @@ from typing import NoReturn, TextIO
 from schemas.errors import ConfigError, FailoverError, RedisRefused, RedisUnavailable
 from streams.errors import translate
 from workers.membership import Membership, current_membership, set_membership
+from workers.namespace_guard import guarded
 from workers.settings import Settings, help_text, load_settings
 
 __all__ = ["Membership", "current_membership"]
@@ -260,7 +263,8 @@ async def _supervise(role: str, amain: AsyncMain, settings: Settings) -> int:
         loop.add_signal_handler(sig, on_signal, sig)
 
     async def main() -> int | None:
-        return await amain(settings, stop)
+        # On a Redis Cluster an untagged namespace is a bad setting: exit 2 before work.
+        return await guarded(settings, lambda: amain(settings, stop))
 
     work = asyncio.create_task(main(), name=f"{role}-main")
     stopped = asyncio.create_task(stop.wait(), name="stop-requested")

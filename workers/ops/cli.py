@@ -21,6 +21,7 @@ import msgspec
 from schemas.errors import ConfigError, RedisRefused, RedisUnavailable
 from streams.address import redact, validate_url
 from streams.cancel import cancel_and_wait
+from streams.cluster import check_namespace
 from streams.errors import translated
 from workers.exposition import version
 from workers.ops.commands import COMMANDS, EVENT_TYPES
@@ -285,8 +286,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     return msgspec.structs.replace(settings, **changes) if changes else settings
 
 
+# Commands that never talk to Redis.
+_OFFLINE = frozenset({"check"})
+
+
 async def _command(name: str, ctx: Context) -> int:
     with translated():
+        if name not in _OFFLINE:
+            # On a Redis Cluster an untagged namespace is a bad setting (exit 2).
+            namespace = ctx.settings.namespace
+            await ctx.io(lambda: check_namespace(ctx.redis, namespace), "namespace check")
         return await COMMANDS[name](ctx)
 
 
