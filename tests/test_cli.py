@@ -434,7 +434,9 @@ def test_decisions_follow_prints_new_entries_and_ends_on_ctrl_c(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert code == 0 and stopped_in < 1.5
+    # Prompt: within one short blocking read (plus a loaded host's scheduling), not the
+    # shutdown timeout.
+    assert code == 0 and stopped_in < 3.0
     assert "Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
 
 
