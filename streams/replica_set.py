@@ -102,6 +102,20 @@ class ReplicaSet:
         """The server Sentinel currently names as the primary."""
         return self.by_port(self.primary_port())
 
+    def rejoin(self, server: RedisServer) -> None:
+        """Start a killed data server again as a replica of the current primary.
+
+        Its own command line would make the original primary a primary again (empty, until
+        Sentinel demotes it seconds later) and point a replica at a port that may no longer
+        be the primary; starting it with ``--replicaof`` the primary Sentinel names avoids
+        both, as an operator bringing a node back would.
+        """
+        primary = self.primary_port()
+        if primary == server.port:
+            raise RuntimeError(f"{server.port} is still the primary Sentinel names")
+        server.extra_args = [*_FAST_SYNC, "--replicaof", "127.0.0.1", str(primary)]
+        server.start()
+
     def wait_switch(self, old_port: int, timeout_s: float = 30.0) -> int:
         """Wait until every answering Sentinel names a primary other than ``old_port``."""
         deadline = time.monotonic() + timeout_s
