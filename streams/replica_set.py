@@ -136,6 +136,26 @@ class ReplicaSet:
             time.sleep(0.05)
         raise RuntimeError("the replica set did not settle")
 
+    def wait_synced(self, timeout_s: float = 60.0) -> None:
+        """:meth:`wait_stable`, then wait until a write on the primary is acknowledged
+        (``WAIT``) by every live replica: a replica just started has finished its full sync,
+        so a promotion cannot pick one that is still empty."""
+        self.wait_stable(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            live = [s for s in self.servers if s.proc is not None and s.proc.poll() is None]
+            client = redis.Redis(port=self.primary_port(), socket_timeout=3)
+            try:
+                client.set("replica-set:probe", "1")
+                if int(client.execute_command("WAIT", len(live) - 1, 2000)) >= len(live) - 1:  # type: ignore[no-untyped-call]
+                    return
+            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+                pass
+            finally:
+                client.close()
+            time.sleep(0.1)
+        raise RuntimeError("the replicas did not catch up with the primary")
+
     def _named_primaries(self) -> list[int]:
         ports = []
         for sentinel in self.sentinels:

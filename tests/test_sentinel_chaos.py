@@ -170,26 +170,6 @@ def _applied_sync(client: Any, keys: Keys, entry_id: bytes) -> bool:
     return not client.xpending_range(keys.health, GROUP, entry_id, entry_id, 1)
 
 
-def _synced(group: ReplicaSet) -> bool:
-    """A write on the primary is acknowledged by both replicas (a rejoined one has synced)."""
-    client: Any = redis.Redis(port=group.primary_port(), socket_timeout=3)
-    try:
-        client.set("chaos:probe", "1")
-        return int(client.execute_command("WAIT", 2, 2000)) >= 2
-    except (rex.RedisError, OSError):
-        return False
-    finally:
-        client.close()
-
-
-def _settle(group: ReplicaSet) -> None:
-    group.wait_stable(40)
-    deadline = time.monotonic() + 20
-    while not _synced(group):
-        assert time.monotonic() < deadline, "the replicas did not catch up"
-        time.sleep(0.1)
-
-
 @pytest.fixture(params=[0, 1], ids=["min-replicas-0", "min-replicas-1"])
 def min_replicas(request: pytest.FixtureRequest) -> Iterator[int]:
     """FAILOVER_MIN_REPLICAS for the fleet."""
@@ -260,7 +240,7 @@ async def test_fleet_survives_losing_the_primary_three_times(
             assert back <= bound, (faults, [w.output()[-3000:] for w in workers])
             if kind == "SIGKILL":
                 await asyncio.to_thread(replica_set.rejoin, server)
-            await asyncio.to_thread(_settle, replica_set)
+            await asyncio.to_thread(replica_set.wait_synced)
             if kind == "SIGSTOP":  # Sentinel demoted the paused primary when it came back
                 direct = redis.Redis(port=old, socket_timeout=3)
                 try:
