@@ -36,6 +36,7 @@ import redis.exceptions as rex
 from schemas.codec import decode_entry, encode_entry
 from schemas.events import DeadLetter, FailoverDecision, HealthEvent, LeaderChanged, Status
 from streams.address import RedisTarget
+from streams.cancel import cancel_and_wait
 from streams.connection import connect
 from streams.group import split_id
 from streams.keys import GROUP, Keys, StateField
@@ -325,9 +326,7 @@ async def test_fleet_survives_losing_the_primary_three_times(
         )
     finally:
         traffic.stop.set()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*tasks)
         for client in (producer, reader):
             await client.aclose()
         if final is not None:
