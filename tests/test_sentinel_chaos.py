@@ -10,8 +10,8 @@ back, so the leader decides failovers while the faults happen. A reader follows
 past down-after then SIGCONTed (it must come back as a replica), and SIGKILLed again; each
 killed server is started again as a replica so the next fault has replicas to promote.
 
-Checked: a working leader (an entry confirmed after the switch is applied) within the
-switch time + TTL + 2 s of each fault; along ``NS:decisions`` ``leader_changed`` epochs
+Checked: a working leader (a marker entry added after the switch, on the primary Sentinel
+names, is applied) within the switch time + TTL + 2 s of each fault; along ``NS:decisions`` ``leader_changed`` epochs
 strictly increase and every decision carries its leader's epoch; no decision id twice;
 every entry confirmed by ``WAIT`` is applied (acked by the group, the last one per
 observer in the policy state) or dead-lettered; no coordinator exits. With
