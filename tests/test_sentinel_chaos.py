@@ -11,13 +11,13 @@ past down-after then SIGCONTed (it must come back as a replica), and SIGKILLed a
 killed server is started again as a replica so the next fault has replicas to promote.
 
 Checked: a working leader (a marker entry added after the switch, on the primary Sentinel
-names, is applied) within the switch time + TTL + 2 s of each fault; along ``NS:decisions`` ``leader_changed`` epochs
-strictly increase and every decision carries its leader's epoch; no decision id twice;
-every entry confirmed by ``WAIT`` is applied (acked by the group, the last one per
-observer in the policy state) or dead-lettered; no coordinator exits. With
-``FAILOVER_MIN_REPLICAS=1`` also: every entry the reader saw is still on ``NS:decisions``
-after the faults (the lease is confirmed on a replica, so a paused primary that comes back
-cannot grant it).
+names, is applied) within the switch time + TTL + 2 s of each fault; along
+``NS:decisions`` ``leader_changed`` epochs strictly increase and every decision carries
+its leader's epoch; no decision id twice; every entry confirmed by ``WAIT`` is applied
+(acked by the group, the last one per observer in the policy state) or dead-lettered; no
+coordinator exits. With ``FAILOVER_MIN_REPLICAS=1`` also: every entry the reader saw is
+still on ``NS:decisions`` after the faults (the lease is confirmed on a replica, so a
+paused primary that comes back cannot grant it).
 """
 
 from __future__ import annotations
