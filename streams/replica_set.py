@@ -102,15 +102,46 @@ class ReplicaSet:
         """The server Sentinel currently names as the primary."""
         return self.by_port(self.primary_port())
 
+    def rejoin(self, server: RedisServer) -> None:
+        """Start a killed data server again as a replica of the current primary.
+
+        Its own command line would make the original primary a primary again (empty, until
+        Sentinel demotes it seconds later) and point a replica at a port that may no longer
+        be the primary; starting it with ``--replicaof`` the primary Sentinel names avoids
+        both, as an operator bringing a node back would.
+        """
+        primary = self.primary_port()
+        if primary == server.port:
+            raise RuntimeError(f"{server.port} is still the primary Sentinel names")
+        server.extra_args = [*_FAST_SYNC, "--replicaof", "127.0.0.1", str(primary)]
+        server.start()
+
     def wait_switch(self, old_port: int, timeout_s: float = 30.0) -> int:
         """Wait until every answering Sentinel names a primary other than ``old_port``."""
         deadline = time.monotonic() + timeout_s
+        ports: list[int] = []
         while time.monotonic() < deadline:
             ports = self._named_primaries()
             if ports and old_port not in ports and len(set(ports)) == 1:
                 return ports[0]
             time.sleep(0.02)
-        raise RuntimeError(f"sentinels did not replace the primary on {old_port}")
+        raise RuntimeError(
+            f"sentinels did not replace the primary on {old_port}: they name {ports}; "
+            f"servers: {self._roles()}"
+        )
+
+    def _roles(self) -> dict[int, str]:
+        roles = {}
+        for server in self.servers:
+            client = redis.Redis(port=server.port, socket_timeout=0.5)
+            try:
+                info: Any = client.info("replication")
+                roles[server.port] = f"{info['role']} of {info.get('master_port', '-')}"
+            except (redis.ConnectionError, redis.TimeoutError):
+                roles[server.port] = "down"
+            finally:
+                client.close()
+        return roles
 
     def wait_stable(self, timeout_s: float = 30.0) -> None:
         """Wait until one primary is named by all Sentinels, every live replica is
@@ -121,6 +152,48 @@ class ReplicaSet:
                 return
             time.sleep(0.05)
         raise RuntimeError("the replica set did not settle")
+
+    def wait_synced(self, timeout_s: float = 60.0) -> None:
+        """:meth:`wait_stable`, then wait until a write on the primary is acknowledged
+        (``WAIT``) by every live replica and every Sentinel sees each of them up with its
+        link to the primary ``ok``: a replica just started has finished its full sync and
+        counts as a candidate, so the next promotion cannot stall on it or pick it empty."""
+        self.wait_stable(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            live = [s for s in self.servers if s.proc is not None and s.proc.poll() is None]
+            if not all(self._replicas_ok(sentinel, len(live) - 1) for sentinel in self.sentinels):
+                time.sleep(0.1)
+                continue
+            client = redis.Redis(port=self.primary_port(), socket_timeout=3)
+            try:
+                client.set("replica-set:probe", "1")
+                if int(client.execute_command("WAIT", len(live) - 1, 2000)) >= len(live) - 1:  # type: ignore[no-untyped-call]
+                    return
+            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+                pass
+            finally:
+                client.close()
+            time.sleep(0.1)
+        raise RuntimeError("the replicas did not catch up with the primary")
+
+    def _replicas_ok(self, sentinel: RedisServer, expected: int) -> bool:
+        primary = self.primary_port()
+        client = self._sentinel_client(sentinel)
+        try:
+            replicas: Any = client.sentinel_slaves(self.master)
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+            return False
+        finally:
+            client.close()
+        healthy = [
+            r
+            for r in replicas
+            if "down" not in str(r.get("flags", ""))
+            and r.get("master-link-status") == "ok"
+            and int(r.get("master-port", 0)) == primary
+        ]
+        return len(healthy) >= expected
 
     def _named_primaries(self) -> list[int]:
         ports = []
