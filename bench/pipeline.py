@@ -1,7 +1,7 @@
 """Throughput and decision latency of the leader pipeline, with its ceilings, in one run.
 
     python -m bench.pipeline [--events 200000] [--batches 500,2000] [--repeat 5]
-                             [--rate 2000] [--decisions 60] [--json]
+                             [--rate 2000] [--decisions 100] [--json]
 
 Starts its own Redis on a free loopback port. Rows:
 
@@ -44,13 +44,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import msgspec
 import redis.asyncio as aioredis
 
 from bench import baselines, hostile
 from bench.faststream_peer import MAX_RECORDS, faststream
 from bench.history import REGIONS, fill, history
 from bench.leader_memory import leader_row
+from bench.percentiles import summarize, tail
 from bench.phases import Phases
 from schemas.codec import decode_entry, encode_data
 from schemas.events import FailoverDecision, HealthEvent
@@ -62,40 +62,6 @@ from streams.server import RedisServer
 from workers.coordinator.leadership import Leadership
 from workers.coordinator.pipeline import LeaderPipeline
 from workers.settings import load_settings
-
-
-def _pct(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return {
-        "p50_ms": round(statistics.median(ordered), 2),
-        "p99_ms": round(p99, 2),
-        "max_ms": round(ordered[-1], 2),
-        "n": len(ordered),
-    }
-
-
-async def _bare(r: aioredis.Redis, keys: Keys, n: int, batch: int) -> float:
-    """redis-py's public API: XREADGROUP + msgspec decode + XACK, nothing else."""
-    group = f"bare-{time.monotonic_ns()}"
-    await r.xgroup_create(keys.health, group, id="0")
-    decoder = msgspec.json.Decoder(HealthEvent)
-    done = 0
-    start = time.perf_counter()
-    while done < n:
-        reply = await r.xreadgroup(group, "bare", {keys.health: ">"}, count=batch)
-        if not reply:
-            break
-        entries = reply[0][1]
-        for _, fields in entries:
-            decoder.decode(fields[b"data"])
-        await r.xack(keys.health, group, *[entry_id for entry_id, _ in entries])
-        done += len(entries)
-    elapsed = time.perf_counter() - start
-    await r.xgroup_destroy(keys.health, group)
-    assert done == n, (done, n)
-    return n / elapsed
-
 
 # The other consumers of the same entries: label, consumer, COUNT (None: the batch size).
 _OTHERS: dict[str, tuple[str, baselines.Baseline, int | None]] = {
@@ -275,8 +241,8 @@ async def _latency(url: str, rate: int, decisions: int) -> dict[str, Any]:
     return {
         "events": events,
         "achieved_rate": round(events / elapsed),
-        "server": _pct(server_ms),
-        "client": _pct(client_ms),
+        "server": summarize(server_ms),
+        "client": summarize(client_ms),
         "coordinator_exit": proc.returncode,
     }
 
@@ -287,7 +253,7 @@ async def main() -> None:
     parser.add_argument("--batches", default="500,2000", help="comma-separated batch sizes")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--rate", type=int, default=2000)
-    parser.add_argument("--decisions", type=int, default=60)
+    parser.add_argument("--decisions", type=int, default=100)  # a p99 needs 100
     parser.add_argument("--adversarial-events", type=int, default=100_000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -307,7 +273,7 @@ async def main() -> None:
             others: dict[str, list[float]] = {name: [] for name in _OTHERS}
             for i in range(args.repeat):
                 phase(f"batch {batch}: pass {i + 1}/{args.repeat} (each loop, then the pipeline)")
-                bare.append(await _bare(r, keys, args.events, batch))
+                bare.append(await baselines.redis_py(server.url, keys.health, args.events, batch))
                 for name, (_, consume, count) in _OTHERS.items():
                     others[name].append(
                         await consume(server.url, keys.health, args.events, count or batch)
@@ -371,8 +337,8 @@ async def main() -> None:
     lat = latency
     print(
         f"decision latency at {lat['achieved_rate']} events/s over {lat['server']['n']} "
-        f"decisions: server p50 {lat['server']['p50_ms']} ms p99 {lat['server']['p99_ms']} ms; "
-        f"client p50 {lat['client']['p50_ms']} ms p99 {lat['client']['p99_ms']} ms"
+        f"decisions: server p50 {lat['server']['p50_ms']} ms {tail(lat['server'])}; "
+        f"client p50 {lat['client']['p50_ms']} ms {tail(lat['client'])}"
     )
     print("\n".join(hostile.render(adversarial)))
 
