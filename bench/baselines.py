@@ -43,9 +43,8 @@ def group_name(kind: str) -> str:
 
 def _entries(reply: Any) -> list[Any]:
     """The entries of a one-stream XREADGROUP reply: a map in RESP3, pairs in RESP2."""
-    if isinstance(reply, dict):
-        return next(iter(reply.values()))  # type: ignore[no-any-return]
-    return reply[0][1]  # type: ignore[no-any-return]
+    entries: list[Any] = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+    return entries
 
 
 def _decode(entries: list[Any]) -> None:
@@ -122,7 +121,7 @@ async def redis_py_tuned(url: str, stream: str, n: int, batch: int) -> float:
         _decode(entries)
         ids = [entry[0] for entry in entries]
         done += len(entries)
-    acked += await r.execute_command("XACK", stream, group, *ids)
+    acked += await r.xack(stream, group, *ids)
     elapsed = time.perf_counter() - start
     await r.xgroup_destroy(stream, group)
     await r.aclose()
