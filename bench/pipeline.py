@@ -1,24 +1,29 @@
-"""Throughput and decision latency of the leader pipeline, with its ceiling, in one run.
+"""Throughput and decision latency of the leader pipeline, with its ceilings, in one run.
 
-    python -m bench.pipeline [--events 200000] [--batches 500,2000] [--repeat 3]
-                             [--rate 2000] [--decisions 60] [--json]
+    python -m bench.pipeline [--events 200000] [--batches 500,2000] [--repeat 5]
+                             [--rate 2000] [--decisions 100] [--json]
 
 Starts its own Redis on a free loopback port. Rows:
 
-* ``bare-loop`` (the ceiling): redis-py ``XREADGROUP`` + ``XACK`` over the same pre-filled
-  ``NS:health`` (its own group), each entry decoded with msgspec — what a consumer does with
-  no fencing, no policy, no state and no dead letters;
 * ``pipeline``: the whole leader pipeline (fenced Lua read, decode, pure policy, one fenced
-  commit per batch with state, decisions and acks) over the same entries;
+  commit per batch with state, decisions and acks) over the pre-filled ``NS:health``;
+* ``bare-loop``: redis-py's public API (``XREADGROUP``, msgspec decode, one ``XACK`` per
+  batch, in sequence) over the same entries in its own group — no fencing, no policy, no
+  state, no dead letters; not a ceiling: it pays for redis-py's per-entry dicts;
+* the ceilings of :mod:`bench.baselines` (redis-py tuned; a thin hiredis protocol client)
+  and the peer of :mod:`bench.faststream_peer` (FastStream's batch subscriber, 1000 per
+  batch), same entries, each in its own group;
+* ``leader memory``: a real ``python -m workers.coordinator`` drains the same entries at
+  the default batch size; its events/s and peak RSS (``VmHWM``);
 * ``decision-latency``: a ``python -m workers.coordinator`` process follows ``NS:health`` fed
   at a steady ``--rate`` events/s by 3 regions x 4 observers; every 0.3 s the active region
   fails by quorum; latency is from the ``XADD`` of the entry that completed the evidence to
   the decision: ``server`` = decision entry id - trigger entry id (Redis clock, 1 ms
   resolution), ``client`` = trigger XADD sent -> decision seen by a blocking XREAD.
 
-Throughput rows are measured for each batch size (``FAILOVER_BATCH_SIZE``; the bare loop
-uses the same COUNT) and report the median and the best of ``--repeat`` alternating passes (the
-machine is shared and noisy).
+Throughput rows are measured for each batch size (``FAILOVER_BATCH_SIZE``; the loops use the
+same COUNT) in ``--repeat`` interleaved passes (every consumer once per pass; the machine is
+shared and noisy); the medians are compared, the pipeline's to each consumer's.
 """
 
 from __future__ import annotations
@@ -39,11 +44,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import msgspec
 import redis.asyncio as aioredis
 
-from bench import hostile
+from bench import baselines, hostile
+from bench.faststream_peer import MAX_RECORDS, faststream
 from bench.history import REGIONS, fill, history
+from bench.leader_memory import leader_row
+from bench.percentiles import summarize, tail
 from bench.phases import Phases
 from schemas.codec import decode_entry, encode_data
 from schemas.events import FailoverDecision, HealthEvent
@@ -56,38 +63,40 @@ from workers.coordinator.leadership import Leadership
 from workers.coordinator.pipeline import LeaderPipeline
 from workers.settings import load_settings
 
+# The other consumers of the same entries: label, consumer, COUNT (None: the batch size).
+_OTHERS: dict[str, tuple[str, baselines.Baseline, int | None]] = {
+    "redis_py_tuned": ("redis-py tuned (ceiling)", baselines.redis_py_tuned, None),
+    "thin_hiredis": ("thin hiredis client (ceiling)", baselines.thin_hiredis, None),
+    "faststream": (f"FastStream batch {MAX_RECORDS} (peer)", faststream, MAX_RECORDS),
+}
+_GOALS = {"redis_py_tuned": "goal >= 0.75 x", "faststream": "goal >= 3 x"}
 
-def _pct(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+def _versus(pipe: list[float], values: list[float]) -> dict[str, Any]:
+    """One consumer's median events/s and the pipeline's median over it."""
+    median = statistics.median(values)
     return {
-        "p50_ms": round(statistics.median(ordered), 2),
-        "p99_ms": round(p99, 2),
-        "max_ms": round(ordered[-1], 2),
-        "n": len(ordered),
+        "events_per_s": round(median),
+        "ratio": round(statistics.median(pipe) / median, 3),
+        "all": [round(x) for x in values],
     }
 
 
-async def _bare(r: aioredis.Redis, keys: Keys, n: int, batch: int) -> float:
-    """The ceiling: XREADGROUP + msgspec decode + XACK, nothing else."""
-    group = f"bare-{time.monotonic_ns()}"
-    await r.xgroup_create(keys.health, group, id="0")
-    decoder = msgspec.json.Decoder(HealthEvent)
-    done = 0
-    start = time.perf_counter()
-    while done < n:
-        reply = await r.xreadgroup(group, "bare", {keys.health: ">"}, count=batch)
-        if not reply:
-            break
-        entries = reply[0][1]
-        for _, fields in entries:
-            decoder.decode(fields[b"data"])
-        await r.xack(keys.health, group, *[entry_id for entry_id, _ in entries])
-        done += len(entries)
-    elapsed = time.perf_counter() - start
-    await r.xgroup_destroy(keys.health, group)
-    assert done == n, (done, n)
-    return n / elapsed
+def _table(row: dict[str, Any]) -> list[str]:
+    """The batch's medians: every consumer beside the pipeline, and pipeline / consumer."""
+    lines = [
+        f"  {'batch ' + str(row['batch']) + ', medians':<34} {'events/s':>9}  pipeline / it",
+        f"  {'leader pipeline':<34} {row['median_pipeline_events_per_s']:>9,}",
+        f"  {'redis-py public API (bare loop)':<34} {row['median_bare_loop_events_per_s']:>9,}"
+        f"  {row['median_ratio']:>5.2f} x",
+    ]
+    for name, (label, _, _) in _OTHERS.items():
+        other = row[name]
+        lines.append(
+            f"  {label:<34} {other['events_per_s']:>9,}  {other['ratio']:>5.2f} x"
+            f"  {_GOALS.get(name, '')}".rstrip()
+        )
+    return lines
 
 
 async def _pipeline(r: aioredis.Redis, url: str, keys: Keys, n: int, batch: int) -> dict[str, Any]:
@@ -232,8 +241,8 @@ async def _latency(url: str, rate: int, decisions: int) -> dict[str, Any]:
     return {
         "events": events,
         "achieved_rate": round(events / elapsed),
-        "server": _pct(server_ms),
-        "client": _pct(client_ms),
+        "server": summarize(server_ms),
+        "client": summarize(client_ms),
         "coordinator_exit": proc.returncode,
     }
 
@@ -244,7 +253,7 @@ async def main() -> None:
     parser.add_argument("--batches", default="500,2000", help="comma-separated batch sizes")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--rate", type=int, default=2000)
-    parser.add_argument("--decisions", type=int, default=60)
+    parser.add_argument("--decisions", type=int, default=100)  # a p99 needs 100
     parser.add_argument("--adversarial-events", type=int, default=100_000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -261,9 +270,14 @@ async def main() -> None:
         await fill(r, keys.health, history(args.events))
         for batch in batches:
             bare, pipe, runs = [], [], []
+            others: dict[str, list[float]] = {name: [] for name in _OTHERS}
             for i in range(args.repeat):
-                phase(f"batch {batch}: pass {i + 1}/{args.repeat} (bare loop, then the pipeline)")
-                bare.append(await _bare(r, keys, args.events, batch))
+                phase(f"batch {batch}: pass {i + 1}/{args.repeat} (each loop, then the pipeline)")
+                bare.append(await baselines.redis_py(server.url, keys.health, args.events, batch))
+                for name, (_, consume, count) in _OTHERS.items():
+                    others[name].append(
+                        await consume(server.url, keys.health, args.events, count or batch)
+                    )
                 run = await _pipeline(r, server.url, keys, args.events, batch)
                 pipe.append(run["events_per_s"])
                 runs.append(run)
@@ -281,7 +295,10 @@ async def main() -> None:
                     "commits": runs[0]["commits"],
                     "decisions": runs[0]["decisions"],
                 }
+                | {name: _versus(pipe, values) for name, values in others.items()}
             )
+        phase(f"leader memory: a coordinator process drains {args.events} events")
+        memory = await leader_row(server.url, keys, args.events, batches[0])
         await r.aclose()
         phase(f"decision latency: {args.decisions} decisions at {args.rate} events/s")
         latency = await _latency(server.url, args.rate, args.decisions)
@@ -294,26 +311,34 @@ async def main() -> None:
     result = {
         "events": args.events,
         "throughput": throughput,
+        "leader_memory": memory,
         "decision_latency": latency,
         "adversarial": adversarial,
     }
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{args.events} pre-filled health events; {args.repeat} alternating passes each")
+    print(f"{args.events} pre-filled health events; {args.repeat} interleaved passes each")
     for row in throughput:
         for label, suffix in (("median", "median_"), ("best  ", "")):
             print(
-                f"batch {row['batch']:>5} {label}: bare-loop"
+                f"batch {row['batch']:>5} {label}: redis-py loop"
                 f" {row[suffix + 'bare_loop_events_per_s']:>9,} events/s  pipeline"
                 f" {row[suffix + 'pipeline_events_per_s']:>9,} events/s"
-                f"  = {row[suffix + 'ratio']:.2f} x bare  ({row['commits']} commits)"
+                f"  = {row[suffix + 'ratio']:.2f} x it  ({row['commits']} commits)"
             )
+        print("\n".join(_table(row)))
+    mem = memory
+    print(
+        f"leader memory: a coordinator process drained {mem['events']:,} events (batch"
+        f" {mem['batch']}) at {mem['events_per_s']:,} events/s, peak RSS"
+        f" {mem['leader_peak_rss_mib']} MiB"
+    )
     lat = latency
     print(
         f"decision latency at {lat['achieved_rate']} events/s over {lat['server']['n']} "
-        f"decisions: server p50 {lat['server']['p50_ms']} ms p99 {lat['server']['p99_ms']} ms; "
-        f"client p50 {lat['client']['p50_ms']} ms p99 {lat['client']['p99_ms']} ms"
+        f"decisions: server p50 {lat['server']['p50_ms']} ms {tail(lat['server'])}; "
+        f"client p50 {lat['client']['p50_ms']} ms {tail(lat['client'])}"
     )
     print("\n".join(hostile.render(adversarial)))
 

@@ -1,6 +1,7 @@
 """Cost of ``failoverctl status`` and of one lag-monitor sample on a loaded Redis, same run.
 
-    python -m bench.status [--entries 50000] [--pending 2000] [--rounds 200] [--json]
+    python -m bench.status [--entries 50000] [--pending 2000] [--rounds 200] [--cli-runs 20]
+                           [--json]
 
 Starts its own Redis on a free loopback port, fills ``NS:health`` and ``NS:events`` with
 ``--entries`` each, delivers ``--pending`` of them unacknowledged, holds a lease, and keeps a
@@ -12,6 +13,9 @@ writer thread appending in pipelines of 50 while measuring. Rows:
 * ``server-cost``: Redis CPU per snapshot from ``INFO commandstats`` (usec per EVALSHA), per
   stream, with Redis reporting the lag and with the lag NULL (counted, capped);
 * ``failoverctl-status``: the whole command as a process (interpreter start dominates).
+
+Latency rows print p50 and p99 (nearest rank) with >= 100 samples, else p50 and "max of
+N" (:mod:`bench.percentiles`); ``--rounds`` is 200 and ``--cli-runs`` 20 by default.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import threading
@@ -34,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import redis
 import redis.asyncio as aioredis
 
+from bench.percentiles import summarize, tail
 from streams.connection import connect
 from streams.keys import GROUP, Keys
 from streams.lag import LagSampler
@@ -44,12 +48,6 @@ from workers.settings import load_settings
 REGIONS = "us-east,eu-west,ap-south"
 
 
-def _pct(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return {"p50_ms": round(statistics.median(ordered), 3), "p99_ms": round(p99, 3)}
-
-
 async def _time(op: Callable[[], Awaitable[Any]], rounds: int) -> dict[str, float]:
     await op()
     times = []
@@ -57,7 +55,7 @@ async def _time(op: Callable[[], Awaitable[Any]], rounds: int) -> dict[str, floa
         start = time.perf_counter()
         await op()
         times.append((time.perf_counter() - start) * 1000)
-    return _pct(times)
+    return summarize(times, 3)
 
 
 async def _server_us(r: aioredis.Redis, sampler: LagSampler, rounds: int) -> float:
@@ -93,6 +91,7 @@ def _writer(url: str, stream: str, stop: threading.Event) -> None:
 
 
 def _cli_runs(url: str, namespace: str, runs: int) -> dict[str, float]:
+    # A process start costs ~0.2 s, so runs are few: below 100 the tail printed is "max of N".
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAILOVER_")}
     env |= {"FAILOVER_REDIS_URL": url, "FAILOVER_NAMESPACE": namespace, "FAILOVER_REGIONS": REGIONS}
     # The console script beside this interpreter: the figure is the installed command's, and
@@ -103,10 +102,10 @@ def _cli_runs(url: str, namespace: str, runs: int) -> dict[str, float]:
         start = time.perf_counter()
         subprocess.run([failoverctl, "status", "--json"], env=env, capture_output=True, check=True)
         times.append((time.perf_counter() - start) * 1000)
-    return _pct(times)
+    return summarize(times, 3)
 
 
-async def run(entries: int, pending: int, rounds: int) -> dict[str, Any]:
+async def run(entries: int, pending: int, rounds: int, cli_runs: int = 20) -> dict[str, Any]:
     """Measure every row; returns the figures."""
     server = RedisServer()
     server.start()
@@ -137,7 +136,7 @@ async def run(entries: int, pending: int, rounds: int) -> dict[str, Any]:
             "us_per_stream_reported_lag": round(exact_us / 2, 1),
             "us_per_stream_counted_lag": round(counted_us - exact_us / 2, 1),
         }
-        rows["failoverctl-status"] = _cli_runs(server.url, keys.namespace, 5)
+        rows["failoverctl-status"] = _cli_runs(server.url, keys.namespace, cli_runs)
         return {"entries_per_stream": entries, "pending": pending, "rounds": rounds, "rows": rows}
     finally:
         stop.set()
@@ -153,15 +152,20 @@ def main() -> None:
     p.add_argument("--entries", type=int, default=50_000)
     p.add_argument("--pending", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=200)
+    p.add_argument("--cli-runs", type=int, default=20)
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
-    result = asyncio.run(run(a.entries, a.pending, a.rounds))
+    result = asyncio.run(run(a.entries, a.pending, a.rounds, a.cli_runs))
     if a.json:
         print(json.dumps(result))
         return
     print(f"{a.entries} entries per stream, {a.pending} pending, writer running, {a.rounds} rounds")
     for name, row in result["rows"].items():
-        print(f"  {name:<20} " + "  ".join(f"{k}={v}" for k, v in row.items()))
+        if "p50_ms" in row:
+            line = f"p50 {row['p50_ms']} ms  {tail(row)}"
+        else:
+            line = "  ".join(f"{k}={v}" for k, v in row.items())
+        print(f"  {name:<20} {line}")
 
 
 if __name__ == "__main__":
