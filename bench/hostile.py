@@ -87,6 +87,17 @@ async def _fill_flat(r: aioredis.Redis, stream: str, entries: list[list[bytes]])
             await pipe.execute()
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (load-independent work)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _redis_cpu_s(r: aioredis.Redis) -> float:
+    info = await r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def _peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -125,15 +136,22 @@ async def _row(url: str, keys: Keys, n: int) -> dict[str, Any]:
         while not await r.exists(keys.leader):
             await asyncio.sleep(0.005)
         start = time.perf_counter()
+        leader_cpu, redis_cpu = _cpu_s(proc.pid), await _redis_cpu_s(r)
         while not await _drained(r, keys, n):
             if proc.poll() is not None:
                 raise RuntimeError(f"coordinator exited with {proc.returncode}")
             await asyncio.sleep(0.005)
         elapsed = time.perf_counter() - start
+        leader_cpu = _cpu_s(proc.pid) - leader_cpu
+        redis_cpu = await _redis_cpu_s(r) - redis_cpu
         peak = _peak_rss_mib(proc.pid)
         state = await r.hget(keys.state, "policy") or b""
         return {
             "events_per_s": round(n / elapsed),
+            # CPU time per event of the leader and of Redis: what the row costs, whatever
+            # else the machine runs (events/s depends on that too).
+            "leader_cpu_us_per_event": round(leader_cpu / n * 1e6, 2),
+            "redis_cpu_us_per_event": round(redis_cpu / n * 1e6, 2),
             "leader_peak_rss_mib": round(peak, 1),
             "state_bytes": len(state),
             "dead_letters": await r.xlen(keys.dlq),
@@ -187,7 +205,9 @@ def render(result: dict[str, Any]) -> list[str]:
         lines.append(
             f"{name:<12} {row['events_per_s']:>9,} events/s  leader peak RSS"
             f" {row['leader_peak_rss_mib']:>6.1f} MiB  NS:state {row['state_bytes']:>9,} B"
-            f"  dead letters {row['dead_letters']:>6,}"
+            f"  dead letters {row['dead_letters']:>6,}  CPU/event: leader"
+            f" {row['leader_cpu_us_per_event']:.1f} us,"
+            f" Redis {row['redis_cpu_us_per_event']:.1f} us"
         )
     ratios = result.get("all_ratios", [])
     each = f" (median of {len(ratios)} passes: {', '.join(f'{x:.2f}' for x in ratios)})"
