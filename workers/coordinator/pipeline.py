@@ -365,20 +365,15 @@ class LeaderPipeline:
         batch.state[StateField.EPOCH] = b"%d" % self.epoch
         batch.state[StateField.LEADER] = self.owner.encode()
         batch.state[StateField.UPDATED_AT] = repr(self._clock()).encode()
-        policy = self.policy
-        # The whole state every time (the next leader needs all of it), but only the runs
-        # the policy changed are encoded again: with 1,000 observers that was most of the
-        # leader's time.
-        state = self._encoder.encode(policy.state, policy.take_run_changes())
+        # The whole state and every region's verdict, looking again only at changed runs.
+        policy, changed = self.policy, self.policy.take_run_changes()
+        state = self._encoder.encode(policy.state, changed)
+        self._verdicts = policy.verdicts(changed)
         if state != self._state_bytes:
             self._state_bytes = state
-            # Verdicts are a function of the state: computed once per state, shared by the
-            # summary and the journal's log of region changes.
-            self._verdicts = policy.verdicts()
             batch.state[StateField.POLICY] = state
-            batch.state[StateField.SUMMARY] = _summary_encoder.encode(
-                policy.summary(self._verdicts)
-            )
+            summary = policy.summary(self._verdicts)
+            batch.state[StateField.SUMMARY] = _summary_encoder.encode(summary)
 
     async def _commit_batch(self, batch: Batch) -> Committed | Fenced:
         token = self.committer.next_token()
@@ -395,10 +390,10 @@ class LeaderPipeline:
 
 
 class _Work(msgspec.Struct):
-    """One round's output before it is committed."""
+    """One round's output before it is committed (``verdicts``: each region's state and
+    down reason in the state this batch commits)."""
 
     batch: Batch = msgspec.field(default_factory=Batch)
     out: Outcome = msgspec.field(default_factory=Outcome)
     ticked: bool = False
-    # Each region's (state, down reason) as of the state this batch commits.
     verdicts: dict[str, tuple[RegionState, str | None]] = msgspec.field(default_factory=dict)

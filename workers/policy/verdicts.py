@@ -6,10 +6,11 @@ so a silent observer's old verdict never makes a region down or an eligible targ
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from schemas.state import PolicySummary, RegionState
 from workers.policy.state import ObserverRun, PolicyConfig, PolicyState
+from workers.policy.tally import FAILING, FRESH, Tally
 from workers.policy.views import summarize
 
 INF = float("inf")
@@ -64,6 +65,7 @@ class Verdicts:
     _quorum: int
     _window: float
     _stale_after: float
+    _tally: Tally | None = None  # the counts behind the last verdicts(changed)
 
     def _down(self, region: str, now: float) -> tuple[str | None, list[str]]:
         """Why ``region`` is down at ``now`` and the evidence, or ``(None, [])``."""
@@ -102,12 +104,18 @@ class Verdicts:
                 and now - run.times[-1] <= window
             ):
                 fresh += 1
+        return self._judge(region, failing, fresh, now)
+
+    def _judge(
+        self, region: str, failing: int, fresh: int, now: float
+    ) -> tuple[RegionState, str | None]:
+        """The verdict from the counts of failing-quorum and fresh passing runs."""
         if failing >= self._quorum:
             return "down", "quorum_unhealthy"
         last = self._last_seen.get(region, self._state.first_tick)
         if last is not None and now - last > self._stale_after:
             return "down", "stale"
-        if not runs:
+        if not self._runs[region]:
             return "unknown", None
         return ("up" if fresh >= self._quorum else "suspect"), None
 
@@ -128,9 +136,31 @@ class Verdicts:
             return "unknown", None
         return self._verdict(region, now)
 
-    def verdicts(self) -> dict[str, tuple[RegionState, str | None]]:
-        """Every region's :meth:`verdict`, in configuration order."""
-        return {region: self.verdict(region) for region in self._regions}
+    def verdicts(
+        self, changed: Collection[tuple[str, str]] | None = None
+    ) -> dict[str, tuple[RegionState, str | None]]:
+        """Every region's :meth:`verdict`, in configuration order.
+
+        ``changed``: every ``(region, source)`` run changed since the previous call (what
+        ``take_run_changes`` returns); then only those runs are looked at again, unless
+        the counts have to be redone anyway (:class:`Tally`). None: look at every run.
+        """
+        now = self._state.clock
+        if now is None:
+            return {region: ("unknown", None) for region in self._regions}
+        knobs = (self._threshold, self._recovery, self._window)
+        tally = self._tally
+        if (
+            changed is None
+            or tally is None
+            or not tally.advance(self._state, knobs, self._runs, changed, now)
+        ):
+            tally = self._tally = Tally(self._state, knobs, self._runs, now)
+        counts = tally.counts
+        return {
+            region: self._judge(region, counts[region][FAILING], counts[region][FRESH], now)
+            for region in self._regions
+        }
 
     def summary(
         self, verdicts: Mapping[str, tuple[RegionState, str | None]] | None = None
