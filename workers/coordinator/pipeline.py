@@ -48,16 +48,16 @@ from streams.commit import Batch, Committed, Committer, Fenced
 from streams.connection import Client
 from streams.errors import translated
 from streams.group import ConsumerGroup, RawRead
-from streams.keys import Keys, StateField
+from streams.keys import Keys
 from streams.retry import call
 from streams.state import read_policy_state
 from workers.coordinator.intake import Intake, Run
 from workers.coordinator.journal import ConfigWatcher, Journal
 from workers.coordinator.leadership import Leadership
+from workers.coordinator.stamp import StateStamp
 from workers.coordinator.upkeep import claim_pending, trim_input
 from workers.monitor.metrics import CoordinatorMetrics
 from workers.policy.apply import DELETED, Applier, Outcome, stamp
-from workers.policy.encoder import StateEncoder
 from workers.policy.rules import Policy
 from workers.policy.state import PolicyConfig, config_differences, decode_state
 from workers.settings import Settings
@@ -70,7 +70,6 @@ _MAX_BLOCK_MS = 100
 # Input retention is enforced every this many ticks (10 s by default): trimming is cheap,
 # but there is no need to pay it on every round.
 _TRIM_EVERY_TICKS = 10
-_summary_encoder = msgspec.json.Encoder()
 
 
 class PipelineStats(msgspec.Struct):
@@ -125,9 +124,7 @@ class LeaderPipeline:
         self._deadline_s = settings.renew_deadline_ms / 1000
         self._streams = keys.input_streams
         self.intake = Intake(len(self._streams))
-        self._state_bytes: bytes | None = None
-        self._encoder = StateEncoder()
-        self._verdicts: dict[str, tuple[RegionState, str | None]] = {}
+        self._stamp = StateStamp(self.epoch, self.owner, clock)
         self.journal = Journal(self.epoch, self.owner, on_config=on_config)
 
     # -- the term -----------------------------------------------------------------------
@@ -341,7 +338,7 @@ class LeaderPipeline:
             batch.dead_letters.append(encode_data(letter))
         if work.ticked or not batch.empty:
             self._add_state(batch)
-        work.verdicts = self._verdicts
+        work.verdicts = self._stamp.verdicts
         return not batch.empty
 
     async def _send(self, work: _Work) -> bool:
@@ -362,18 +359,7 @@ class LeaderPipeline:
     def _add_state(self, batch: Batch) -> None:
         """Stamp ``batch`` with who commits it, and the policy state if it changed."""
         assert self.policy is not None
-        batch.state[StateField.EPOCH] = b"%d" % self.epoch
-        batch.state[StateField.LEADER] = self.owner.encode()
-        batch.state[StateField.UPDATED_AT] = repr(self._clock()).encode()
-        # The whole state and every region's verdict, looking again only at changed runs.
-        policy, changed = self.policy, self.policy.take_run_changes()
-        state = self._encoder.encode(policy.state, changed)
-        self._verdicts = policy.verdicts(changed)
-        if state != self._state_bytes:
-            self._state_bytes = state
-            batch.state[StateField.POLICY] = state
-            summary = policy.summary(self._verdicts)
-            batch.state[StateField.SUMMARY] = _summary_encoder.encode(summary)
+        self._stamp.stamp(batch, self.policy)
 
     async def _commit_batch(self, batch: Batch) -> Committed | Fenced:
         token = self.committer.next_token()
