@@ -9,10 +9,10 @@ request once, when it changes, not on every commit.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from schemas.events import DeadLetter
-from schemas.state import PlannedFailover
+from schemas.state import PlannedFailover, RegionState
 from workers.policy.rules import Policy
 from workers.policy.state import PolicyConfig, PolicyState, Refusal, config_differences
 
@@ -78,10 +78,13 @@ class Journal:
         letters: Sequence[DeadLetter],
         decision_ids: Sequence[str] | None,
         policy: Policy,
+        verdicts: Mapping[str, tuple[RegionState, str | None]],
+        *,
         held: int = 0,
     ) -> None:
         """Log what one commit put into Redis, then what changed in the policy's notes
-        (``held``: decisions waiting for the replicas, not yet on the stream)."""
+        (``verdicts``: each region's state and down reason in the committed state;
+        ``held``: decisions waiting for the replicas, not yet on the stream)."""
         ids = decision_ids or ["held" if held else "?"] * len(planned)
         for plan, entry_id in zip(planned, ids, strict=False):
             log.warning(
@@ -106,18 +109,18 @@ class Journal:
             )
         state = policy.state
         self._notes(state)
-        self._changes(policy)
+        self._changes(policy, verdicts)
 
-    def _changes(self, policy: Policy) -> None:
+    def _changes(
+        self, policy: Policy, verdicts: Mapping[str, tuple[RegionState, str | None]]
+    ) -> None:
         """One line per region state, panic, pause, hold and configuration change."""
         state = policy.state
-        for region in policy.config.regions:
-            now = policy.region_state(region)
+        for region, (now, reason) in verdicts.items():
             before = self._regions.get(region)
             if now != before:
                 self._regions[region] = now
                 if before is not None:
-                    reason = policy.down_reason(region)
                     log.info(
                         "region %s: %s -> %s%s epoch=%s",
                         region,

@@ -42,28 +42,25 @@ import msgspec
 from schemas.codec import encode_data
 from schemas.errors import GroupMissing
 from schemas.events import LeaderChanged
+from schemas.state import RegionState
 from streams.cancel import reraise_lost_cancel
 from streams.commit import Batch, Committed, Committer, Fenced
 from streams.connection import Client
 from streams.errors import translated
 from streams.group import ConsumerGroup, RawRead
-from streams.keys import Keys, StateField
+from streams.keys import Keys
 from streams.retry import call
 from streams.state import read_policy_state
 from workers.coordinator.intake import Intake, Run
 from workers.coordinator.journal import ConfigWatcher, Journal
 from workers.coordinator.leadership import Leadership
 from workers.coordinator.publisher import Publisher
+from workers.coordinator.stamp import StateStamp
 from workers.coordinator.upkeep import claim_pending, trim_input
 from workers.monitor.metrics import CoordinatorMetrics
 from workers.policy.apply import DELETED, Applier, Outcome, stamp
 from workers.policy.rules import Policy
-from workers.policy.state import (
-    PolicyConfig,
-    config_differences,
-    decode_state,
-    encode_state,
-)
+from workers.policy.state import PolicyConfig, config_differences, decode_state
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,7 +71,6 @@ _MAX_BLOCK_MS = 100
 # Input retention is enforced every this many ticks (10 s by default): trimming is cheap,
 # but there is no need to pay it on every round.
 _TRIM_EVERY_TICKS = 10
-_summary_encoder = msgspec.json.Encoder()
 
 
 class PipelineStats(msgspec.Struct):
@@ -131,7 +127,7 @@ class LeaderPipeline:
         self._deadline_s = settings.renew_deadline_ms / 1000
         self._streams = keys.input_streams
         self.intake = Intake(len(self._streams))
-        self._state_bytes: bytes | None = None
+        self._stamp = StateStamp(self.epoch, self.owner, clock)
         self.journal = Journal(self.epoch, self.owner, on_config=on_config)
 
     # -- the term -----------------------------------------------------------------------
@@ -345,6 +341,7 @@ class LeaderPipeline:
             batch.dead_letters.append(encode_data(letter))
         if work.ticked or not batch.empty:
             self._add_state(batch)
+        work.verdicts = self._stamp.verdicts
         return not batch.empty
 
     async def _send(self, work: _Work) -> bool:
@@ -354,7 +351,9 @@ class LeaderPipeline:
             return False
         planned, letters = work.out.planned, work.out.letters
         assert self.policy is not None
-        self.journal.committed(planned, letters, result.decision_ids, self.policy, result.held)
+        self.journal.committed(
+            planned, letters, result.decision_ids, self.policy, work.verdicts, held=result.held
+        )
         self.stats.decisions += len(planned)
         self.stats.dead_letters += len(letters)
         if self.metrics is not None:
@@ -365,14 +364,7 @@ class LeaderPipeline:
     def _add_state(self, batch: Batch) -> None:
         """Stamp ``batch`` with who commits it, and the policy state if it changed."""
         assert self.policy is not None
-        batch.state[StateField.EPOCH] = b"%d" % self.epoch
-        batch.state[StateField.LEADER] = self.owner.encode()
-        batch.state[StateField.UPDATED_AT] = repr(self._clock()).encode()
-        state = encode_state(self.policy.state)
-        if state != self._state_bytes:
-            self._state_bytes = state
-            batch.state[StateField.POLICY] = state
-            batch.state[StateField.SUMMARY] = _summary_encoder.encode(self.policy.summary())
+        self._stamp.stamp(batch, self.policy)
 
     async def _commit_batch(self, batch: Batch) -> Committed | Fenced:
         token = self.committer.next_token()
@@ -391,8 +383,10 @@ class LeaderPipeline:
 
 
 class _Work(msgspec.Struct):
-    """One round's output before it is committed."""
+    """One round's output before it is committed (``verdicts``: each region's state and
+    down reason in the state this batch commits)."""
 
     batch: Batch = msgspec.field(default_factory=Batch)
     out: Outcome = msgspec.field(default_factory=Outcome)
     ticked: bool = False
+    verdicts: dict[str, tuple[RegionState, str | None]] = msgspec.field(default_factory=dict)

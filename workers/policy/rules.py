@@ -10,9 +10,8 @@ decision rules are evaluated only when their outcome may have changed since the 
 evaluation: an observation that can make the active region down, the clock passing the
 next instant at which time alone can change the outcome, or anything at all that can change
 a possible target or the number of regions down while the active region is down and no
-decision was made. Evaluating more often than that never changes a result (tests check the
-lazy policy against one that evaluates after every event), so the triggers err on the
-early side.
+decision was made. Evaluating more often never changes a result (tests check the lazy
+policy against one that evaluates after every event), so the triggers err on the early side.
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ from schemas.events import (
 )
 from schemas.state import PlannedFailover
 from workers.policy import control
+from workers.policy.encoder import RunChanges
 from workers.policy.state import (
     MAX_RECENT_EVENTS,
     MAX_REFUSED,
@@ -65,7 +65,7 @@ def decision_id(seq: int, from_region: str, to_region: str, evidence: list[str])
     return "d-" + hashlib.sha256(payload).hexdigest()[:16]
 
 
-class Policy(Verdicts):
+class Policy(Verdicts, RunChanges):
     """Applies health and operator events in stream order and plans failovers.
 
     ``config`` seeds the configuration of a state that has none (a new namespace, or a
@@ -110,6 +110,7 @@ class Policy(Verdicts):
         self._last_seen = state.last_seen
         self._observers = state.observers
         self._keep = 0
+        self._reset_run_changes()
         self._configure()
 
     @property
@@ -161,6 +162,7 @@ class Policy(Verdicts):
             st.first_tick = st.clock
         if control.expire(st, self._expiry):
             self._wake_at = -INF
+            self._all_runs_changed = True
         return self._evaluate()
 
     def knows_observer(self, source: str) -> bool:
@@ -201,6 +203,7 @@ class Policy(Verdicts):
                 run.ids = [event.event_id]
                 run.times = [at]
             run.status = event.status
+        self._touched[region, source] = None
         observers = self._observers
         if at > observers.get(source, -INF):
             observers[source] = at
@@ -241,6 +244,7 @@ class Policy(Verdicts):
 
     def _apply_operator_event(self, event: OperatorEvent) -> list[PlannedFailover]:
         st = self._state
+        self._all_runs_changed = True  # rare; drains, forgetting and new keeps touch runs
         key = f"{event.actor}\x00{event.event_id}"
         if key in st.recent_events:
             return []  # redelivered

@@ -6,10 +6,11 @@ so a silent observer's old verdict never makes a region down or an eligible targ
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from schemas.state import PolicySummary, RegionState
 from workers.policy.state import ObserverRun, PolicyConfig, PolicyState
+from workers.policy.tally import FAILING, FRESH, Tally
 from workers.policy.views import summarize
 
 INF = float("inf")
@@ -64,6 +65,7 @@ class Verdicts:
     _quorum: int
     _window: float
     _stale_after: float
+    _tally: Tally | None = None  # the counts behind the last verdicts(changed)
 
     def _down(self, region: str, now: float) -> tuple[str | None, list[str]]:
         """Why ``region`` is down at ``now`` and the evidence, or ``(None, [])``."""
@@ -82,35 +84,89 @@ class Verdicts:
         return INF if last is None else last + self._stale_after
 
     def _state_at(self, region: str, now: float) -> RegionState:
-        if self._down(region, now)[0] is not None:
-            return "down"
+        return self._verdict(region, now)[0]
+
+    def _verdict(self, region: str, now: float) -> tuple[RegionState, str | None]:
+        """``region``'s state at ``now`` and why it is down, in one pass over its runs
+        (what :meth:`_down` and :func:`passing` decide; with 1,000 observers a region has
+        1,000 runs and every commit asks for every region)."""
         runs = self._runs[region]
-        if not runs:
-            return "unknown"
-        failed_at = self._state.failed_at.get(region, -INF)
-        fresh = passing(runs, self._recovery, self._window, now, failed_at)
-        return "up" if fresh >= self._quorum else "suspect"
+        k, recovery, window = self._threshold, self._recovery, self._window
+        since = self._state.failed_at.get(region, -INF)
+        failing = fresh = 0
+        for run in runs.values():
+            if run.failing:
+                if run.count >= k and now - run.times[-k] <= window:
+                    failing += 1
+            elif (
+                run.count >= recovery
+                and run.times[-recovery] > since
+                and now - run.times[-1] <= window
+            ):
+                fresh += 1
+        return self._judge(region, failing, fresh, now)
+
+    def _judge(
+        self, region: str, failing: int, fresh: int, now: float
+    ) -> tuple[RegionState, str | None]:
+        """The verdict from the counts of failing-quorum and fresh passing runs."""
+        if failing >= self._quorum:
+            return "down", "quorum_unhealthy"
+        last = self._last_seen.get(region, self._state.first_tick)
+        if last is not None and now - last > self._stale_after:
+            return "down", "stale"
+        if not self._runs[region]:
+            return "unknown", None
+        return ("up" if fresh >= self._quorum else "suspect"), None
 
     # -- views --------------------------------------------------------------------------
 
     def region_state(self, region: str) -> RegionState:
         """``up``/``down``/``suspect``/``unknown`` for ``region`` at the policy clock."""
-        now = self._state.clock
-        if region not in self._runs or now is None:
-            return "unknown"
-        return self._state_at(region, now)
+        return self.verdict(region)[0]
 
     def down_reason(self, region: str) -> str | None:
         """Why ``region`` is down at the policy clock (``quorum_unhealthy``/``stale``), or None."""
+        return self.verdict(region)[1]
+
+    def verdict(self, region: str) -> tuple[RegionState, str | None]:
+        """:meth:`region_state` and :meth:`down_reason` of ``region`` together."""
         now = self._state.clock
         if region not in self._runs or now is None:
-            return None
-        return self._down(region, now)[0]
+            return "unknown", None
+        return self._verdict(region, now)
 
-    def summary(self) -> PolicySummary:
-        """A read-only view of the state for ``status``."""
-        verdicts = {
-            region: (self.region_state(region), self.down_reason(region))
+    def verdicts(
+        self, changed: Collection[tuple[str, str]] | None = None
+    ) -> dict[str, tuple[RegionState, str | None]]:
+        """Every region's :meth:`verdict`, in configuration order.
+
+        ``changed``: every ``(region, source)`` run changed since the previous call (what
+        ``take_run_changes`` returns); then only those runs are looked at again, unless
+        the counts have to be redone anyway (:class:`Tally`). None: look at every run.
+        """
+        now = self._state.clock
+        if now is None:
+            return {region: ("unknown", None) for region in self._regions}
+        knobs = (self._threshold, self._recovery, self._window)
+        tally = self._tally
+        if (
+            changed is None
+            or tally is None
+            or not tally.advance(self._state, knobs, self._runs, changed, now)
+        ):
+            tally = self._tally = Tally(self._state, knobs, self._runs, now)
+        counts = tally.counts
+        return {
+            region: self._judge(region, counts[region][FAILING], counts[region][FRESH], now)
             for region in self._regions
         }
+
+    def summary(
+        self, verdicts: Mapping[str, tuple[RegionState, str | None]] | None = None
+    ) -> PolicySummary:
+        """A read-only view of the state for ``status`` (``verdicts``: :meth:`verdicts`,
+        when the caller has them already)."""
+        if verdicts is None:
+            verdicts = self.verdicts()
         return summarize(self._state, verdicts, self._config, len(self._regions))
