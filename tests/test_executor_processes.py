@@ -16,6 +16,8 @@ from pathlib import Path
 import msgspec
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from schemas.codec import decode_entry, encode_entry
 from schemas.events import FailoverCompleted, FailoverFailed, HealthEvent
@@ -242,11 +244,13 @@ _SPIN = "local n = 0 while true do n = n + 1 end"
 
 def busy_redis(url: str) -> threading.Thread:
     """Run a script that never ends (until SCRIPT KILL); every other command gets BUSY."""
-    client = sync_client(url)
-    client.config_set("busy-reply-threshold", 50)
+    sync_client(url).config_set("busy-reply-threshold", 50)
+    # No socket timeout and no retries: redis-py would otherwise send the EVAL again after
+    # a timeout, and that second spin could start right after the test's SCRIPT KILL.
+    client = redis.Redis.from_url(url, socket_timeout=None, retry=Retry(NoBackoff(), 0))
 
     def spin() -> None:
-        # SCRIPT KILL ends it with an error; a killed server or a socket timeout too.
+        # SCRIPT KILL ends it with an error; a killed server too.
         with contextlib.suppress(redis.RedisError):
             client.eval(_SPIN, 0)
 
