@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import logging
-import math
 import random
 import signal
 import sys
@@ -38,6 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.percentiles import nearest_rank, spread
 from bench.phases import Phases
 from streams.connection import connect
 from streams.keys import Keys
@@ -60,21 +60,8 @@ def _timing(ttl_ms: int) -> ElectorTiming:
     )
 
 
-def _pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
-
-
 def _summary(values_s: list[float]) -> dict[str, float]:
-    ms = [v * 1000 for v in values_s]
-    return {
-        "n": len(ms),
-        "p50_ms": round(_pct(ms, 50), 3),
-        "p99_ms": round(_pct(ms, 99), 3),
-        "min_ms": round(min(ms), 3),
-        "max_ms": round(max(ms), 3),
-    }
+    return spread([v * 1000 for v in values_s])
 
 
 # --- the child: one elector in its own process ---------------------------------------------
@@ -288,10 +275,10 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         phase("done")
     finally:
         server.stop()
-    ping_p50 = _pct(ops["ping"], 50)
+    ping_p50 = nearest_rank(ops["ping"], 50)
     ops_summary = {name: _summary(values) for name, values in ops.items()}
     for name, summary in ops_summary.items():
-        summary["p50_vs_ping"] = round(_pct(ops[name], 50) / ping_p50, 2)
+        summary["p50_vs_ping"] = round(nearest_rank(ops[name], 50) / ping_p50, 2)
     crash_latency = _summary([r["latency"] for r in crash])
     handoff_latency = _summary([r["latency"] for r in graceful])
     goals = [

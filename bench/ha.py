@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis
 
+from bench.percentiles import spread
 from bench.phases import Phases
 from schemas.codec import decode_entry, encode_data
 from schemas.events import FailoverDecision, HealthEvent, LeaderChanged
@@ -59,22 +60,8 @@ REGIONS = ("eu", "us", "ap")
 OBSERVERS = ("o1", "o2", "o3", "o4")
 
 
-def _pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
-
-
 def _summary(values_ms: list[float]) -> dict[str, float]:
-    if not values_ms:
-        return {"n": 0}  # the table prints nan
-    return {
-        "n": len(values_ms),
-        "p50_ms": round(_pct(values_ms, 50), 1),
-        "p99_ms": round(_pct(values_ms, 99), 1),
-        "min_ms": round(min(values_ms), 1),
-        "max_ms": round(max(values_ms), 1),
-    }
+    return spread(values_ms, digits=1)  # empty: {"n": 0}, the table prints nan
 
 
 class _Fleet:

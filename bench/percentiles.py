@@ -30,3 +30,24 @@ def tail(summary: dict[str, float]) -> str:
     if "p99_ms" in summary:
         return f"p99 {summary['p99_ms']} ms"
     return f"max of {int(summary['n'])} {summary['max_ms']} ms"
+
+
+def nearest_rank(values: list[float], q: float) -> float:
+    """The nearest-rank percentile ``q`` (0..100) of ``values``."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def spread(values_ms: list[float], digits: int = 3) -> dict[str, float]:
+    """``n``, ``p50_ms``, ``p99_ms`` (nearest rank), ``min_ms`` and ``max_ms`` of
+    ``values_ms``; with fewer than 100 samples the "p99" is at or near the maximum, so the
+    printed tables say "max of N" beside it (see :func:`tail`)."""
+    if not values_ms:
+        return {"n": 0}
+    return {
+        "n": len(values_ms),
+        "p50_ms": round(nearest_rank(values_ms, 50), digits),
+        "p99_ms": round(nearest_rank(values_ms, 99), digits),
+        "min_ms": round(min(values_ms), digits),
+        "max_ms": round(max(values_ms), digits),
+    }

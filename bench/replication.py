@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import sys
 import time
 import uuid
@@ -35,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis.asyncio as aioredis
 
+from bench.percentiles import spread
 from schemas.codec import decode_entry, encode_entry
 from schemas.events import FailoverDecision, HealthEvent
 from streams.address import RedisTarget
@@ -49,21 +49,8 @@ from workers.settings import load_settings
 _WARMUP = 5
 
 
-def _pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
-
-
 def _summary(values_s: list[float]) -> dict[str, float]:
-    ms = [v * 1000 for v in values_s]
-    return {
-        "n": len(ms),
-        "p50_ms": round(_pct(ms, 50), 3),
-        "p99_ms": round(_pct(ms, 99), 3),
-        "min_ms": round(min(ms), 3),
-        "max_ms": round(max(ms), 3),
-    }
+    return spread([v * 1000 for v in values_s])
 
 
 def _health(event_id: str, region: str, status: str) -> dict[bytes, bytes]:
