@@ -1,6 +1,7 @@
 """Leadership across primary losses on a replicated Redis, and what FAILOVER_MIN_REPLICAS costs.
 
     python -m bench.ha [--kills 20] [--ttl-ms 1000] [--rate 2000] [--decisions 40] [--json]
+                       [--log-dir DIR] [--no-latency]
 
 Starts its own replica set on free loopback ports (:class:`streams.replica_set.ReplicaSet`:
 a primary, two replicas, three Sentinels, ``down-after-milliseconds`` 1000) and fleets of
@@ -11,7 +12,10 @@ three ``python -m workers.coordinator`` processes that find the primary through 
   ``switch`` = SIGKILL -> the first Sentinel naming another primary
   (``SENTINEL get-master-addr-by-name``, polled every 10 ms); ``leader`` = SIGKILL -> the
   next ``leader_changed`` on ``NS:decisions`` (its entry id, the server's clock; same host);
-  ``leader - switch`` is what the fleet adds to Sentinel's own time. Fleet run with
+  ``leader - switch`` is what the fleet adds to Sentinel's own time; ``+switch-master`` =
+  SIGKILL -> the first Sentinel's ``+switch-master`` message (what coordinators listen
+  for). Per kill in ``--json`` (``kills.rows``); ``--log-dir`` keeps the coordinators' INFO
+  logs, ``--no-latency`` runs only the kills. Fleet run with
   ``FAILOVER_MIN_REPLICAS`` = ``--kill-min-replicas`` (default 1, what the README advises).
 * ``decision latency``: a producer writes ``--rate`` health events/s (3 regions x 4
   observers, the rounds due every 10 ms in one pipeline); every 50 rounds the active
@@ -42,6 +46,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis
+import redis.asyncio
 
 from bench.percentiles import spread
 from bench.phases import Phases
@@ -67,7 +72,14 @@ def _summary(values_ms: list[float]) -> dict[str, float]:
 class _Fleet:
     """Three coordinator processes on the replica set, under one namespace."""
 
-    def __init__(self, group: ReplicaSet, keys: Keys, ttl_ms: int, min_replicas: int) -> None:
+    def __init__(
+        self,
+        group: ReplicaSet,
+        keys: Keys,
+        ttl_ms: int,
+        min_replicas: int,
+        log_dir: Path | None = None,
+    ) -> None:
         self.env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
@@ -81,15 +93,21 @@ class _Fleet:
             "FAILOVER_THRESHOLD": "3",
             "FAILOVER_RECOVERY_THRESHOLD": "3",
             "FAILOVER_COOLDOWN_MS": "50",
-            "FAILOVER_LOG_LEVEL": "ERROR",
+            "FAILOVER_LOG_LEVEL": "INFO" if log_dir else "ERROR",
         }
+        self.logs = [
+            open(log_dir / f"{keys.namespace.strip('{}')}-ha{n}.log", "ab")  # noqa: SIM115
+            if log_dir
+            else None
+            for n in range(3)
+        ]
         self.procs = [
             subprocess.Popen(
                 [sys.executable, "-m", "workers.coordinator"],
                 env={**self.env, "FAILOVER_INSTANCE_ID": f"ha{n}"},
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stderr=self.logs[n] or subprocess.DEVNULL,
                 preexec_fn=die_with_parent,  # noqa: PLW1509 - none outlives a killed bench
             )
             for n in range(3)
@@ -100,7 +118,11 @@ class _Fleet:
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        return [proc.wait(timeout=30) for proc in self.procs]
+        codes = [proc.wait(timeout=30) for proc in self.procs]
+        for log in self.logs:
+            if log is not None:
+                log.close()
+        return codes
 
 
 class _Follower:
@@ -153,6 +175,36 @@ async def _first_leader(follower: _Follower, timeout_s: float = 60.0) -> None:
             await asyncio.sleep(0.05)
 
 
+class _SwitchMessages:
+    """Monotonic arrival times of every Sentinel's ``+switch-master`` (what the
+    coordinators hear too)."""
+
+    def __init__(self, group: ReplicaSet) -> None:
+        self.clients: list[Any] = [
+            redis.asyncio.Redis(port=port) for _, port in group.sentinel_addresses
+        ]
+        self.heard: list[float] = []
+        self.tasks = [asyncio.create_task(self._listen(c)) for c in self.clients]
+
+    async def _listen(self, client: Any) -> None:
+        async with client.pubsub() as pubsub:
+            await pubsub.subscribe("+switch-master")
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+                if message is not None:
+                    self.heard.append(time.monotonic())
+
+    def first_after(self, at: float) -> float | None:
+        """The first message heard after monotonic ``at``."""
+        return min((t for t in self.heard if t > at), default=None)
+
+    async def close(self) -> None:
+        """Stop listening."""
+        await cancel_and_wait(*self.tasks)
+        for client in self.clients:
+            await client.aclose()
+
+
 def _first_switch(group: ReplicaSet, old: int, timeout_s: float = 30.0) -> float:
     """Monotonic time at which the first Sentinel names a primary other than ``old``."""
     clients = [redis.Redis(port=port, socket_timeout=0.5) for _, port in group.sentinel_addresses]
@@ -176,8 +228,9 @@ def _first_switch(group: ReplicaSet, old: int, timeout_s: float = 30.0) -> float
 async def _kills(group: ReplicaSet, args: argparse.Namespace, phase: Phases) -> dict[str, Any]:
     keys = Keys("{ha-kills-" + uuid.uuid4().hex[:8] + "}")
     target = RedisTarget(group.url, sentinels=group.sentinel_addresses)
-    fleet = _Fleet(group, keys, args.ttl_ms, args.kill_min_replicas)
+    fleet = _Fleet(group, keys, args.ttl_ms, args.kill_min_replicas, args.log_dir)
     follower = _Follower(target, keys)
+    messages = _SwitchMessages(group)
     rows: list[dict[str, float | None]] = []  # per kill: seconds to the switch, to a leader
     try:
         await _first_leader(follower)
@@ -189,7 +242,8 @@ async def _kills(group: ReplicaSet, args: argparse.Namespace, phase: Phases) -> 
             killed_wall_ms = time.time() * 1000
             killed = time.monotonic()
             await asyncio.to_thread(group.by_port(old).kill)
-            switch_s = await asyncio.to_thread(_first_switch, group, old) - killed
+            switch_at = await asyncio.to_thread(_first_switch, group, old)
+            switch_s = switch_at - killed
             leader_s: float | None = None
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -198,10 +252,20 @@ async def _kills(group: ReplicaSet, args: argparse.Namespace, phase: Phases) -> 
                     leader_s = (found[0] - killed_wall_ms) / 1000
                     break
                 await asyncio.sleep(0.02)
-            rows.append({"switch_s": switch_s, "leader_s": leader_s})
             await asyncio.to_thread(group.wait_switch, old, 30)
+            heard = messages.first_after(killed)
+            rows.append(
+                {
+                    "killed_wall_ms": killed_wall_ms,
+                    "switch_s": switch_s,
+                    "switch_message_s": None if heard is None else heard - killed,
+                    "leader_s": leader_s,
+                    "leader_minus_switch_s": None if leader_s is None else leader_s - switch_s,
+                }
+            )
             await asyncio.to_thread(group.rejoin, group.by_port(old))
     finally:
+        await messages.close()
         await follower.close()
         codes = fleet.stop()
     done = [r for r in rows if r["leader_s"] is not None]
@@ -210,6 +274,9 @@ async def _kills(group: ReplicaSet, args: argparse.Namespace, phase: Phases) -> 
         "kills": len(rows),
         "without_new_leader_in_30s": len(rows) - len(done),
         "switch": _summary([float(r["switch_s"] or 0) * 1000 for r in rows]),
+        "switch_message": _summary(
+            [float(r["switch_message_s"]) * 1000 for r in rows if r["switch_message_s"]]
+        ),
         "leader": _summary([float(r["leader_s"] or 0) * 1000 for r in done]),
         "leader_minus_switch": _summary([g * 1000 for g in gap]),
         "coordinator_exits": codes,
@@ -223,7 +290,7 @@ async def _latency(
     """Decision latency with a fleet at ``FAILOVER_MIN_REPLICAS`` = ``min_replicas``."""
     keys = Keys("{ha-lat-" + uuid.uuid4().hex[:8] + "}")
     target = RedisTarget(group.url, sentinels=group.sentinel_addresses)
-    fleet = _Fleet(group, keys, args.ttl_ms, min_replicas)
+    fleet = _Fleet(group, keys, args.ttl_ms, min_replicas, args.log_dir)
     follower = _Follower(target, keys)
     producer: Any = connect(target, socket_timeout=5)
     sent: dict[str, tuple[bytes, float]] = {}  # event id -> (entry id, send time)
@@ -290,7 +357,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     group.start()
     try:
         latency = []
-        for min_replicas in (0, 1):
+        for min_replicas in () if args.no_latency else (0, 1):
             phase(f"decision latency at {args.rate} events/s, FAILOVER_MIN_REPLICAS={min_replicas}")
             latency.append(await _latency(group, min_replicas, args))
         kills = await _kills(group, args, phase)
@@ -334,6 +401,7 @@ def _print(result: dict[str, Any]) -> None:
     print(f"{'':46} {'n':>4} {'p50 ms':>9} {'p99 ms':>9} {'min':>8} {'max':>8}")
     rows = [
         ("SIGKILL -> Sentinel switch", kills["switch"]),
+        ("SIGKILL -> first +switch-master message", kills["switch_message"]),
         ("SIGKILL -> next leader_changed", kills["leader"]),
         ("  leader_changed - switch", kills["leader_minus_switch"]),
     ]
@@ -373,9 +441,17 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2000, help="events/s (default 2000)")
     parser.add_argument("--decisions", type=int, default=40, help="per setting (default 40)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--log-dir", type=Path, help="coordinators log at INFO to files here (default: ERROR)"
+    )
+    parser.add_argument(
+        "--no-latency", action="store_true", help="only the kills (investigating them)"
+    )
     args = parser.parse_args()
     if args.kills < 1 or args.decisions < 1 or args.rate < 12 or args.ttl_ms < 100:
         parser.error("--kills and --decisions >= 1, --rate >= 12, --ttl-ms >= 100")
+    if args.log_dir:
+        args.log_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.ERROR)
     result = asyncio.run(_main(args))
     print(json.dumps(result, indent=2)) if args.json else _print(result)

@@ -133,11 +133,14 @@ async def call(
     initial_backoff_s: float = 0.05,
     max_backoff_s: float = 1.0,
     on_retry: Callable[[BaseException], None] | None = None,
+    wake: asyncio.Event | None = None,
 ) -> T:
     """Run ``op`` with retries on transient Redis errors until ``deadline_s`` has passed.
 
     ``on_retry`` is called with each failed attempt's error before the pause (a long
-    deadline would otherwise hide an outage from the caller until it ends).
+    deadline would otherwise hide an outage from the caller until it ends). ``wake`` cuts
+    a pause short when it is set (and clears it, so only that one pause is skipped): news
+    that the next attempt can succeed, such as a primary switch Sentinel announced.
 
     Non-retriable errors propagate at once (they are bugs or contract violations). A call
     hung on a paused server is cut by the same deadline, so the caller's clock is honoured.
@@ -149,7 +152,7 @@ async def call(
     baseline = task.cancelling() if task is not None else 0
     try:
         result = await _call(
-            op, what, deadline_s, initial_backoff_s, max_backoff_s, on_retry=on_retry
+            op, what, deadline_s, initial_backoff_s, max_backoff_s, on_retry=on_retry, wake=wake
         )
     except asyncio.CancelledError:
         raise
@@ -161,6 +164,24 @@ async def call(
     return result
 
 
+async def _sleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
+def _sleep_or_wake(wake: asyncio.Event) -> Callable[[float], Awaitable[None]]:
+    async def pause(seconds: float) -> None:
+        # asyncio.wait, not a nested timeout: the deadline's own cancel must stay intact.
+        waiter = asyncio.ensure_future(wake.wait())
+        try:
+            done, _ = await asyncio.wait({waiter}, timeout=seconds)
+        finally:
+            waiter.cancel()
+        if done:
+            wake.clear()
+
+    return pause
+
+
 async def _call(
     op: Callable[[], Awaitable[T]],
     what: str,
@@ -169,6 +190,7 @@ async def _call(
     max_backoff_s: float,
     *,
     on_retry: Callable[[BaseException], None] | None = None,
+    wake: asyncio.Event | None = None,
 ) -> T:
     start = time.monotonic()
     seen = _Attempts()
@@ -182,6 +204,7 @@ async def _call(
                 + wait_random(0, initial_backoff_s),
                 stop=stop_after_delay(deadline_s),
                 before_sleep=_log_retry(what, seen, on_retry),
+                sleep=_sleep if wake is None else _sleep_or_wake(wake),
                 reraise=True,
             ):
                 with attempt:

@@ -5,7 +5,9 @@ errors are retried until ``renew_deadline`` measured on the monotonic clock from
 time of the last good renew, so it always steps down before its lease can expire in Redis.
 Followers sleep until the holder's lease runs out (bounded by the retry period) or wake on
 the release message. Leader work runs in a task that is cancelled and awaited on demotion.
-After a Redis primary change nobody acquires for one TTL (:mod:`.quarantine`).
+After a Redis primary change nobody acquires for one TTL (:mod:`.quarantine`); through
+Sentinel its ``+switch-master`` wakes every campaigner at once (:mod:`.listeners`), so the
+quarantine starts right after the switch.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from streams.cancel import cancel_and_wait
 from streams.connection import Client
 from streams.keys import Keys
 from streams.lease import Acquired, Lease, Quarantined, Unconfirmed
-from streams.notifications import ReleaseNotifications
 from streams.retry import call
 from workers.coordinator.leadership import (
     DemotionReason,
@@ -31,15 +32,12 @@ from workers.coordinator.leadership import (
     OnElected,
     Work,
 )
+from workers.coordinator.listeners import Listeners
 from workers.coordinator.quarantine import Quarantine
+from workers.coordinator.stalls import STALL_S, watch_stalls
 from workers.runtime import redis_outage
 
 log = logging.getLogger(__name__)
-
-# A leader's stall watch that wakes this much later than it asked to was not running: the
-# process was paused (SIGSTOP, a VM freeze, swapping) or the event loop blocked. Well above
-# the scheduling jitter of an asyncio sleep on a loaded machine.
-_STALL_S = 0.5
 
 # Followers wake this long after the holder's lease should have expired, so that their
 # acquire lands after expiry in Redis rather than a hair before it.
@@ -91,12 +89,11 @@ class Elector:
         # Why the last election attempt was not made (None: it was).
         self.refusal: str | None = None
         self._stopping = asyncio.Event()
-        self._releases = ReleaseNotifications(redis, keys, owner)
+        self._listeners = Listeners(redis, keys, owner, self._stopping)
         # The lease holder this process last saw, so a change is logged once.
         self.seen_leader: str | None = None
         # The longest event-loop stall measured in the current term (seconds).
         self.stalled_s = 0.0
-        self._listener: asyncio.Task[None] | None = None
 
     @property
     def is_leader(self) -> bool:
@@ -114,10 +111,9 @@ class Elector:
         but the lease is not released (followers take over when it expires) and
         ``on_demoted`` is not called. Use :meth:`stop` for a clean handoff.
         """
-        listener = asyncio.create_task(self._releases.listen(), name="lease-release-listener")
-        self._listener = listener
+        listener = self._listeners.start()
         try:
-            await self._listening(listener)
+            await self._listeners.wait_subscribed(self.timing.retry_period_ms / 1000)
             while not self._stopping.is_set():
                 leadership = await self._campaign()
                 if leadership is None:
@@ -132,30 +128,13 @@ class Elector:
             if failure is not None:
                 raise failure  # the listener only dies of bugs (e.g. a refused password)
 
-    async def _listening(self, listener: asyncio.Task[None]) -> None:
-        """Give the release listener one retry period to subscribe before campaigning, so
-        a refused subscription (no ACL grant on the channel) stops the process at start."""
-        subscribed = asyncio.create_task(self._releases.subscribed.wait())
-        try:
-            await asyncio.wait(
-                {subscribed, listener},
-                timeout=self.timing.retry_period_ms / 1000,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            await cancel_and_wait(subscribed)
-        if listener.done() and not listener.cancelled() and listener.exception() is not None:
-            raise listener.exception()  # type: ignore[misc]
-
     async def _campaign(self) -> Leadership | None:
         retry_s = self.timing.retry_period_ms / 1000
         while not self._stopping.is_set():
-            self._releases.clear()
-            listener = self._listener
-            if listener is not None and listener.done() and not listener.cancelled():
-                failure = listener.exception()
-                if failure is not None:  # e.g. no ACL grant on the release channel
-                    raise failure
+            self._listeners.clear()
+            failure = self._listeners.failure()
+            if failure is not None:  # e.g. no ACL grant on the release channel
+                raise failure
             try:
                 if await self._refused(retry_s):
                     await self._sleep_or_wake(retry_s, wake_on_release=False)
@@ -166,6 +145,8 @@ class Elector:
                     what="acquire",
                     # Room for the WAIT too (a confirm timeout is one retry period).
                     deadline_s=retry_s * (2 if self.timing.min_replicas else 1),
+                    # A primary switch Sentinel announced ends a backoff pause at once.
+                    wake=self._listeners.switched,
                 )
             except RedisUnavailable as exc:
                 redis_outage.failed(log, "campaign for the lease", exc)
@@ -237,16 +218,20 @@ class Elector:
         self.seen_leader = leadership.owner
         if self._on_elected is not None:
             self._on_elected(leadership)
-        self._releases.step_down.clear()  # a request is for the term it was sent in
+        self._listeners.releases.step_down.clear()  # a request is for the term it was sent in
         work_task = asyncio.create_task(work(leadership), name=f"leader-work-{leadership.epoch}")
         renew_task = asyncio.create_task(self._renew(leadership), name="lease-renew")
-        stall_task = asyncio.create_task(self._watch_stalls(leadership.epoch), name="stalls")
+        stall_task = asyncio.create_task(
+            watch_stalls(leadership.epoch, self._stalled), name="stalls"
+        )
         stop_task = asyncio.create_task(self._stopping.wait(), name="stop-wait")
-        step_down_task = asyncio.create_task(self._releases.step_down.wait(), name="step-down")
+        step_down_task = asyncio.create_task(
+            self._listeners.releases.step_down.wait(), name="step-down"
+        )
         crash: BaseException | None = None
         # The release listener lives across terms; a refusal it meets while this process
         # leads (e.g. no grant on the channel, noticed late on a loaded host) ends the term.
-        listener = self._listener
+        listener = self._listeners.task
         watched = {work_task, renew_task, stop_task, step_down_task}
         if listener is not None:
             watched.add(listener)
@@ -308,7 +293,7 @@ class Elector:
             wake_at = max(time.monotonic(), last_good + interval)
             await asyncio.sleep(wake_at - time.monotonic())
             sent = time.monotonic()
-            if sent - wake_at > _STALL_S:  # seen here first if this task woke before the watch
+            if sent - wake_at > STALL_S:  # seen here first if this task woke before the watch
                 self.stalled_s = max(self.stalled_s, sent - wake_at)
             remaining = last_good + deadline - sent
             if remaining <= 0:
@@ -345,25 +330,13 @@ class Elector:
             last_good = sent
             self.renewed_at = sent
 
+    def _stalled(self, seconds: float) -> None:
+        self.stalled_s = max(self.stalled_s, seconds)
+
     def _paused_note(self) -> str:
         if not self.stalled_s:
             return ""
         return f" after this process was paused for {self.stalled_s:.1f}s (not a Redis failure)"
-
-    async def _watch_stalls(self, epoch: int) -> None:
-        """Measure event-loop stalls while leading: a pause explains a lost lease."""
-        tick = 0.1
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(tick)
-            now = time.monotonic()
-            stall = now - last - tick
-            last = now
-            if stall > _STALL_S:
-                self.stalled_s = max(self.stalled_s, stall)
-                log.warning(
-                    "this process was paused for %.1fs (event loop stalled) epoch=%s", stall, epoch
-                )
 
     async def _release(self, epoch: int) -> None:
         try:
@@ -389,10 +362,4 @@ class Elector:
         await self._sleep_or_wake(delay_ms / 1000, wake_on_release=False)
 
     async def _sleep_or_wake(self, seconds: float, *, wake_on_release: bool) -> None:
-        tasks: list[asyncio.Task[bool]] = [asyncio.create_task(self._stopping.wait())]
-        if wake_on_release:
-            tasks.append(asyncio.create_task(self._releases.wait()))
-        try:
-            await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            await cancel_and_wait(*tasks)
+        await self._listeners.sleep(seconds, wake_on_release=wake_on_release)
