@@ -233,11 +233,23 @@ async def test_fleet_survives_losing_the_primary_three_times(
             finally:
                 server.resume()
             switched = time.monotonic()
-            # The one-TTL quarantine after a primary change fits in this bound.
-            bound = switched - struck + TTL_MS / 1000 + 2.0
+            # With FAILOVER_MIN_REPLICAS = N no lease counts before N replicas follow the
+            # new primary; Sentinel has been seen to take ~10 s to re-point the remaining
+            # replica after the third fault (an open finding of issue 11), so the clock
+            # starts once they do. The one-TTL quarantine fits in the bound.
+            await asyncio.to_thread(_replicas_attached, replica_set, min_replicas, 60)
+            ready = time.monotonic()
+            bound = ready - struck + TTL_MS / 1000 + 2.0
             await asyncio.to_thread(_leader_back, replica_set, keys, bound + 10)
             back = time.monotonic() - struck
-            faults.append({"kind": kind, "switch_s": switched - struck, "back_s": back})
+            faults.append(
+                {
+                    "kind": kind,
+                    "switch_s": switched - struck,
+                    "replicas_s": ready - struck,
+                    "back_s": back,
+                }
+            )
             assert back <= bound, (faults, [w.output()[-3000:] for w in workers])
             if kind == "SIGKILL":
                 await asyncio.to_thread(replica_set.rejoin, server)
@@ -333,3 +345,25 @@ async def test_fleet_survives_losing_the_primary_three_times(
             final.close()
     for worker in workers:
         assert worker.terminate() == 0, worker.output()[-3000:]
+
+
+def _replicas_attached(replica_set: ReplicaSet, n: int, timeout_s: float) -> None:
+    """Wait until the primary Sentinel names has ``n`` replicas online."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with redis.Redis.from_url(replica_set.primary().url, socket_timeout=2) as client:
+                info: Any = client.info("replication")
+            online = sum(
+                1
+                for key, value in info.items()
+                if key.startswith("slave")
+                and isinstance(value, dict)
+                and value.get("state") == "online"
+            )
+            if info.get("role") == "master" and online >= n:
+                return
+        except (redis.ConnectionError, redis.TimeoutError, StopIteration):
+            pass
+        assert time.monotonic() < deadline, f"the new primary never had {n} replicas online"
+        time.sleep(0.05)
