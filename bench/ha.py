@@ -205,26 +205,6 @@ class _SwitchMessages:
             await client.aclose()
 
 
-def _first_switch(group: ReplicaSet, old: int, timeout_s: float = 30.0) -> float:
-    """Monotonic time at which the first Sentinel names a primary other than ``old``."""
-    clients = [redis.Redis(port=port, socket_timeout=0.5) for _, port in group.sentinel_addresses]
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            for client in clients:
-                try:
-                    addr: Any = client.sentinel_get_master_addr_by_name(group.master)
-                except (redis.ConnectionError, redis.TimeoutError):
-                    continue
-                if addr and int(addr[1]) != old:
-                    return time.monotonic()
-            time.sleep(0.01)
-    finally:
-        for client in clients:
-            client.close()
-    raise RuntimeError(f"no sentinel replaced the primary on {old} within {timeout_s}s")
-
-
 async def _kills(group: ReplicaSet, args: argparse.Namespace, phase: Phases) -> dict[str, Any]:
     keys = Keys("{ha-kills-" + uuid.uuid4().hex[:8] + "}")
     target = RedisTarget(group.url, sentinels=group.sentinel_addresses)
@@ -242,7 +222,7 @@ async def _kills(group: ReplicaSet, args: argparse.Namespace, phase: Phases) -> 
             killed_wall_ms = time.time() * 1000
             killed = time.monotonic()
             await asyncio.to_thread(group.by_port(old).kill)
-            switch_at = await asyncio.to_thread(_first_switch, group, old)
+            switch_at = await asyncio.to_thread(group.first_switch, old)
             switch_s = switch_at - killed
             leader_s: float | None = None
             deadline = time.monotonic() + 30
