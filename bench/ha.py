@@ -13,9 +13,10 @@ three ``python -m workers.coordinator`` processes that find the primary through 
   (``SENTINEL get-master-addr-by-name``, polled every 10 ms); ``leader`` = SIGKILL -> the
   next ``leader_changed`` on ``NS:decisions`` (its entry id, the server's clock; same host);
   ``leader - switch`` is what the fleet adds to Sentinel's own time; ``+switch-master`` =
-  SIGKILL -> the first Sentinel's ``+switch-master`` message (what coordinators listen
-  for). Per kill in ``--json`` (``kills.rows``); ``--log-dir`` keeps the coordinators' INFO
-  logs, ``--no-latency`` runs only the kills. Fleet run with
+  SIGKILL -> the first Sentinel's ``+switch-master`` message (the other Sentinels adopting
+  the promotion, when the leader's hello reaches them; coordinators act on the leader's
+  ``+promoted-slave`` before that). Per kill in ``--json`` (``kills.rows``); ``--log-dir``
+  keeps the coordinators' INFO logs, ``--no-latency`` runs only the kills. Fleet run with
   ``FAILOVER_MIN_REPLICAS`` = ``--kill-min-replicas`` (default 1, what the README advises).
 * ``decision latency``: a producer writes ``--rate`` health events/s (3 regions x 4
   observers, the rounds due every 10 ms in one pipeline); every 50 rounds the active
@@ -176,8 +177,8 @@ async def _first_leader(follower: _Follower, timeout_s: float = 60.0) -> None:
 
 
 class _SwitchMessages:
-    """Monotonic arrival times of every Sentinel's ``+switch-master`` (what the
-    coordinators hear too)."""
+    """Monotonic arrival times of every Sentinel's ``+switch-master`` (the coordinators
+    hear it too, after the failover leader's ``+promoted-slave``)."""
 
     def __init__(self, group: ReplicaSet) -> None:
         self.clients: list[Any] = [

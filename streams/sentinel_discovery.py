@@ -51,10 +51,13 @@ class Answer:
 
     named: Address
     """``SENTINEL GET-MASTER-ADDR-BY-NAME``: during a failover it leads, the promoted replica."""
-    listed_up: bool
-    """It lists ``named`` in ``SENTINEL MASTER`` as a master that is not down."""
     epoch: int
     """The master's configuration epoch there (``config-epoch``)."""
+    listed_up: bool = False
+    """It lists ``named`` in ``SENTINEL MASTER`` as a master that is not down."""
+    promoted: bool = False
+    """It lists another address there: ``named`` is the replica it promoted, in a failover
+    it leads that has not ended."""
 
 
 @dataclass
@@ -139,8 +142,9 @@ class SentinelDiscovery(Sentinel):
         listed = (text(state["ip"]), int(state["port"]))
         return Answer(
             named=address,
-            listed_up=address == listed and self.check_master_state(state, service_name),
             epoch=int(state.get("config-epoch", 0)),
+            listed_up=address == listed and self.check_master_state(state, service_name),
+            promoted=address != listed,
         )
 
     def _agreed(self, answers: list[Answer]) -> Address | None:
@@ -158,11 +162,13 @@ class SentinelDiscovery(Sentinel):
         return None
 
     async def choose(self, answers: list[Answer], *, fallback: bool = True) -> Address | None:
-        """The address to take when the Sentinels do not agree (see the module): a verified
-        master, newest epoch first; else (with ``fallback``) one listed up that could not
-        be reached; else None."""
+        """The address to take when the Sentinels do not agree (see the module): among those
+        some Sentinel lists up or has just promoted, a verified master, newest epoch first;
+        else (with ``fallback``) one listed up that could not be reached; else None."""
         candidates: dict[Address, _Candidate] = {}
         for answer in answers:
+            if not (answer.listed_up or answer.promoted):
+                continue  # a master it lists as down: not worth a connection attempt
             known = candidates.get(answer.named)
             if known is None:
                 candidates[answer.named] = _Candidate(answer.named, answer.epoch, answer.listed_up)

@@ -152,17 +152,19 @@ async def test_discovery_never_takes_an_address_that_is_not_a_master(
     # A newer epoch naming a replica (a stale or wrong promotion) loses to the master.
     assert (
         await discovery.choose(
-            [Answer(replica, listed_up=False, epoch=9), Answer(primary, listed_up=True, epoch=1)]
+            [Answer(replica, epoch=9, promoted=True), Answer(primary, epoch=1, listed_up=True)]
         )
         == primary
     )
     # A replica is never taken, even listed up by every Sentinel and nothing else named.
-    assert await discovery.choose([Answer(replica, listed_up=True, epoch=3)] * 3) is None
+    assert await discovery.choose([Answer(replica, epoch=3, listed_up=True)] * 3) is None
     # A promoted address that cannot be reached is not taken unverified...
-    assert await discovery.choose([Answer(dead, listed_up=False, epoch=2)]) is None
+    assert await discovery.choose([Answer(dead, epoch=2, promoted=True)]) is None
     # ...one a Sentinel lists up is (as redis-py would: the connect then fails, retried).
-    assert await discovery.choose([Answer(dead, listed_up=True, epoch=0)]) == dead
-    assert await discovery.choose([Answer(dead, listed_up=True, epoch=0)], fallback=False) is None
+    assert await discovery.choose([Answer(dead, epoch=0, listed_up=True)]) == dead
+    assert await discovery.choose([Answer(dead, epoch=0, listed_up=True)], fallback=False) is None
+    # A master a Sentinel lists as down is not even tried: only what it lists up or promoted.
+    assert await discovery.choose([Answer(primary, epoch=5)]) is None
     # Two masters (an old primary back from a freeze, not yet demoted): the newer epoch.
     other = replica_set.by_port(replica[1])
     with redis.Redis(port=other.port) as direct:
@@ -171,10 +173,10 @@ async def test_discovery_never_takes_an_address_that_is_not_a_master(
         await wait_for(
             lambda: _is_master(other.port), timeout=5, what="the replica promoted by hand"
         )
-        answers = [Answer(primary, listed_up=True, epoch=1), Answer(replica, False, epoch=2)]
-        assert await discovery.choose(answers) == replica
-        answers = [Answer(primary, listed_up=True, epoch=2), Answer(replica, False, epoch=1)]
-        assert await discovery.choose(answers) == primary
+        old, new = Answer(primary, epoch=1, listed_up=True), Answer(replica, 2, promoted=True)
+        assert await discovery.choose([old, new]) == replica
+        old, new = Answer(primary, epoch=2, listed_up=True), Answer(replica, 1, promoted=True)
+        assert await discovery.choose([old, new]) == primary
     finally:
         with redis.Redis(port=other.port) as direct:
             direct.replicaof("127.0.0.1", primary[1])

@@ -1,5 +1,6 @@
-"""Sentinel's ``+switch-master`` wakes the electors: the quarantine after a primary change
-starts right after the switch, not up to a retry period later (DESIGN §4 v2).
+"""Sentinel's promotion and switch messages wake the electors: the quarantine after a
+primary change starts right after the failover leader's ``+promoted-slave``, not up to a
+retry period later (DESIGN §4 v2).
 
 Real servers: the replica set fixture (a primary, two replicas, three Sentinels); one
 Sentinel down to show the watch does without it.
