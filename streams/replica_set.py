@@ -165,9 +165,8 @@ class ReplicaSet:
         return roles
 
     def wait_stable(self, timeout_s: float = 30.0) -> None:
-        """Wait until one primary is named and listed by all Sentinels (no failover in
-        progress), every live replica is connected to it, and each Sentinel sees the others
-        and every replica."""
+        """Wait until one primary is named by all Sentinels, every live replica is
+        connected to it, and each Sentinel sees the others and every replica."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._stable():
@@ -248,10 +247,6 @@ class ReplicaSet:
                     state: Any = s_client.sentinel_master(self.master)
                 finally:
                     s_client.close()
-                # Settled means the failover is over at its leader too (it lists the new
-                # primary only then): a kill before that meets a Sentinel mid-failover.
-                if int(state["port"]) != primary or "failover_in_progress" in state["flags"]:
-                    return False
                 if int(state["num-other-sentinels"]) < len(self.sentinels) - 1:
                     return False
                 if int(state["num-slaves"]) < len(live) - 1:
