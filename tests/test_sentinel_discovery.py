@@ -105,10 +105,9 @@ async def test_the_client_reaches_the_promoted_replica_before_any_sentinel_switc
             except (rex.ConnectionError, rex.TimeoutError, rex.ReadOnlyError):
                 assert time.monotonic() < deadline, "the client never reached the new primary"
                 await asyncio.sleep(0.05)
-        reached = time.monotonic()
         with redis.Redis(port=leader_port, socket_timeout=2) as leader:
             listed: Any = leader.sentinel_master(group.master)
-            assert int(listed["port"]) == old and listed["is_odown"], listed
+            assert int(listed["port"]) == old, listed  # it has not listed the new one
         assert events.first("+switch-master") is None, events.heard
         with redis.Redis(port=new, socket_timeout=2) as direct:
             assert direct.get("after") == b"1"
@@ -118,7 +117,6 @@ async def test_the_client_reaches_the_promoted_replica_before_any_sentinel_switc
         assert promoted is not None and promoted[0] == leader_port
         # The watch heard the promotion too: it wakes the elector (streams.sentinel_watch).
         assert watch.primary == ("127.0.0.1", new)
-        assert time.monotonic() - reached < 1  # the checks above took no long detour
     finally:
         for server in group.sentinels + group.servers:
             server.resume()
