@@ -13,9 +13,10 @@ three ``python -m workers.coordinator`` processes that find the primary through 
   (``SENTINEL get-master-addr-by-name``, polled every 10 ms); ``leader`` = SIGKILL -> the
   next ``leader_changed`` on ``NS:decisions`` (its entry id, the server's clock; same host);
   ``leader - switch`` is what the fleet adds to Sentinel's own time; ``+switch-master`` =
-  SIGKILL -> the first Sentinel's ``+switch-master`` message (what coordinators listen
-  for). Per kill in ``--json`` (``kills.rows``); ``--log-dir`` keeps the coordinators' INFO
-  logs, ``--no-latency`` runs only the kills. Fleet run with
+  SIGKILL -> the first Sentinel's ``+switch-master`` message (the other Sentinels adopting
+  the promotion, when the leader's hello reaches them; coordinators act on the leader's
+  ``+promoted-slave`` before that). Per kill in ``--json`` (``kills.rows``); ``--log-dir``
+  keeps the coordinators' INFO logs, ``--no-latency`` runs only the kills. Fleet run with
   ``FAILOVER_MIN_REPLICAS`` = ``--kill-min-replicas`` (default 1, what the README advises).
 * ``decision latency``: a producer writes ``--rate`` health events/s (3 regions x 4
   observers, the rounds due every 10 ms in one pipeline); every 50 rounds the active
@@ -176,8 +177,8 @@ async def _first_leader(follower: _Follower, timeout_s: float = 60.0) -> None:
 
 
 class _SwitchMessages:
-    """Monotonic arrival times of every Sentinel's ``+switch-master`` (what the
-    coordinators hear too)."""
+    """Monotonic arrival times of every Sentinel's ``+switch-master`` (the coordinators
+    hear it too, after the failover leader's ``+promoted-slave``)."""
 
     def __init__(self, group: ReplicaSet) -> None:
         self.clients: list[Any] = [
@@ -205,26 +206,6 @@ class _SwitchMessages:
             await client.aclose()
 
 
-def _first_switch(group: ReplicaSet, old: int, timeout_s: float = 30.0) -> float:
-    """Monotonic time at which the first Sentinel names a primary other than ``old``."""
-    clients = [redis.Redis(port=port, socket_timeout=0.5) for _, port in group.sentinel_addresses]
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            for client in clients:
-                try:
-                    addr: Any = client.sentinel_get_master_addr_by_name(group.master)
-                except (redis.ConnectionError, redis.TimeoutError):
-                    continue
-                if addr and int(addr[1]) != old:
-                    return time.monotonic()
-            time.sleep(0.01)
-    finally:
-        for client in clients:
-            client.close()
-    raise RuntimeError(f"no sentinel replaced the primary on {old} within {timeout_s}s")
-
-
 async def _kills(group: ReplicaSet, args: argparse.Namespace, phase: Phases) -> dict[str, Any]:
     keys = Keys("{ha-kills-" + uuid.uuid4().hex[:8] + "}")
     target = RedisTarget(group.url, sentinels=group.sentinel_addresses)
@@ -242,7 +223,7 @@ async def _kills(group: ReplicaSet, args: argparse.Namespace, phase: Phases) -> 
             killed_wall_ms = time.time() * 1000
             killed = time.monotonic()
             await asyncio.to_thread(group.by_port(old).kill)
-            switch_at = await asyncio.to_thread(_first_switch, group, old)
+            switch_at = await asyncio.to_thread(group.first_switch, old)
             switch_s = switch_at - killed
             leader_s: float | None = None
             deadline = time.monotonic() + 30

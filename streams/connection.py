@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, TypeAlias, cast
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import ConnectionPool, SSLConnection, parse_url
+from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -20,6 +20,7 @@ from schemas.errors import ConfigError
 from streams.address import RedisTarget
 from streams.retry import call
 from streams.routing import Route, RoutedConnection, RoutedSSLConnection, follow_moved
+from streams.sentinel_discovery import SentinelDiscovery
 
 Client: TypeAlias = aioredis.Redis
 """The Redis client type, for annotations outside ``streams/`` (built by :func:`connect`)."""
@@ -43,9 +44,11 @@ def connect(
     """Build an asyncio client from a URL (TLS via ``rediss://``, ACL user/password in it),
     or for the primary that Sentinel names (:class:`RedisTarget` with sentinels).
 
-    Through Sentinel the client asks for the primary's address whenever it (re)connects,
-    and a primary demoted under it answers READONLY, which drops the connection (a
-    transient error for :func:`~streams.retry.call`), so it follows promotions. On a Redis
+    Through Sentinel the client asks for the primary's address whenever it (re)connects
+    (every Sentinel at once, the failover leader's promotion included:
+    :mod:`streams.sentinel_discovery`), and a primary demoted under it answers READONLY,
+    which drops the connection (a transient error for :func:`~streams.retry.call`), so it
+    follows promotions. On a Redis
     Cluster, the URL names any node and the client follows ``MOVED`` to the node serving
     the namespace's (hash-tagged) slot (:mod:`streams.routing`). redis-py's own retries
     are switched off but for that one resend: all retrying goes through
@@ -97,7 +100,15 @@ def _sentinel_client(target: RedisTarget, common: dict[str, object]) -> Client:
         sentinel_kwargs["username"] = target.sentinel_username
     if target.sentinel_password:
         sentinel_kwargs["password"] = target.sentinel_password
-    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    # The role check of a promoted replica (streams.sentinel_discovery) connects as the
+    # client does, without its db and name: it sends HELLO and hangs up.
+    check_kwargs = {k: v for k, v in {**kwargs, **common}.items() if k not in ("db", "client_name")}
+    sentinel = SentinelDiscovery(
+        list(target.sentinels),
+        sentinel_kwargs=sentinel_kwargs,
+        primary_class=SSLConnection if tls else Connection,
+        primary_kwargs=check_kwargs,
+    )
     pool_kwargs: dict[str, Any] = {**kwargs, **common, **({"ssl": True} if tls else {})}
     client = cast(
         "_SentinelClient",

@@ -130,6 +130,27 @@ class ReplicaSet:
             f"servers: {self._roles()}"
         )
 
+    def first_switch(self, old_port: int, timeout_s: float = 30.0) -> float:
+        """Monotonic time at which the first Sentinel names a primary other than
+        ``old_port`` (``SENTINEL GET-MASTER-ADDR-BY-NAME``, every Sentinel polled every
+        10 ms): the failover leader, as it starts reconfiguring the replicas."""
+        clients = [self._sentinel_client(sentinel) for sentinel in self.sentinels]
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline:
+                for client in clients:
+                    try:
+                        addr: Any = client.sentinel_get_master_addr_by_name(self.master)
+                    except (redis.ConnectionError, redis.TimeoutError):
+                        continue
+                    if addr and int(addr[1]) != old_port:
+                        return time.monotonic()
+                time.sleep(0.01)
+        finally:
+            for client in clients:
+                client.close()
+        raise RuntimeError(f"no sentinel replaced the primary on {old_port} within {timeout_s}s")
+
     def _roles(self) -> dict[int, str]:
         roles = {}
         for server in self.servers:

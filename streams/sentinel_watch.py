@@ -1,11 +1,15 @@
-"""Hears Sentinel's ``+switch-master`` for the primary a client follows (DESIGN §4 v2).
+"""Hears Sentinel announce a new primary for the master a client follows (DESIGN §4 v2).
 
 Without it a process learns of a promotion only when its next attempt happens to reach the
-new primary: up to a retry period plus a reconnect backoff after the switch. Every
-Sentinel publishes ``+switch-master <master> <old-ip> <old-port> <new-ip> <new-port>``
-when it adopts the new primary (the one leading the failover, and the others as soon as
-its hello reaches them), so this subscribes to all of them: any one that is down or
-slow does not delay the news. On a switch the client's idle connections are closed (they
+new primary: up to a retry period plus a reconnect backoff after the switch. The Sentinel
+leading a failover publishes ``+promoted-slave slave <name> <ip> <port> @ <master>
+<old-ip> <old-port>`` as soon as the replica it promoted reports itself master (the
+moment it starts naming it in ``SENTINEL GET-MASTER-ADDR-BY-NAME``, which the client's
+discovery uses: :mod:`streams.sentinel_discovery`); every Sentinel publishes
+``+switch-master <master> <old-ip> <old-port> <new-ip> <new-port>`` when it adopts the new
+primary (the others when the leader's hello reaches them, up to ~100 ms later; the leader
+at the failover's end). This subscribes to both on all of them: any one that is down or
+slow does not delay the news. On either the client's idle connections are closed (they
 may point at the old primary, whose host may no longer answer), then :attr:`switched` is
 set for whoever waits on it (the elector).
 """
@@ -27,7 +31,8 @@ from streams.retry import is_retriable
 
 log = logging.getLogger(__name__)
 
-_CHANNEL = "+switch-master"
+_SWITCH = "+switch-master"
+_PROMOTED = "+promoted-slave"
 # Short reads: cancellation must not wait on a long blocking read.
 _POLL_S = 0.5
 # Reconnect backoff for one Sentinel: from this, doubling, up to _MAX_BACKOFF_S.
@@ -36,16 +41,17 @@ _MAX_BACKOFF_S = 2.0
 
 
 class SwitchWatch:
-    """Subscriptions to every Sentinel's ``+switch-master``, filtered on one master."""
+    """Subscriptions to every Sentinel's ``+switch-master`` and ``+promoted-slave``,
+    filtered on one master."""
 
     def __init__(self, client: Client, master: str, sentinels: list[Any]) -> None:
         self.client = client
         self.master = master
         self._sentinels = list(sentinels)  # redis-py reorders its own list: keep ours
         self.switched = asyncio.Event()
-        """Set on each switch heard; the waiter clears it."""
+        """Set on each switch or promotion heard; the waiter clears it."""
         self.primary: tuple[str, int] | None = None
-        """The primary the last switch message named."""
+        """The primary the last switch or promotion message named."""
         self.subscribed = 0
         """How many Sentinels the watch is subscribed to right now."""
 
@@ -71,7 +77,7 @@ class SwitchWatch:
             pubsub = sentinel.pubsub()
             up = False
             try:
-                await pubsub.subscribe(_CHANNEL)
+                await pubsub.subscribe(_SWITCH, _PROMOTED)
                 reraise_lost_cancel()
                 up, backoff = True, _FIRST_BACKOFF_S
                 self.subscribed += 1
@@ -81,7 +87,7 @@ class SwitchWatch:
                     )
                     reraise_lost_cancel()
                     if message is not None:
-                        await self._heard(where, text(message["data"]))
+                        await self._heard(where, text(message["channel"]), text(message["data"]))
             except (rex.RedisError, OSError) as exc:
                 if not is_retriable(exc):
                     raise translate(exc) from exc
@@ -94,23 +100,45 @@ class SwitchWatch:
                 with contextlib.suppress(rex.RedisError, OSError):
                     await pubsub.aclose()
 
-    async def _heard(self, where: str, data: str) -> None:
-        fields = data.split()
-        if len(fields) != 5 or fields[0] != self.master or not fields[4].isdigit():
+    async def _heard(self, where: str, channel: str, data: str) -> None:
+        new = self._named(channel, data.split())
+        if new is None:
             return
-        new = (fields[3], int(fields[4]))
         if new != self.primary:
             log.info(
-                "primary switch heard: sentinel %s says +switch-master %s %s:%s -> %s:%s",
+                "primary switch heard: sentinel %s says %s %s (new primary %s:%s)",
                 where,
-                *fields,
+                channel,
+                data,
+                *new,
             )
             self.primary = new
         # Idle connections may still point at the old primary: closed, they ask Sentinel
         # for the new one when next used. (Connections in use fail or finish by themselves.)
-        with contextlib.suppress(rex.RedisError, OSError):
-            await self.client.connection_pool.disconnect(inuse_connections=False)
+        # Those already on the new one stay: the other Sentinels' +switch-master comes
+        # after the promotion the client may already have followed.
+        idle = getattr(self.client.connection_pool, "_available_connections", ())
+        for connection in list(idle):
+            if (connection.host, connection.port) != new:
+                with contextlib.suppress(rex.RedisError, OSError):
+                    await connection.disconnect()
         self.switched.set()
+
+    def _named(self, channel: str, fields: list[str]) -> tuple[str, int] | None:
+        """The new primary a message of ours names; None for another master's."""
+        if channel == _SWITCH:
+            # <master> <old-ip> <old-port> <new-ip> <new-port>
+            if len(fields) == 5 and fields[0] == self.master and fields[4].isdigit():
+                return fields[3], int(fields[4])
+        elif (
+            # slave <name> <ip> <port> @ <master> <old-ip> <old-port>
+            channel == _PROMOTED
+            and len(fields) == 8
+            and (fields[0], fields[4], fields[5]) == ("slave", "@", self.master)
+            and fields[3].isdigit()
+        ):
+            return fields[2], int(fields[3])
+        return None
 
 
 def watch_switches(client: Client) -> SwitchWatch | None:

@@ -6,8 +6,9 @@ time of the last good renew, so it always steps down before its lease can expire
 Followers sleep until the holder's lease runs out (bounded by the retry period) or wake on
 the release message. Leader work runs in a task that is cancelled and awaited on demotion.
 After a Redis primary change nobody acquires for one TTL (:mod:`.quarantine`); through
-Sentinel its ``+switch-master`` wakes every campaigner at once (:mod:`.listeners`), so the
-quarantine starts right after the switch.
+Sentinel the failover leader's ``+promoted-slave`` (and every ``+switch-master``) wakes
+every campaigner at once (:mod:`.listeners`), so the quarantine starts right after the
+promotion.
 """
 
 from __future__ import annotations
@@ -198,7 +199,14 @@ class Elector:
         """Ask ``may_lead``; log its refusal (one line per attempt) and return True if any."""
         if self._may_lead is None:
             return False
-        self.refusal = await call(self._may_lead, what="check leading", deadline_s=retry_s)
+        # Its first round trip after a primary loss meets the outage too: a promotion
+        # Sentinel announces cuts its retry pause short, as for the acquire.
+        self.refusal = await call(
+            self._may_lead,
+            what="check leading",
+            deadline_s=retry_s,
+            wake=self._listeners.switched,
+        )
         if self.refusal is None:
             return False
         log.error("%s owner=%s", self.refusal, self.owner)

@@ -2,9 +2,10 @@
 
 Lease releases and step-down requests (:class:`~streams.notifications.ReleaseNotifications`)
 and, when Redis is found through Sentinel, primary switches
-(:class:`~streams.sentinel_watch.SwitchWatch`): a switch wakes a campaigning elector at
-once, so its next attempt reaches the new primary and the quarantine after a primary
-change starts right after the switch, not up to a retry period later.
+(:class:`~streams.sentinel_watch.SwitchWatch`: the failover leader's promotion, then each
+Sentinel's switch): one wakes a campaigning elector at once, so its next attempt reaches
+the new primary and the quarantine after a primary change starts right after the
+promotion, not up to a retry period later.
 """
 
 from __future__ import annotations
