@@ -54,6 +54,7 @@ from streams.connection import connect
 from streams.keys import GROUP, Keys
 from streams.lease import Acquired, Lease
 from streams.server import RedisServer
+from workers.coordinator.collector import tune_collector
 from workers.coordinator.leadership import Leadership
 from workers.coordinator.pipeline import LeaderPipeline
 from workers.settings import load_settings
@@ -162,6 +163,9 @@ async def main() -> None:
     parser.add_argument("--adversarial-events", type=int, default=100_000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    # The in-process pipeline runs with the coordinator process's collector settings (every
+    # consumer of this process, the baselines too, runs under them).
+    tune_collector()
     logging.getLogger("workers").setLevel(logging.CRITICAL)  # decisions would flood stdout
     batches = [int(b) for b in args.batches.split(",")]
     server = RedisServer()
