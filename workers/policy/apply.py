@@ -117,10 +117,12 @@ class Applier:
         fast = stream == 0 and self.fast  # the health stream's usual entry: see below
         for entry_id, fields in entries:
             count = deliveries.pop(entry_id, 1) if deliveries else 1
+            decoded: HealthEvent | None = None
             # Fast path: one 'data' field holding a valid health event that passes every
             # check. It decides nothing on its own: whatever it does not accept goes the
             # general way below, which judges the entry from scratch (and words the dead
-            # letter's reason), so both ways give the same result for every entry.
+            # letter's reason), so both ways give the same result for every entry; only a
+            # health event it decoded is not decoded twice (the same decoder, same bytes).
             if (
                 fast
                 and fields.__class__ is list
@@ -148,6 +150,7 @@ class Applier:
                         if planned:
                             planned_all.extend(planned)
                         continue
+                    decoded = event
             if fields.__class__ is not list:
                 # Deleted while pending (None), or over the size limit and never read whole.
                 reason = DELETED if fields is None else too_large(fields.total_bytes, max_bytes)
@@ -165,7 +168,7 @@ class Applier:
                 self.dead(out, stream, entry_id, fields=fields, deliveries=count, reason=reason)
                 continue
             try:
-                event = decode_input(stream, fields)
+                event = decode_input(stream, fields) if decoded is None else decoded
                 check_event_time(event, entry_id, max_skew_ms, server_ms)
             except DecodeError as exc:
                 self.dead(out, stream, entry_id, fields=fields, deliveries=count, reason=exc.reason)
