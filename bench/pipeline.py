@@ -1,7 +1,7 @@
 """Throughput and decision latency of the leader pipeline, with its ceilings, in one run.
 
     python -m bench.pipeline [--events 200000] [--batches 500,2000] [--repeat 5]
-                             [--rate 2000] [--decisions 100] [--json]
+                             [--rate 2000] [--high-rate 20000] [--decisions 100] [--json]
 
 Starts its own Redis on a free loopback port. Rows:
 
@@ -16,10 +16,10 @@ Starts its own Redis on a free loopback port. Rows:
 * ``leader memory``: a real ``python -m workers.coordinator`` drains the same entries at
   the default batch size; its events/s and peak RSS (``VmHWM``);
 * ``decision-latency``: a ``python -m workers.coordinator`` process follows ``NS:health`` fed
-  at a steady ``--rate`` events/s by 3 regions x 4 observers; every 0.3 s the active region
-  fails by quorum; latency is from the ``XADD`` of the entry that completed the evidence to
-  the decision: ``server`` = decision entry id - trigger entry id (Redis clock, 1 ms
-  resolution), ``client`` = trigger XADD sent -> decision seen by a blocking XREAD.
+  at a steady ``--rate`` events/s (goal p99 <= 5 ms at 2,000), then a fresh one at
+  ``--high-rate`` (goal p99 <= 10 ms at 20,000), by 3 regions x 4 observers; every 0.3 s
+  the active region fails by quorum; latency is from the ``XADD`` of the entry that
+  completed the evidence to the decision (:mod:`bench.latency`).
 
 Throughput rows are measured for each batch size (``FAILOVER_BATCH_SIZE``; the loops use the
 same COUNT) in ``--repeat`` interleaved passes (every consumer once per pass; the machine is
@@ -33,10 +33,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,16 +46,15 @@ import redis.asyncio as aioredis
 from bench import baselines, hostile
 from bench.faststream_peer import MAX_RECORDS, faststream
 from bench.history import REGIONS, fill, history
+from bench.latency import decision_latency
 from bench.leader_memory import leader_row
-from bench.percentiles import summarize, tail
+from bench.percentiles import tail
 from bench.phases import Phases
-from schemas.codec import decode_entry, encode_data
-from schemas.events import FailoverDecision, HealthEvent
 from streams.connection import connect
-from streams.group import split_id
 from streams.keys import GROUP, Keys
 from streams.lease import Acquired, Lease
 from streams.server import RedisServer
+from workers.coordinator.collector import tune_collector
 from workers.coordinator.leadership import Leadership
 from workers.coordinator.pipeline import LeaderPipeline
 from workers.settings import load_settings
@@ -70,6 +66,8 @@ _OTHERS: dict[str, tuple[str, baselines.Baseline, int | None]] = {
     "faststream": (f"FastStream batch {MAX_RECORDS} (peer)", faststream, MAX_RECORDS),
 }
 _GOALS = {"redis_py_tuned": "goal >= 0.75 x", "faststream": "goal >= 3 x"}
+# Decision latency goals (p99, ms) by paced event rate.
+_LATENCY_GOALS_MS = {2000: 5, 20_000: 10}
 
 
 def _versus(pipe: list[float], values: list[float]) -> dict[str, Any]:
@@ -143,108 +141,15 @@ async def _pipeline(r: aioredis.Redis, url: str, keys: Keys, n: int, batch: int)
     }
 
 
-async def _latency(url: str, rate: int, decisions: int) -> dict[str, Any]:
-    """Decision latency with a real coordinator process at a steady event rate."""
-    keys = Keys("{lat}")
-    env = {
-        **os.environ,
-        "FAILOVER_REDIS_URL": url,
-        "FAILOVER_NAMESPACE": keys.namespace,
-        "FAILOVER_REGIONS": "eu,us,ap",
-        "FAILOVER_INSTANCE_ID": "bench",
-        "FAILOVER_QUORUM": "2",
-        "FAILOVER_THRESHOLD": "3",
-        "FAILOVER_RECOVERY_THRESHOLD": "3",
-        "FAILOVER_COOLDOWN_MS": "50",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.coordinator"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=Path(__file__).resolve().parent.parent,
+def _latency_line(lat: dict[str, Any]) -> str:
+    """One decision-latency row, with its goal."""
+    goal = _LATENCY_GOALS_MS.get(lat["rate"])
+    return (
+        f"decision latency at {lat['achieved_rate']:,} events/s (paced at {lat['rate']:,})"
+        f" over {lat['server']['n']} decisions: server p50 {lat['server']['p50_ms']} ms"
+        f" {tail(lat['server'])}; client p50 {lat['client']['p50_ms']} ms"
+        f" {tail(lat['client'])}" + (f"  (goal p99 <= {goal} ms)" if goal else "")
     )
-    producer = connect(url)
-    follower = connect(url, socket_timeout=5)
-    sent: dict[str, tuple[bytes, float]] = {}  # event id -> (entry id, send time)
-    server_ms: list[float] = []
-    client_ms: list[float] = []
-    observers = ("o1", "o2", "o3", "o4")
-    stop = asyncio.Event()
-    seen_decisions: list[tuple[bytes, FailoverDecision, float]] = []
-
-    async def follow() -> None:
-        last = b"0-0"
-        while not stop.is_set():
-            reply = await follower.xread({keys.decisions: last}, block=100)
-            seen = time.perf_counter()
-            for _, entries in reply or []:
-                for entry_id, fields in entries:
-                    last = entry_id
-                    decision = decode_entry(fields, stream="decisions")
-                    if isinstance(decision, FailoverDecision):
-                        seen_decisions.append((entry_id, decision, seen))
-            if len(seen_decisions) >= decisions:
-                stop.set()
-
-    async def produce() -> None:
-        per_round = 3 * len(observers)
-        period = per_round / rate
-        rnd = 0
-        outage = 0
-        failing: str | None = None
-        failing_until = 0
-        next_at = time.perf_counter() + 0.5  # let the coordinator get elected
-        while not stop.is_set():
-            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-            next_at += period
-            if rnd % 50 == 0 and rnd >= 100:
-                failing = "eu" if outage % 2 == 0 else "us"  # the active region
-                failing_until = rnd + 3
-                outage += 1
-            async with producer.pipeline(transaction=False) as pipe:
-                ids = []
-                for region in ("eu", "us", "ap"):
-                    for observer in observers:
-                        status = (
-                            "unhealthy"
-                            if region == failing and rnd < failing_until
-                            else ("healthy")
-                        )
-                        event_id = f"{observer}-{region}-{rnd}"
-                        ids.append(event_id)
-                        event = HealthEvent(event_id, region, observer, status, time.time())  # type: ignore[arg-type]
-                        pipe.xadd(keys.health, {b"data": encode_data(event)})
-                start = time.perf_counter()
-                entry_ids = await pipe.execute()
-            for event_id, entry_id in zip(ids, entry_ids, strict=True):
-                sent[event_id] = (entry_id, start)
-            rnd += 1
-
-    try:
-        started = time.perf_counter()
-        await asyncio.wait_for(asyncio.gather(follow(), produce()), timeout=180)
-        elapsed = time.perf_counter() - started
-    finally:
-        stop.set()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=10)
-        await producer.aclose()
-        await follower.aclose()
-    for entry_id, decision, seen in seen_decisions:
-        # The trigger is the newest entry of the evidence: it completed the quorum.
-        trigger = max(decision.evidence, key=lambda e: split_id(sent[e][0]))
-        trigger_id, trigger_sent = sent[trigger]
-        server_ms.append(float(split_id(entry_id)[0] - split_id(trigger_id)[0]))
-        client_ms.append((seen - trigger_sent) * 1000)
-    events = len(sent)
-    return {
-        "events": events,
-        "achieved_rate": round(events / elapsed),
-        "server": summarize(server_ms),
-        "client": summarize(client_ms),
-        "coordinator_exit": proc.returncode,
-    }
 
 
 async def main() -> None:
@@ -253,10 +158,14 @@ async def main() -> None:
     parser.add_argument("--batches", default="500,2000", help="comma-separated batch sizes")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--rate", type=int, default=2000)
+    parser.add_argument("--high-rate", type=int, default=20_000, help="0: no second row")
     parser.add_argument("--decisions", type=int, default=100)  # a p99 needs 100
     parser.add_argument("--adversarial-events", type=int, default=100_000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    # The in-process pipeline runs with the coordinator process's collector settings (every
+    # consumer of this process, the baselines too, runs under them).
+    tune_collector()
     logging.getLogger("workers").setLevel(logging.CRITICAL)  # decisions would flood stdout
     batches = [int(b) for b in args.batches.split(",")]
     server = RedisServer()
@@ -301,7 +210,11 @@ async def main() -> None:
         memory = await leader_row(server.url, keys, args.events, batches[0])
         await r.aclose()
         phase(f"decision latency: {args.decisions} decisions at {args.rate} events/s")
-        latency = await _latency(server.url, args.rate, args.decisions)
+        latency = await decision_latency(server.url, args.rate, args.decisions, "{lat}")
+        high: dict[str, Any] | None = None
+        if args.high_rate:
+            phase(f"decision latency: {args.decisions} decisions at {args.high_rate} events/s")
+            high = await decision_latency(server.url, args.high_rate, args.decisions, "{lat2}")
         phase("adversarial: the same leader under hostile input")
         # The same leader under hostile input (bench/hostile.py), same server.
         adversarial = await hostile.rows(server.url, args.adversarial_events)
@@ -313,6 +226,7 @@ async def main() -> None:
         "throughput": throughput,
         "leader_memory": memory,
         "decision_latency": latency,
+        "decision_latency_high_rate": high,
         "adversarial": adversarial,
     }
     if args.json:
@@ -334,12 +248,9 @@ async def main() -> None:
         f" {mem['batch']}) at {mem['events_per_s']:,} events/s, peak RSS"
         f" {mem['leader_peak_rss_mib']} MiB"
     )
-    lat = latency
-    print(
-        f"decision latency at {lat['achieved_rate']} events/s over {lat['server']['n']} "
-        f"decisions: server p50 {lat['server']['p50_ms']} ms {tail(lat['server'])}; "
-        f"client p50 {lat['client']['p50_ms']} ms {tail(lat['client'])}"
-    )
+    for lat in (latency, high):
+        if lat is not None:
+            print(_latency_line(lat))
     print("\n".join(hostile.render(adversarial)))
 
 

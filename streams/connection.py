@@ -13,11 +13,16 @@ from typing import Any, TypeAlias, cast
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection, parse_url
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import (
+    Sentinel,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
 from redis.backoff import NoBackoff
 
 from schemas.errors import ConfigError
 from streams.address import RedisTarget
+from streams.prompt import PromptSend
 from streams.retry import call
 from streams.routing import Route, RoutedConnection, RoutedSSLConnection, follow_moved
 from streams.sentinel_discovery import SentinelDiscovery
@@ -36,6 +41,14 @@ class _SentinelClient(aioredis.Redis):
         await super().aclose(close_connection_pool)
         if self.sentinel_manager is not None:
             await self.sentinel_manager.aclose()
+
+
+class _PromptSentinelConnection(PromptSend, SentinelManagedConnection):
+    """A connection to the primary Sentinel names, writing commands at once (streams.prompt)."""
+
+
+class _PromptSentinelSSLConnection(PromptSend, SentinelManagedSSLConnection):
+    """:class:`_PromptSentinelConnection` over TLS."""
 
 
 def connect(
@@ -109,7 +122,12 @@ def _sentinel_client(target: RedisTarget, common: dict[str, object]) -> Client:
         primary_class=SSLConnection if tls else Connection,
         primary_kwargs=check_kwargs,
     )
-    pool_kwargs: dict[str, Any] = {**kwargs, **common, **({"ssl": True} if tls else {})}
+    pool_kwargs: dict[str, Any] = {
+        **kwargs,
+        **common,
+        **({"ssl": True} if tls else {}),
+        "connection_class": _PromptSentinelSSLConnection if tls else _PromptSentinelConnection,
+    }
     client = cast(
         "_SentinelClient",
         sentinel.master_for(target.sentinel_master, redis_class=_SentinelClient, **pool_kwargs),

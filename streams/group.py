@@ -28,6 +28,7 @@ from schemas.errors import ScriptError
 from streams import scripts
 from streams.commit import FENCED, Fenced
 from streams.keys import GROUP, Keys
+from streams.transaction import transaction
 
 ZERO_ID = b"0-0"
 # At most about this many bytes of entries per stream in one read (bounds the leader's
@@ -216,8 +217,10 @@ class ConsumerGroup:
         replies (errors included) in that order."""
         guard = self._guard
         mode = "new" if after is None else "history"
-        async with self._raw.pipeline(transaction=True) as pipe:
-            pipe.evalsha(
+        commands: list[tuple[Any, ...]] = [
+            ("MULTI",),
+            (
+                "EVALSHA",
                 sha,
                 3 + len(names),
                 self.keys.leader,
@@ -232,10 +235,12 @@ class ConsumerGroup:
                 self.budget_bytes,
                 mode,
                 *(after or ()),
-            )
-            pipe.execute_command("TIME")
-            if after is None:
-                pipe.execute_command(
+            ),
+            ("TIME",),
+        ]
+        if after is None:
+            commands.append(
+                (
                     "XREADGROUP",
                     "GROUP",
                     GROUP,
@@ -247,9 +252,9 @@ class ConsumerGroup:
                     *names,
                     *([">"] * (len(names) + 1)),
                 )
-            pipe.delete(guard)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-        return replies
+            )
+        commands += [("DEL", guard), ("EXEC",)]
+        return await transaction(self._raw, commands)
 
     async def claim(self, stream: int, cursor: bytes, count: int) -> ClaimPage | Fenced:
         """Claim up to ``count`` pending entries of ``stream`` (any consumer) from ``cursor``."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -98,24 +99,44 @@ class _Attempts:
 
 
 def _log_retry(
-    what: str, seen: _Attempts, on_retry: Callable[[BaseException], None] | None
+    what: str,
+    seen: _Attempts,
+    on_retry: Callable[[BaseException], None] | None,
+    *,
+    start: float,
+    before: int = 0,
 ) -> Callable[[RetryCallState], None]:
+    """tenacity's before-sleep hook; ``before`` attempts were made before tenacity's first."""
+
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        seen.failed, seen.last, seen.sleeping = state.attempt_number, exc, True
-        if on_retry is not None and exc is not None:
-            on_retry(exc)
-        # DEBUG: the caller reports the outcome once (rate-limited in long-running
-        # processes); a line per attempt would flood the log during an outage.
-        log.debug(
-            "redis %s failed (attempt %s, %.2fs elapsed): %s",
-            what,
-            state.attempt_number,
-            state.seconds_since_start or 0.0,
-            exc,
-        )
+        _failed(what, seen, on_retry, exc, attempt=before + state.attempt_number, start=start)
 
     return before_sleep
+
+
+def _failed(
+    what: str,
+    seen: _Attempts,
+    on_retry: Callable[[BaseException], None] | None,
+    exc: BaseException | None,
+    *,
+    attempt: int,
+    start: float,
+) -> None:
+    """Record and log failed attempt number ``attempt`` before its pause."""
+    seen.failed, seen.last, seen.sleeping = attempt, exc, True
+    if on_retry is not None and exc is not None:
+        on_retry(exc)
+    # DEBUG: the caller reports the outcome once (rate-limited in long-running
+    # processes); a line per attempt would flood the log during an outage.
+    log.debug(
+        "redis %s failed (attempt %s, %.2fs elapsed): %s",
+        what,
+        attempt,
+        time.monotonic() - start,
+        exc,
+    )
 
 
 def _gave_up(what: str, cause: object, elapsed: float, attempts: int) -> RedisUnavailable:
@@ -194,17 +215,32 @@ async def _call(
 ) -> T:
     start = time.monotonic()
     seen = _Attempts()
+    sleep = _sleep if wake is None else _sleep_or_wake(wake)
     try:
         async with asyncio.timeout(deadline_s):
+            # The first attempt without tenacity: setting up its loop costs about as much
+            # client CPU as the leader's Redis round trip (~90 us), and nearly every call
+            # succeeds at once. A retriable failure pauses as tenacity's first would, then
+            # the loop takes over, its attempts numbered and its backoff stepped from 2.
+            try:
+                return await op()
+            except Exception as exc:
+                if not is_retriable(exc):
+                    raise
+                _failed(what, seen, on_retry, exc, attempt=1, start=start)
+            await sleep(
+                min(initial_backoff_s, max_backoff_s) + random.uniform(0, initial_backoff_s)
+            )
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(is_retriable),
                 # Exponential backoff plus up to one initial step of random jitter
-                # (wait_exponential + wait_random exist in every supported tenacity).
-                wait=wait_exponential(multiplier=initial_backoff_s, max=max_backoff_s)
+                # (wait_exponential + wait_random exist in every supported tenacity);
+                # tenacity's attempt n is attempt n + 1 here.
+                wait=wait_exponential(multiplier=2 * initial_backoff_s, max=max_backoff_s)
                 + wait_random(0, initial_backoff_s),
-                stop=stop_after_delay(deadline_s),
-                before_sleep=_log_retry(what, seen, on_retry),
-                sleep=_sleep if wake is None else _sleep_or_wake(wake),
+                stop=stop_after_delay(max(0.0, deadline_s - (time.monotonic() - start))),
+                before_sleep=_log_retry(what, seen, on_retry, start=start, before=1),
+                sleep=sleep,
                 reraise=True,
             ):
                 with attempt:

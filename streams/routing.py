@@ -16,6 +16,8 @@ from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from streams.prompt import PromptSend
+
 
 class MovedAway(rex.ConnectionError):
     """The node answered ``MOVED``: the command did not run there, and this connection is
@@ -50,7 +52,7 @@ class Route:
             self.owner = None
 
 
-class RoutedConnection(Connection):
+class RoutedConnection(PromptSend, Connection):
     """A TCP connection to the node that owns the namespace's slot, once a ``MOVED`` told
     which one (the URL's node until then, or again after the owner stopped answering)."""
 

@@ -60,16 +60,20 @@ local function last_delivered(key)
   return nil
 end
 
--- The entries a native read of key would deliver (at most count), with their sizes.
+-- The entries a native read of key would deliver (at most count).
 local function upcoming(key)
   local last = last_delivered(key)
-  if last == nil then return {}, {} end
+  if last == nil then return {} end
   local from = id_next(last)
-  if from == last then return {}, {} end -- the very last id: nothing can follow it
-  local rows = redis.call('XRANGE', key, from, '+', 'COUNT', count)
+  if from == last then return {} end -- the very last id: nothing can follow it
+  return redis.call('XRANGE', key, from, '+', 'COUNT', count)
+end
+
+-- Each entry's size in bytes (its fields and values together).
+local function sizes_of(rows)
   local sizes = {}
   for i, e in ipairs(rows) do sizes[i] = entry_bytes(e[2]) end
-  return rows, sizes
+  return sizes
 end
 
 -- How many of the upcoming entries one read may take: up to the budget (an oversize entry
@@ -85,16 +89,25 @@ local function within_budget(sizes)
   return take
 end
 
+-- The usual case, checked in one pass with nothing allocated per entry: every upcoming
+-- entry is within max_bytes and together they are within the budget (an entry of one
+-- field, the usual, is sized without a call).
 local looked = {}
 if mode ~= 'history' then
   local plain = true
   for s, key in ipairs(input_keys) do
-    local rows, sizes = upcoming(key)
-    looked[s] = {rows, sizes}
+    local rows = upcoming(key)
+    looked[s] = rows
     local total = 0
-    for _, n in ipairs(sizes) do
+    for i = 1, #rows do
+      local f = rows[i][2]
+      local n
+      if #f == 2 then n = #f[1] + #f[2] else n = entry_bytes(f) end
       total = total + n
-      if n > max_bytes or total > budget then plain = false end
+      if n > max_bytes or total > budget then
+        plain = false
+        break
+      end
     end
   end
   if plain then
@@ -117,13 +130,8 @@ for s, key in ipairs(input_keys) do
       if e[2] then history[s][i] = shaped(e, max_bytes) else history[s][i] = {e[1], false} end
     end
   end
-  local rows, sizes
-  if looked[s] then
-    rows, sizes = looked[s][1], looked[s][2]
-  else
-    rows, sizes = upcoming(key)
-  end
-  local take = within_budget(sizes)
+  local rows = looked[s] or upcoming(key)
+  local take = within_budget(sizes_of(rows))
   new[s] = {}
   if take > 0 then
     for i, e in ipairs(read(key, '>', take)) do new[s][i] = shaped(e, max_bytes) end

@@ -24,6 +24,7 @@ from streams.connection import connect
 from streams.keys import Keys
 from streams.lease import make_owner_id
 from streams.memory import eviction_refusal, evicts_any_key, maxmemory_policy
+from workers.coordinator.collector import tune_collector
 from workers.coordinator.elector import Elector
 from workers.coordinator.leadership import ElectorTiming, Leadership
 from workers.coordinator.pipeline import LeaderPipeline
@@ -37,6 +38,7 @@ log = logging.getLogger("workers.coordinator")
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run one coordinator until ``stop`` is set; an unknown error propagates (a bug)."""
+    tune_collector()
     timing = ElectorTiming.from_settings(settings)  # a bad combination is a ConfigError: exit 2
     member = current_membership()
     # One owner id per process: the lease, the consumer name and the heartbeat agree.

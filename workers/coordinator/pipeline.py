@@ -186,6 +186,9 @@ class LeaderPipeline:
                         return
                 if sealed:
                     inflight = asyncio.create_task(self._send(work), name="commit")
+                    # Send it now, not at the next await (which finds the read done and does
+                    # not yield): Redis then applies it before the read that is sent next.
+                    await asyncio.sleep(0)
                 if prefetch is None and not read_any and self.intake.empty:
                     if inflight is not None:
                         committed = await inflight

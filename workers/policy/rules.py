@@ -149,7 +149,7 @@ class Policy(Verdicts, RunChanges):
     def apply(self, event: HealthEvent | OperatorEvent) -> list[PlannedFailover]:
         """Apply one event in stream order; return the decisions it causes (usually none)."""
         if type(event) is HealthEvent:
-            return self._apply_health(event)
+            return self.apply_health(event)
         assert not isinstance(event, HealthEvent)  # a subclass would be a programming error
         return self._apply_operator_event(event)
 
@@ -169,7 +169,8 @@ class Policy(Verdicts, RunChanges):
         """True if ``source`` has runs in the state (the observer bound counts these)."""
         return source in self._observers
 
-    def _apply_health(self, event: HealthEvent) -> list[PlannedFailover]:
+    def apply_health(self, event: HealthEvent) -> list[PlannedFailover]:
+        """:meth:`apply` for a health event (the leader's hot path calls it directly)."""
         region = event.region
         runs = self._runs.get(region)
         if runs is None:
