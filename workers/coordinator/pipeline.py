@@ -19,8 +19,9 @@ throws that away, and the next leader starts from the last commit).
 **Time.** The policy is fed wall time (``time.time()``) at most every ``FAILOVER_TICK_MS``
 between batches; tick decisions go out in the same commit as the batch they follow (with
 no acks when idle). Idle waiting polls whether input is waiting (a yes/no script, 0.5-4 ms
-apart, 1 ms at most for its first 20 ms) for at most 100 ms (and no longer than the next tick), so cancellation is prompt; a
-blocking XREAD would wake the leader with the next entry whole, whatever its size.
+apart, 1 ms at most for its first 20 ms) for at most 100 ms (and no longer than the next
+tick), so cancellation is prompt; a blocking XREAD would wake the leader with the next
+entry whole, whatever its size.
 
 **Unknown regions.** A health event about a region not in ``FAILOVER_REGIONS`` is a valid
 wire event: it is applied (the policy ignores it) and acked, never dead-lettered, so a
