@@ -1,15 +1,18 @@
 """Kafka topics as a source of record batches, through faust (the bridge's input side).
 
-One faust agent per topic hands each record to one queue; :meth:`KafkaSource.next_batch`
-takes them out in batches. Offsets are committed only for records the caller has passed to
-:meth:`KafkaSource.ack`, which it does after it has stored them: at least once.
+One faust agent per topic takes its stream in buffered batches (``noack_take``: up to
+``batch_size`` events, or what arrived within ``linger_s``) and hands each batch over whole
+to one queue; :meth:`KafkaSource.next_batch` returns what is queued. Offsets are committed
+only for batches the caller has passed to :meth:`KafkaSource.ack`, which it does after it
+has stored them: at least once. One agent per topic and one queue keep each partition's
+records in Kafka order.
 
 Two faust defaults would break that and are bypassed on purpose. faust's own ``take()``
 batching and plain iteration ack in a ``finally`` even when the body fails or is
-cancelled, which would commit records never stored; so the agents iterate with acks
-switched off and only :meth:`ack` acks. faust's own wait for unacked records on stop or
-rebalance (``stream_wait_empty``) swallows cancellation and would wait out an outage of the
-store forever; it is off, and :meth:`drain` is the bounded replacement.
+cancelled, which would commit records never stored; so the agents take with acks
+switched off (``noack_take``) and only :meth:`ack` acks. faust's own wait for unacked
+records on stop or rebalance (``stream_wait_empty``) swallows cancellation and would wait
+out an outage of the store forever; it is off, and :meth:`drain` is the bounded replacement.
 """
 
 from __future__ import annotations
@@ -30,13 +33,13 @@ from streams.kafka import KafkaSecurity, aiokafka_security, split_bootstrap
 log = logging.getLogger(__name__)
 
 
-class SourceRecord(NamedTuple):
-    """One Kafka record: where it goes (the route of its topic) and its value, unchanged."""
+class SourceBatch(NamedTuple):
+    """Records of one topic in Kafka order per partition: their route and values, unchanged."""
 
     route: str
-    value: bytes
-    stream: Any  # faust's stream and event, for the ack
-    event: Any
+    values: list[bytes]
+    stream: Any  # faust's stream and events, for the ack
+    events: list[Any]
 
 
 def faust_credentials(security: KafkaSecurity) -> faust.auth.Credentials | None:
@@ -73,7 +76,10 @@ class KafkaSource:
     ) -> None:
         self.batch_size = batch_size
         self.linger_s = linger_s
-        self._queue: asyncio.Queue[SourceRecord] = asyncio.Queue(maxsize=2 * batch_size)
+        # Two batches per topic may wait while the caller writes: faust keeps fetching into
+        # its buffers meanwhile and pauses when they are full (the backpressure).
+        self._queue: asyncio.Queue[SourceBatch] = asyncio.Queue(maxsize=2 * len(routes))
+        self._next: SourceBatch | None = None  # taken from the queue, not handed out yet
         self._idle = asyncio.Event()  # nothing queued, nothing handed out and not yet acked
         self._idle.set()
         self._datadir = tempfile.mkdtemp(prefix="failover-bridge-")
@@ -102,23 +108,30 @@ class KafkaSource:
         """Join the group and start fetching."""
         await self._app.start()
 
-    async def next_batch(self) -> list[SourceRecord]:
-        """Wait for records and return up to ``batch_size`` of them, in arrival order."""
-        batch = [await self._queue.get()]
+    async def next_batch(self) -> list[SourceBatch]:
+        """Wait for records; return the batches queued, in arrival order, as many as fit
+        in ``batch_size`` records (always at least one)."""
+        first = self._next if self._next is not None else await self._queue.get()
+        self._next = None
         self._idle.clear()
-        if self._queue.qsize() < self.batch_size - 1:
-            # faust hands records over one by one; without a moment's linger (as Kafka
-            # producers linger) every record would cost a round trip of its own downstream.
-            await asyncio.sleep(self.linger_s)
-        while len(batch) < self.batch_size and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
-        return batch
+        batches = [first]
+        count = len(first.values)
+        while not self._queue.empty():
+            batch = self._queue.get_nowait()
+            if count + len(batch.values) > self.batch_size:
+                self._next = batch  # the first of the next call
+                break
+            batches.append(batch)
+            count += len(batch.values)
+        return batches
 
-    async def ack(self, batch: list[SourceRecord]) -> None:
-        """Mark ``batch`` done: its offsets are committed at the next commit interval."""
-        for record in batch:
-            await record.stream.ack(record.event)
-        if self._queue.empty():
+    async def ack(self, batches: list[SourceBatch]) -> None:
+        """Mark ``batches`` done: their offsets are committed at the next commit interval."""
+        for batch in batches:
+            ack = batch.stream.ack
+            for event in batch.events:
+                await ack(event)
+        if self._queue.empty() and self._next is None:
             self._idle.set()
 
     async def drain(self, timeout_s: float) -> bool:
@@ -191,10 +204,11 @@ class KafkaSource:
         finally:
             shutil.rmtree(self._datadir, ignore_errors=True)
 
-    async def _put(self, route: str, value: bytes | None, stream: Any, event: Any) -> None:
+    async def _put(self, route: str, stream: Any, events: list[Any]) -> None:
         # Blocks while the caller is behind: that is the backpressure (faust's buffers fill
         # and it pauses fetching). A tombstone (null value) becomes an empty value.
-        await self._queue.put(SourceRecord(route, b"" if value is None else value, stream, event))
+        values = [b"" if (value := event.value) is None else value for event in events]
+        await self._queue.put(SourceBatch(route, values, stream, events))
 
     def _build_app(
         self,
@@ -218,6 +232,7 @@ class KafkaSource:
             broker_commit_interval=commit_interval_s,
             consumer_auto_offset_reset="earliest",
             stream_wait_empty=False,  # see the module doc: drain() instead
+            cython_optimizations=True,
             topic_allow_declare=False,  # ensure_topics() decided about missing topics already
             topic_disable_leader=True,
             web_enabled=False,
@@ -232,8 +247,8 @@ class KafkaSource:
 
     def _forwarder(self, route: str) -> Callable[[Any], Awaitable[None]]:
         async def forward(stream: Any) -> None:
-            manual = stream.noack()  # acks come from ack(), after the caller stored the record
-            async for event in manual.events():
-                await self._put(route, event.value, manual, event)
+            # No acks here: they come from ack(), after the caller stored the batch.
+            async for events in stream.noack_take(self.batch_size, within=self.linger_s):
+                await self._put(route, stream, events)
 
         return forward
