@@ -1,18 +1,19 @@
 """Kafka topics as a source of record batches, through faust (the bridge's input side).
 
-One faust agent per topic takes its stream in buffered batches (``noack_take``: up to
-``batch_size`` events, or what arrived within ``linger_s``) and hands each batch over whole
-to one queue; :meth:`KafkaSource.next_batch` returns what is queued. Offsets are committed
-only for batches the caller has passed to :meth:`KafkaSource.ack`, which it does after it
-has stored them: at least once. One agent per topic and one queue keep each partition's
-records in Kafka order.
+faust runs the consumer (its thread and fetches, the group and rebalances, flow control,
+acked-offset bookkeeping and the commit loop); its fetch loop is the batched one of
+:mod:`streams.kafka_batches`: each fetch's records of a partition arrive here at once, in
+Kafka order, and go to one queue in chunks of at most ``batch_size``;
+:meth:`KafkaSource.next_batch` returns what is queued. One queue and one caller keep each
+partition's records in order. Offsets are committed only for records the caller has passed
+to :meth:`KafkaSource.ack`, which it does after it has stored them: at least once.
 
 Two faust defaults would break that and are bypassed on purpose. faust's own ``take()``
-batching and plain iteration ack in a ``finally`` even when the body fails or is
-cancelled, which would commit records never stored; so the agents take with acks
-switched off (``noack_take``) and only :meth:`ack` acks. faust's own wait for unacked
-records on stop or rebalance (``stream_wait_empty``) swallows cancellation and would wait
-out an outage of the store forever; it is off, and :meth:`drain` is the bounded replacement.
+batching and plain iteration ack in a ``finally`` even when the body fails or is cancelled,
+which would commit records never stored; no agent iterates here, and only :meth:`ack` acks
+(faust's ``Consumer.ack``). faust's own wait for unacked records on stop or rebalance
+(``stream_wait_empty``) swallows cancellation and would wait out an outage of the store
+forever; it is off, and :meth:`drain` is the bounded replacement.
 """
 
 from __future__ import annotations
@@ -21,25 +22,26 @@ import asyncio
 import logging
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import faust
 from aiokafka.errors import KafkaError
 from faust.exceptions import ConsumerNotStarted
+from faust.types import TP, Message
 
 from streams.kafka import KafkaSecurity, aiokafka_security, split_bootstrap
+from streams.kafka_batches import BatchApp
 
 log = logging.getLogger(__name__)
 
 
 class SourceBatch(NamedTuple):
-    """Records of one topic in Kafka order per partition: their route and values, unchanged."""
+    """Records of one partition in Kafka order: their route and values, unchanged."""
 
     route: str
     values: list[bytes]
-    stream: Any  # faust's stream and events, for the ack
-    events: list[Any]
+    messages: list[Message]  # faust's, for the ack
 
 
 def faust_credentials(security: KafkaSecurity) -> faust.auth.Credentials | None:
@@ -71,11 +73,10 @@ class KafkaSource:
         client_id: str,
         session_timeout_ms: int,
         batch_size: int,
-        linger_s: float = 0.002,
         commit_interval_s: float = 1.0,
     ) -> None:
         self.batch_size = batch_size
-        self.linger_s = linger_s
+        self._routes = dict(routes)
         # Two batches per topic may wait while the caller writes: faust keeps fetching into
         # its buffers meanwhile and pauses when they are full (the backpressure).
         self._queue: asyncio.Queue[SourceBatch] = asyncio.Queue(maxsize=2 * len(routes))
@@ -127,10 +128,10 @@ class KafkaSource:
 
     async def ack(self, batches: list[SourceBatch]) -> None:
         """Mark ``batches`` done: their offsets are committed at the next commit interval."""
+        ack = self._app.consumer.ack
         for batch in batches:
-            ack = batch.stream.ack
-            for event in batch.events:
-                await ack(event)
+            for message in batch.messages:
+                ack(message)
         if self._queue.empty() and self._next is None:
             self._idle.set()
 
@@ -204,11 +205,15 @@ class KafkaSource:
         finally:
             shutil.rmtree(self._datadir, ignore_errors=True)
 
-    async def _put(self, route: str, stream: Any, events: list[Any]) -> None:
-        # Blocks while the caller is behind: that is the backpressure (faust's buffers fill
-        # and it pauses fetching). A tombstone (null value) becomes an empty value.
-        values = [b"" if (value := event.value) is None else value for event in events]
-        await self._queue.put(SourceBatch(route, values, stream, events))
+    async def _take(self, tp: TP, messages: list[Message]) -> None:
+        # One partition's records of one fetch, in Kafka order, in chunks of at most
+        # batch_size. Blocks while the caller is behind: that is the backpressure (faust
+        # stops fetching meanwhile). A tombstone (null value) becomes an empty value.
+        route = self._routes[tp.topic]
+        for at in range(0, len(messages), self.batch_size):
+            chunk = messages[at : at + self.batch_size]
+            values = [b"" if (value := message.value) is None else value for message in chunk]
+            await self._queue.put(SourceBatch(route, values, chunk))
 
     def _build_app(
         self,
@@ -222,7 +227,7 @@ class KafkaSource:
         commit_interval_s: float,
     ) -> faust.App:
         session_s = session_timeout_ms / 1000
-        app = faust.App(
+        app = BatchApp(
             group,
             broker=[f"kafka://{host}" for host in split_bootstrap(bootstrap)],
             broker_credentials=faust_credentials(security),
@@ -232,7 +237,6 @@ class KafkaSource:
             broker_commit_interval=commit_interval_s,
             consumer_auto_offset_reset="earliest",
             stream_wait_empty=False,  # see the module doc: drain() instead
-            cython_optimizations=True,
             topic_allow_declare=False,  # ensure_topics() decided about missing topics already
             topic_disable_leader=True,
             web_enabled=False,
@@ -240,15 +244,8 @@ class KafkaSource:
             store="memory://",
             datadir=self._datadir,
         )
-        for topic_name, route in routes.items():
-            topic = app.topic(topic_name, key_type=bytes, value_type=bytes, value_serializer="raw")
-            app.agent(topic, name=f"bridge-{route}")(self._forwarder(route))
+        for topic_name in routes:
+            # Subscribed through faust's conductor; records reach _take, not an agent.
+            app.topics.add(app.topic(topic_name, value_serializer="raw"))
+        app.batch_sink = self._take
         return app
-
-    def _forwarder(self, route: str) -> Callable[[Any], Awaitable[None]]:
-        async def forward(stream: Any) -> None:
-            # No acks here: they come from ack(), after the caller stored the batch.
-            async for events in stream.noack_take(self.batch_size, within=self.linger_s):
-                await self._put(route, stream, events)
-
-        return forward
