@@ -210,6 +210,7 @@ class KafkaSource:
         # batch_size. Blocks while the caller is behind: that is the backpressure (faust
         # stops fetching meanwhile). A tombstone (null value) becomes an empty value.
         route = self._routes[tp.topic]
+        self._idle.clear()  # received, not yet acked: drain() waits for these too
         for at in range(0, len(messages), self.batch_size):
             chunk = messages[at : at + self.batch_size]
             values = [b"" if (value := message.value) is None else value for message in chunk]
