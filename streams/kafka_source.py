@@ -77,8 +77,8 @@ class KafkaSource:
     ) -> None:
         self.batch_size = batch_size
         self._routes = dict(routes)
-        # Two batches per topic may wait while the caller writes: faust keeps fetching into
-        # its buffers meanwhile and pauses when they are full (the backpressure).
+        # Two chunks per topic may wait while the caller writes; then the hand-over blocks,
+        # and faust's fetch loop with it (the backpressure: at most one fetch more is held).
         self._queue: asyncio.Queue[SourceBatch] = asyncio.Queue(maxsize=2 * len(routes))
         self._next: SourceBatch | None = None  # taken from the queue, not handed out yet
         self._idle = asyncio.Event()  # nothing queued, nothing handed out and not yet acked
