@@ -1,6 +1,6 @@
 """Kafka -> Redis bridge throughput and latency, next to a bare aiokafka consumer, same run.
 
-    python -m bench.bridge [--records 20000] [--partitions 4] [--rate 1000] [--seconds 5] [--json]
+    python -m bench.bridge [--records 200000] [--partitions 4] [--rate 1000] [--seconds 5] [--json]
 
 Starts its own tansu broker and Redis server on free loopback ports. Three readers, each with
 a fresh consumer group on the same topic:
@@ -117,6 +117,12 @@ async def paced(bootstrap: str, topic: str, rate: float, seconds: float) -> int:
     return sent
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rates(arrivals: list[tuple[float, int]], total: int) -> dict[str, float]:
     """Records/s from (time, count-so-far) samples: whole run and the 10%-90% middle."""
     first = next(t for t, n in arrivals if n > 0)
@@ -180,14 +186,19 @@ async def bare_consumer(
     try:
         count = 0
         arrivals = [(time.perf_counter(), 0)]
+        cpu_began: float | None = None
         while count < total:
             batch = await consumer.getmany(timeout_ms=200)
+            if cpu_began is None and batch:
+                cpu_began = time.process_time()
             await write(batch)
             count += sum(len(msgs) for msgs in batch.values())
             arrivals.append((time.perf_counter(), count))
             if batch:
                 await consumer.commit()
         result: dict[str, Any] = rates(arrivals, total)
+        # This process's CPU (client side only: not the broker's, not Redis's).
+        result["cpu_us_per_record"] = (time.process_time() - (cpu_began or 0)) / total * 1e6
         latencies: list[float] = []
         feeding = asyncio.create_task(paced(bootstrap, topic, rate, seconds))
         expected: int | None = None
@@ -233,16 +244,26 @@ async def bridges(
         arrivals = [(time.perf_counter(), 0)]
         deadline = time.monotonic() + 120
         count = 0
+        cpu_began: dict[int, float] = {}
         while count < total:
             dead = [p for p in procs if p.proc is not None and p.proc.poll() is not None]
             if dead or time.monotonic() > deadline:
                 proc = (dead or procs)[0]
                 raise RuntimeError(f"bridge stuck at {count}/{total}: {proc.output()[-800:]}")
             count = int(await redis.xlen(key))
+            if count and not cpu_began:
+                cpu_began = {p.proc.pid: process_cpu_s(p.proc.pid) for p in procs if p.proc}
             arrivals.append((time.perf_counter(), count))
             await asyncio.sleep(0.005)
         result: dict[str, Any] = rates(arrivals, total)
-        last_id = b"$"
+        # The bridge processes' CPU from their first record in Redis to the last (all
+        # threads, client side only); counted from the first record, so start-up is out.
+        used = sum(process_cpu_s(pid) - began for pid, began in cpu_began.items())
+        result["cpu_us_per_record"] = used / total * 1e6
+        # Read on from the last entry there, not from "$": a write landing between two
+        # XREADs from "$" would be missed (and counted as duplicates below).
+        newest = await redis.xrevrange(key, count=1)
+        last_id = newest[0][0] if newest else b"0-0"
         latencies: list[float] = []
         feeding = asyncio.create_task(paced(broker.bootstrap, topic, rate, seconds))
         expected: int | None = None
@@ -323,12 +344,16 @@ def show(out: dict[str, Any]) -> None:
         f"latency at {out['latency_rate_per_s']:.0f}/s for {out['latency_seconds']:.0f}s, "
         f"{out['cpus']} CPUs"
     )
-    print(f"{'reader':<24}{'rec/s':>10}{'steady/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+    print(
+        f"{'reader':<24}{'rec/s':>10}{'steady/s':>10}{'cpu us/rec':>11}"
+        f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+    )
     for name, _n in SCENARIOS:
         row = out[name]
         lat = row["latency"]
         print(
             f"{name:<24}{row['records_per_s']:>10.0f}{row['steady_records_per_s']:>10.0f}"
+            f"{row['cpu_us_per_record']:>11.1f}"
             f"{lat.get('p50_ms', float('nan')):>9.1f}{lat.get('p99_ms', float('nan')):>9.1f}"
             f"{lat.get('max_ms', float('nan')):>9.1f}"
         )
@@ -345,7 +370,7 @@ def show(out: dict[str, Any]) -> None:
 def main() -> None:
     """Parse arguments, run, print (or dump JSON)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--records", type=int, default=20000)
+    parser.add_argument("--records", type=int, default=200000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--rate", type=float, default=1000.0, help="latency phase records/s")
     parser.add_argument("--seconds", type=float, default=5.0, help="latency phase length")

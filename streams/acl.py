@@ -176,7 +176,8 @@ ROLES: tuple[RoleAcl, ...] = (
     ),
     RoleAcl(
         "bridge",
-        (*_PROCESS, "xadd"),
+        # Its appends are one script (streams/lua/append.lua); the XADDs inside are checked.
+        (*_PROCESS, "xadd", "evalsha", "script|load"),
         ("NS:health", "NS:events", *_MEMBER_KEYS),
     ),
     RoleAcl(

@@ -1,15 +1,19 @@
 """Kafka topics as a source of record batches, through faust (the bridge's input side).
 
-One faust agent per topic hands each record to one queue; :meth:`KafkaSource.next_batch`
-takes them out in batches. Offsets are committed only for records the caller has passed to
-:meth:`KafkaSource.ack`, which it does after it has stored them: at least once.
+faust runs the consumer (its thread and fetches, the group and rebalances, flow control,
+acked-offset bookkeeping and the commit loop); its fetch loop is the batched one of
+:mod:`streams.kafka_batches`: each fetch's records of a partition arrive here at once, in
+Kafka order, and go to one queue in chunks of at most ``batch_size``;
+:meth:`KafkaSource.next_batch` returns what is queued. One queue and one caller keep each
+partition's records in order. Offsets are committed only for records the caller has passed
+to :meth:`KafkaSource.ack`, which it does after it has stored them: at least once.
 
 Two faust defaults would break that and are bypassed on purpose. faust's own ``take()``
-batching and plain iteration ack in a ``finally`` even when the body fails or is
-cancelled, which would commit records never stored; so the agents iterate with acks
-switched off and only :meth:`ack` acks. faust's own wait for unacked records on stop or
-rebalance (``stream_wait_empty``) swallows cancellation and would wait out an outage of the
-store forever; it is off, and :meth:`drain` is the bounded replacement.
+batching and plain iteration ack in a ``finally`` even when the body fails or is cancelled,
+which would commit records never stored; no agent iterates here, and only :meth:`ack` acks
+(faust's ``Consumer.ack``). faust's own wait for unacked records on stop or rebalance
+(``stream_wait_empty``) swallows cancellation and would wait out an outage of the store
+forever; it is off, and :meth:`drain` is the bounded replacement.
 """
 
 from __future__ import annotations
@@ -18,25 +22,26 @@ import asyncio
 import logging
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import faust
 from aiokafka.errors import KafkaError
 from faust.exceptions import ConsumerNotStarted
+from faust.types import TP, Message
 
 from streams.kafka import KafkaSecurity, aiokafka_security, split_bootstrap
+from streams.kafka_batches import BatchApp
 
 log = logging.getLogger(__name__)
 
 
-class SourceRecord(NamedTuple):
-    """One Kafka record: where it goes (the route of its topic) and its value, unchanged."""
+class SourceBatch(NamedTuple):
+    """Records of one partition in Kafka order: their route and values, unchanged."""
 
     route: str
-    value: bytes
-    stream: Any  # faust's stream and event, for the ack
-    event: Any
+    values: list[bytes]
+    messages: list[Message]  # faust's, for the ack
 
 
 def faust_credentials(security: KafkaSecurity) -> faust.auth.Credentials | None:
@@ -68,12 +73,14 @@ class KafkaSource:
         client_id: str,
         session_timeout_ms: int,
         batch_size: int,
-        linger_s: float = 0.002,
         commit_interval_s: float = 1.0,
     ) -> None:
         self.batch_size = batch_size
-        self.linger_s = linger_s
-        self._queue: asyncio.Queue[SourceRecord] = asyncio.Queue(maxsize=2 * batch_size)
+        self._routes = dict(routes)
+        # Two chunks per topic may wait while the caller writes; then the hand-over blocks,
+        # and faust's fetch loop with it (the backpressure: at most one fetch more is held).
+        self._queue: asyncio.Queue[SourceBatch] = asyncio.Queue(maxsize=2 * len(routes))
+        self._next: SourceBatch | None = None  # taken from the queue, not handed out yet
         self._idle = asyncio.Event()  # nothing queued, nothing handed out and not yet acked
         self._idle.set()
         self._datadir = tempfile.mkdtemp(prefix="failover-bridge-")
@@ -102,23 +109,30 @@ class KafkaSource:
         """Join the group and start fetching."""
         await self._app.start()
 
-    async def next_batch(self) -> list[SourceRecord]:
-        """Wait for records and return up to ``batch_size`` of them, in arrival order."""
-        batch = [await self._queue.get()]
+    async def next_batch(self) -> list[SourceBatch]:
+        """Wait for records; return the batches queued, in arrival order, as many as fit
+        in ``batch_size`` records (always at least one)."""
+        first = self._next if self._next is not None else await self._queue.get()
+        self._next = None
         self._idle.clear()
-        if self._queue.qsize() < self.batch_size - 1:
-            # faust hands records over one by one; without a moment's linger (as Kafka
-            # producers linger) every record would cost a round trip of its own downstream.
-            await asyncio.sleep(self.linger_s)
-        while len(batch) < self.batch_size and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
-        return batch
+        batches = [first]
+        count = len(first.values)
+        while not self._queue.empty():
+            batch = self._queue.get_nowait()
+            if count + len(batch.values) > self.batch_size:
+                self._next = batch  # the first of the next call
+                break
+            batches.append(batch)
+            count += len(batch.values)
+        return batches
 
-    async def ack(self, batch: list[SourceRecord]) -> None:
-        """Mark ``batch`` done: its offsets are committed at the next commit interval."""
-        for record in batch:
-            await record.stream.ack(record.event)
-        if self._queue.empty():
+    async def ack(self, batches: list[SourceBatch]) -> None:
+        """Mark ``batches`` done: their offsets are committed at the next commit interval."""
+        ack = self._app.consumer.ack
+        for batch in batches:
+            for message in batch.messages:
+                ack(message)
+        if self._queue.empty() and self._next is None:
             self._idle.set()
 
     async def drain(self, timeout_s: float) -> bool:
@@ -191,10 +205,16 @@ class KafkaSource:
         finally:
             shutil.rmtree(self._datadir, ignore_errors=True)
 
-    async def _put(self, route: str, value: bytes | None, stream: Any, event: Any) -> None:
-        # Blocks while the caller is behind: that is the backpressure (faust's buffers fill
-        # and it pauses fetching). A tombstone (null value) becomes an empty value.
-        await self._queue.put(SourceRecord(route, b"" if value is None else value, stream, event))
+    async def _take(self, tp: TP, messages: list[Message]) -> None:
+        # One partition's records of one fetch, in Kafka order, in chunks of at most
+        # batch_size. Blocks while the caller is behind: that is the backpressure (faust
+        # stops fetching meanwhile). A tombstone (null value) becomes an empty value.
+        route = self._routes[tp.topic]
+        self._idle.clear()  # received, not yet acked: drain() waits for these too
+        for at in range(0, len(messages), self.batch_size):
+            chunk = messages[at : at + self.batch_size]
+            values = [b"" if (value := message.value) is None else value for message in chunk]
+            await self._queue.put(SourceBatch(route, values, chunk))
 
     def _build_app(
         self,
@@ -208,7 +228,7 @@ class KafkaSource:
         commit_interval_s: float,
     ) -> faust.App:
         session_s = session_timeout_ms / 1000
-        app = faust.App(
+        app = BatchApp(
             group,
             broker=[f"kafka://{host}" for host in split_bootstrap(bootstrap)],
             broker_credentials=faust_credentials(security),
@@ -225,15 +245,8 @@ class KafkaSource:
             store="memory://",
             datadir=self._datadir,
         )
-        for topic_name, route in routes.items():
-            topic = app.topic(topic_name, key_type=bytes, value_type=bytes, value_serializer="raw")
-            app.agent(topic, name=f"bridge-{route}")(self._forwarder(route))
+        for topic_name in routes:
+            # Subscribed through faust's conductor; records reach _take, not an agent.
+            app.topics.add(app.topic(topic_name, value_serializer="raw"))
+        app.batch_sink = self._take
         return app
-
-    def _forwarder(self, route: str) -> Callable[[Any], Awaitable[None]]:
-        async def forward(stream: Any) -> None:
-            manual = stream.noack()  # acks come from ack(), after the caller stored the record
-            async for event in manual.events():
-                await self._put(route, event.value, manual, event)
-
-        return forward

@@ -13,6 +13,7 @@ from typing import Any
 
 from schemas.codec import encode_entry
 from schemas.events import AnyEntry
+from streams import scripts
 from streams.connection import Client
 from streams.replies import text
 
@@ -42,3 +43,18 @@ async def append_many(
         for key, entry in entries:
             pipe.xadd(key, _fields(entry), maxlen=maxlen, approximate=True)
         return [text(i) for i in await pipe.execute()]
+
+
+async def append_values(
+    client: Client, field: bytes, streams: Mapping[str, Sequence[bytes]]
+) -> int:
+    """XADD each value as the one field ``field`` of an entry, in order per stream, all in
+    one atomic script call (``streams/lua/append.lua``): one command for the whole batch,
+    so the client packs one request and parses one reply. Returns the entries appended."""
+    keys = list(streams)
+    args: list[bytes | int] = [field]
+    for values in streams.values():
+        args.append(len(values))
+        args.extend(values)
+    added: int = await scripts.register(client, "append")(keys=keys, args=args)
+    return added

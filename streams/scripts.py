@@ -40,6 +40,7 @@ Name = Literal[
     "entry_chunk",
     "input_waiting",
     "publish",
+    "append",
 ]
 
 # Which preludes each script needs, in the order they are prepended.
@@ -59,6 +60,7 @@ _PRELUDES: dict[Name, tuple[str, ...]] = {
     "entry_chunk": ("entries",),
     "input_waiting": ("ids",),
     "publish": ("lease", "ids", "trim"),
+    "append": (),
 }
 
 _registered: WeakKeyDictionary[aioredis.Redis, dict[Name, AsyncScript]] = WeakKeyDictionary()

@@ -109,6 +109,57 @@ async def test_bridge_appends_each_value_unchanged_and_commits_after(
     assert {p: o for p, o in offsets.items() if o >= 0} == dict(ends)
 
 
+async def test_many_writes_keep_each_partitions_order_and_commit_all(
+    kafka_broker: TansuBroker,
+    redis_server: RedisServer,
+    redis_client: aioredis.Redis,
+    keys: Keys,
+    workers: list[WorkerProcess],
+) -> None:
+    # Records of each partition are fetched in large runs, cut into batches of at most
+    # FAILOVER_BATCH_SIZE and written one script call at a time: with 2,000 records and
+    # batches of 64, each partition's records span many writes and interleave with the
+    # other partitions' and the other topic's.
+    topics = await make_topics(kafka_broker.bootstrap, health=4, events=1)
+    valid = [(f"k{i % 13}".encode(), health("eu", f"p{i % 13}", i)) for i in range(2000)]
+    placed = await produce(kafka_broker.bootstrap, topics.health, valid)
+    events = [
+        (None, json.dumps({"type": "drain", "event_id": f"d{i}", "region": "ap"}).encode())
+        for i in range(150)
+    ]
+    await produce(kafka_broker.bootstrap, topics.events, events)
+    env = kafka_env(
+        kafka_broker.bootstrap,
+        topics,
+        redis_url=redis_server.url,
+        namespace=keys.namespace,
+        batch_size="64",
+    )
+    bridge = WorkerProcess("workers.bridge", env, "bridge")
+    workers.append(bridge.start())
+
+    async def all_there() -> bool:
+        health_n = await redis_client.xlen(keys.health)
+        return health_n >= len(valid) and await redis_client.xlen(keys.events) >= len(events)
+
+    await wait_for(all_there, 60, "every record in Redis")
+    got = await datas(redis_client, keys.health)
+    assert sorted(got) == sorted(v for _k, v in valid)  # each once, unchanged
+    by_partition: dict[int, list[bytes]] = defaultdict(list)
+    for (partition, _offset), (_key, value) in zip(placed, valid, strict=True):
+        by_partition[partition].append(value)
+    assert len(by_partition) > 1
+    for values in by_partition.values():
+        members = set(values)
+        assert [v for v in got if v in members] == values
+    assert await datas(redis_client, keys.events) == [v for _k, v in events]
+
+    assert bridge.terminate() == 0, bridge.output()
+    offsets = await committed(kafka_broker.bootstrap, env["FAILOVER_KAFKA_GROUP"], topics.health, 4)
+    ends = {p: max(o for q, o in placed if q == p) + 1 for p in by_partition}
+    assert {p: o for p, o in offsets.items() if o >= 0} == ends
+
+
 @pytest.mark.chaos
 async def test_redis_outage_holds_offsets_and_skips_nothing(
     kafka_broker: TansuBroker,

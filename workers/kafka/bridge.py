@@ -2,8 +2,10 @@
 
 A :class:`~streams.kafka_source.KafkaSource` reads the health and failover
 events topics in batches; one Redis writer appends each record's value *unchanged* as field
-``data`` to ``NS:health`` / ``NS:events``. Invalid payloads pass through too: the leader
-dead-letters them with a reason, so nothing is dropped at the edge.
+``data`` to ``NS:health`` / ``NS:events``, all the batches it holds in one atomic script
+call (``streams/lua/append.lua``), one write at a time so each partition's order is kept.
+Invalid payloads pass through too: the leader dead-letters them with a reason, so nothing is
+dropped at the edge.
 
 At least once: the writer acks a batch to the source only after the Redis write that holds
 it succeeded, and only acked offsets are committed. A Redis outage is retried with the
@@ -26,9 +28,9 @@ from schemas.codec import DATA_FIELD
 from schemas.errors import ConfigError, FailoverError, RedisUnavailable
 from streams.connection import Client, connect, ping
 from streams.kafka import LIBRARY_LOGGERS, ensure_topics, security_of
-from streams.kafka_source import KafkaSource, SourceRecord
+from streams.kafka_source import KafkaSource
 from streams.keys import Keys
-from streams.producer import append_many
+from streams.producer import append_values
 from streams.retry import call
 from workers.exposition import serve_settings
 from workers.kafka.metrics import BridgeMetrics
@@ -56,31 +58,34 @@ class RedisAppender:
     async def run(self) -> None:
         """Write batches forever; cancel to stop (a batch not written is never acked)."""
         while True:
-            batch = await self.source.next_batch()
+            batches = await self.source.next_batch()
+            routes: dict[str, list[bytes]] = {}
+            for batch in batches:  # in arrival order, so per partition in Kafka order
+                routes.setdefault(batch.route, []).extend(batch.values)
+            count = sum(len(values) for values in routes.values())
             if self.metrics is not None:
-                self.metrics.holding(len(batch))
-            await self._write(batch)
-            await self.source.ack(batch)
-            self.written += len(batch)
+                self.metrics.holding(count)
+            await self._write(routes, count)
+            await self.source.ack(batches)
+            self.written += count
             if self.metrics is not None:
                 self.metrics.holding(0)
-                for route in {record.route for record in batch}:
-                    self.metrics.written(route, sum(1 for x in batch if x.route == route))
+                for route, values in routes.items():
+                    self.metrics.written(route, len(values))
 
     def _retrying(self, exc: BaseException) -> None:
         redis_outage.failed(log, "bridge append", exc)
         if self.metrics is not None:
             self.metrics.write_failed()
 
-    async def _write(self, batch: list[SourceRecord]) -> None:
+    async def _write(self, routes: dict[str, list[bytes]], count: int) -> None:
         # Values go in unchanged: the leader dead-letters what it cannot decode.
-        entries = [(record.route, {DATA_FIELD: record.value}) for record in batch]
         rounds = 0
         while True:
             try:
                 await call(
-                    lambda: append_many(self.redis, entries, atomic=True),
-                    what=f"bridge append of {len(batch)}",
+                    lambda: append_values(self.redis, DATA_FIELD, routes),
+                    what=f"bridge append of {count}",
                     deadline_s=WRITE_DEADLINE_S,
                     on_retry=self._retrying,
                 )
@@ -89,13 +94,13 @@ class RedisAppender:
                 log.error(  # noqa: TRY400 - an outage, not a bug: no traceback
                     "bridge: %s; holding %d records (offsets not committed), retry round %d",
                     exc,
-                    len(batch),
+                    count,
                     rounds,
                 )
                 continue
             redis_outage.recovered(log)
             if rounds:
-                log.warning("bridge: redis is back, wrote %d held records", len(batch))
+                log.warning("bridge: redis is back, wrote %d held records", count)
             return
 
 
