@@ -43,7 +43,6 @@ import msgspec
 from schemas.codec import encode_data
 from schemas.errors import GroupMissing
 from schemas.events import LeaderChanged
-from schemas.state import RegionState
 from streams.cancel import reraise_lost_cancel
 from streams.commit import Batch, Committed, Committer, Fenced
 from streams.connection import Client
@@ -56,10 +55,11 @@ from workers.coordinator.intake import Intake, Run
 from workers.coordinator.journal import ConfigWatcher, Journal
 from workers.coordinator.leadership import Leadership
 from workers.coordinator.publisher import Publisher
+from workers.coordinator.rounds import Work, carries
 from workers.coordinator.stamp import StateStamp
 from workers.coordinator.upkeep import claim_pending, trim_input
 from workers.monitor.metrics import CoordinatorMetrics
-from workers.policy.apply import DELETED, Applier, Outcome, stamp
+from workers.policy.apply import DELETED, Applier, stamp
 from workers.policy.rules import Policy
 from workers.policy.state import PolicyConfig, config_differences, decode_state
 from workers.settings import Settings
@@ -151,6 +151,7 @@ class LeaderPipeline:
         next_tick = next_trim = time.monotonic()
         prefetch: asyncio.Task[bool | None] | None = None
         inflight: asyncio.Task[bool] | None = None
+        carried: Work | None = None
         try:
             if not await self._announce() or not await self._claim():
                 return
@@ -170,7 +171,7 @@ class LeaderPipeline:
                     await asyncio.sleep(0)  # let it send before the CPU-bound apply
                 # Applying in memory may run ahead of the previous commit; sending may not:
                 # each commit goes out only once the one before it is known to have landed.
-                work = self._apply(ready)
+                work, carried = self._apply(ready, carried), None
                 now = time.monotonic()
                 if now >= next_tick:
                     self._tick(work)
@@ -179,6 +180,9 @@ class LeaderPipeline:
                     next_trim = now + self._tick_s * _TRIM_EVERY_TICKS
                     if not await self._trim():
                         return
+                if carries(work, sum(len(e) for _, e in ready), self._count, self._stamp.size):
+                    carried = work  # a backlog round under a large state: commit it later
+                    continue
                 sealed = self._seal(work)
                 if inflight is not None:
                     committed = await inflight
@@ -315,12 +319,15 @@ class LeaderPipeline:
             self.intake.add(i, entries, full=full, redelivered=got.redelivered[i])
         return any(got.entries[i] for i in want)
 
-    def _apply(self, runs: list[Run]) -> _Work:
-        """Decode and apply the runs in order; collect acks, decisions, dead letters."""
+    def _apply(self, runs: list[Run], carried: Work | None) -> Work:
+        """Decode and apply the runs in order; collect acks, decisions, dead letters (added
+        to ``carried``, rounds not committed yet, if any)."""
         applier = self.applier
         assert applier is not None  # set by run() before the first round
-        work = _Work()
+        work = carried if carried is not None else Work()
+        work.rounds += 1
         out = work.out
+        before = out.applied
         for stream, entry_id in self.intake.take_orphans():
             applier.dead(out, stream, entry_id, fields=None, deliveries=0, reason=DELETED)
         acks = work.batch.acks
@@ -328,15 +335,15 @@ class LeaderPipeline:
         for stream, entries in runs:
             acks.setdefault(stream, []).extend([entry[0] for entry in entries])
             applier.apply(stream, entries, out, deliveries[stream], self.intake.server_ms)
-        self.stats.applied += out.applied
+        self.stats.applied += out.applied - before
         return work
 
-    def _tick(self, work: _Work) -> None:
+    def _tick(self, work: Work) -> None:
         assert self.policy is not None
         work.out.planned.extend(self.policy.tick(self._clock()))
         work.ticked = True
 
-    def _seal(self, work: _Work) -> bool:
+    def _seal(self, work: Work) -> bool:
         """Complete a round's batch (decisions, state); False if there is nothing to commit."""
         batch = work.batch
         for plan in work.out.planned:
@@ -348,7 +355,7 @@ class LeaderPipeline:
         work.verdicts = self._stamp.verdicts
         return not batch.empty
 
-    async def _send(self, work: _Work) -> bool:
+    async def _send(self, work: Work) -> bool:
         """Commit a sealed batch and log what it wrote; False when fenced."""
         result = await self._commit_batch(work.batch)
         if isinstance(result, Fenced):
@@ -384,13 +391,3 @@ class LeaderPipeline:
         if result.held:
             self.publisher.poke()
         return result
-
-
-class _Work(msgspec.Struct):
-    """One round's output before it is committed (``verdicts``: each region's state and
-    down reason in the state this batch commits)."""
-
-    batch: Batch = msgspec.field(default_factory=Batch)
-    out: Outcome = msgspec.field(default_factory=Outcome)
-    ticked: bool = False
-    verdicts: dict[str, tuple[RegionState, str | None]] = msgspec.field(default_factory=dict)

@@ -33,6 +33,11 @@ class StateStamp:
         self.verdicts: dict[str, tuple[RegionState, str | None]] = {}
         """Each region's state and down reason in the state last stamped."""
 
+    @property
+    def size(self) -> int:
+        """Bytes of the policy state last stamped (0 before the first)."""
+        return len(self._state or b"")
+
     def stamp(self, batch: Batch, policy: Policy) -> None:
         """Stamp ``batch`` with who commits it, and the policy state if it changed."""
         batch.state[StateField.EPOCH] = self._epoch
