@@ -4,8 +4,8 @@ On election: load ``NS:state``, write ``leader_changed`` through the fenced comm
 every entry still pending in the group (earlier leaders' unfinished batches) and prune the
 consumers left empty. Then loop: fenced read → decode (bad entries become dead letters) →
 policy → one fenced commit per batch (state, decisions, dead letters, acks; while a backlog
-drains under a large state, several batches per commit: :mod:`workers.coordinator.rounds`). FENCED ends
-the term at once; Redis outages raise :class:`~schemas.errors.RedisUnavailable` out of
+drains under a large state, several batches per commit: :mod:`workers.coordinator.rounds`).
+FENCED ends the term at once; Redis outages raise :class:`~schemas.errors.RedisUnavailable` out of
 :meth:`LeaderPipeline.run` and the elector steps down.
 
 **Order.** Entries are applied in the order :mod:`workers.coordinator.intake` defines: by entry id
