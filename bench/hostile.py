@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis.asyncio as aioredis
 
+from bench.coordinator_process import spawn_coordinator
 from bench.history import REGIONS, fill, history
 from schemas.codec import encode_data
 from schemas.events import HealthEvent
@@ -115,23 +115,7 @@ async def _drained(r: aioredis.Redis, keys: Keys, n: int) -> bool:
 async def _row(url: str, keys: Keys, n: int) -> dict[str, Any]:
     """Run one coordinator process over ``keys``' pre-filled health stream."""
     r = connect(url, socket_timeout=30)
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "FAILOVER_REDIS_URL": url,
-        "FAILOVER_NAMESPACE": keys.namespace,
-        "FAILOVER_REGIONS": ",".join(REGIONS),
-        "FAILOVER_STALE_AFTER_MS": "600000",
-        "FAILOVER_WINDOW_MS": "600000",
-        "FAILOVER_LOG_LEVEL": "ERROR",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.coordinator"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = spawn_coordinator(url, keys.namespace, stale_after_ms="600000", window_ms="600000")
     try:
         while not await r.exists(keys.leader):
             await asyncio.sleep(0.005)

@@ -16,14 +16,11 @@ and each entry still gets its own id. ``achieved_rate`` is what was really sent.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
+from bench.coordinator_process import spawn_coordinator
 from bench.percentiles import summarize
 from schemas.codec import decode_entry, encode_data
 from schemas.events import FailoverDecision, HealthEvent
@@ -41,23 +38,16 @@ MAX_ROUNDS_PER_SEND = 50
 async def decision_latency(url: str, rate: int, decisions: int, namespace: str) -> dict[str, Any]:
     """Run a coordinator process at ``rate`` events/s until ``decisions`` decisions."""
     keys = Keys(namespace)
-    env = {
-        **os.environ,
-        "FAILOVER_REDIS_URL": url,
-        "FAILOVER_NAMESPACE": keys.namespace,
-        "FAILOVER_REGIONS": ",".join(REGIONS),
-        "FAILOVER_INSTANCE_ID": "bench",
-        "FAILOVER_QUORUM": "2",
-        "FAILOVER_THRESHOLD": "3",
-        "FAILOVER_RECOVERY_THRESHOLD": "3",
-        "FAILOVER_COOLDOWN_MS": "50",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.coordinator"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=Path(__file__).resolve().parent.parent,
+    proc = spawn_coordinator(
+        url,
+        keys.namespace,
+        REGIONS,
+        instance_id="bench",
+        quorum="2",
+        threshold="3",
+        recovery_threshold="3",
+        cooldown_ms="50",
+        log_level="INFO",
     )
     producer = connect(url)
     follower = connect(url, socket_timeout=5)

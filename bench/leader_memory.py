@@ -8,14 +8,11 @@ the same ``NS:health`` (a fresh group, state and decisions) and reads its ``VmHW
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.history import REGIONS
+from bench.coordinator_process import spawn_coordinator
 from streams.connection import connect
 from streams.keys import GROUP, Keys
 
@@ -36,25 +33,14 @@ async def leader_row(url: str, keys: Keys, n: int, batch: int) -> dict[str, Any]
     await r.delete(keys.state, keys.decisions, keys.dlq, keys.leader)
     if GROUP.encode() in [g["name"] for g in await r.xinfo_groups(keys.health)]:
         await r.xgroup_destroy(keys.health, GROUP)
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "FAILOVER_REDIS_URL": url,
-        "FAILOVER_NAMESPACE": keys.namespace,
-        "FAILOVER_REGIONS": ",".join(REGIONS),
-        "FAILOVER_QUORUM": "2",
-        "FAILOVER_BATCH_SIZE": str(batch),
-        "FAILOVER_COOLDOWN_MS": "0",
-        "FAILOVER_STALE_AFTER_MS": "600000",
-        "FAILOVER_WINDOW_MS": "600000",
-        "FAILOVER_LOG_LEVEL": "ERROR",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.coordinator"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc = spawn_coordinator(
+        url,
+        keys.namespace,
+        quorum="2",
+        batch_size=str(batch),
+        cooldown_ms="0",
+        stale_after_ms="600000",
+        window_ms="600000",
     )
     try:
         while not await r.exists(keys.leader):
