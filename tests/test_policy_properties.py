@@ -565,3 +565,47 @@ def test_serialising_the_state_at_any_point_changes_nothing(
     out += feed(resumed, items[split:])
     assert out == expected
     assert encode_state(resumed.state) == encode_state(straight.state)
+
+
+def test_a_region_down_by_quorum_with_no_target_follows_every_report_as_eager_does() -> None:
+    # The lazy path skips recounting the active region for a passing report from a run that
+    # was passing while the region is down by quorum (with many observers each recount is a
+    # pass over all of them); the failing observers' recovery must still bring it back.
+    config = PolicyConfig(
+        regions=("r0", "r1"),
+        threshold=3,
+        quorum=2,
+        window_ms=600_000,
+        stale_after_ms=600_000,
+        recovery_threshold=2,
+        cooldown_ms=0,
+        panic_fraction=1.0,
+        panic_hold_ms=0,
+        manual_max_age_ms=300_000,
+        observer_expiry_ms=3_600_000,
+    )
+    lazy, eager = Policy(config), EagerPolicy(config)
+    t = 1_800_000_000.0
+    items: list[Item] = []
+    for i in range(50):
+        items.append(HealthEvent(f"a{i}", "r0", f"o{i}", "healthy", t + i * 0.01))
+        items.append(HealthEvent(f"b{i}", "r1", f"o{i}", "unhealthy", t + i * 0.01))
+    t += 1
+    for k in range(3):  # r0 down by quorum; r1 is down too: no target
+        items += [HealthEvent(f"f{k}{j}", "r0", f"f{j}", "unhealthy", t + k) for j in range(2)]
+    t += 10
+    for r in range(3):  # passing runs passing again, then the failing ones recover
+        items += [
+            HealthEvent(f"p{r}-{i}", "r0", f"o{i}", "healthy", t + r + i * 0.001) for i in range(50)
+        ]
+    t += 10
+    for k in range(2):
+        items += [HealthEvent(f"g{k}{j}", "r0", f"f{j}", "healthy", t + k) for j in range(2)]
+    items.append(t + 20.0)
+    down_seen = False
+    for item in items:
+        assert feed(lazy, [item]) == feed(eager, [item])
+        assert encode_state(lazy.state) == encode_state(eager.state)
+        down_seen = down_seen or lazy.verdicts()["r0"][0] == "down"
+    assert down_seen
+    assert lazy.verdicts()["r0"][0] == "up"

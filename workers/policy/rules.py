@@ -179,6 +179,7 @@ class Policy(Verdicts, RunChanges):
         failing = event.status == "unhealthy"
         source = event.source
         run = runs.get(source)
+        flipped = True  # a new run, or one whose verdict this event turns
         if run is None:
             run = runs[source] = ObserverRun(event.status, failing, 1, [event.event_id], [at])
         else:
@@ -186,6 +187,7 @@ class Policy(Verdicts, RunChanges):
             if at <= times[-1] or event.event_id == run.ids[-1]:
                 return []  # duplicate or out of order for this observer
             if run.failing is failing:
+                flipped = False
                 run.count += 1
                 times.append(at)
                 if len(times) > self._keep:
@@ -222,8 +224,11 @@ class Policy(Verdicts, RunChanges):
             return self._evaluate()
         if region == st.active:
             if self._blocked:
-                # More failing evidence changes nothing while the region is down by quorum.
-                if not failing or self._reason != "quorum_unhealthy":
+                # While the region is down by quorum, more failing evidence changes nothing,
+                # nor does a passing run passing again (the quorum counts failing runs; what
+                # time changes, _wake_at covers): with 1,000 observers each such report would
+                # otherwise recount the region's 1,000 runs.
+                if self._reason != "quorum_unhealthy" or (not failing and flipped):
                     return self._evaluate()
             elif failing and run.count >= self._threshold:
                 return self._evaluate()
