@@ -31,9 +31,10 @@ class _Eager(Policy):
     _eager = True
 
 
-def _config() -> PolicyConfig:
+def outage_config(regions: tuple[str, str] = ("eu", "us")) -> PolicyConfig:
+    """Two regions, a quorum of two failing observers, nothing that holds a decision back."""
     return PolicyConfig(
-        regions=("eu", "us"),
+        regions=regions,
         threshold=3,
         quorum=2,
         window_ms=600_000,
@@ -80,10 +81,10 @@ def main() -> None:
         "observers": args.observers,
         "reports": args.observers * args.rounds,
         "leader_us_per_report": round(
-            _per_report_us(Policy(_config()), args.observers, args.rounds), 2
+            _per_report_us(Policy(outage_config()), args.observers, args.rounds), 2
         ),
         "eager_us_per_report": round(
-            _per_report_us(_Eager(_config()), args.observers, args.rounds), 2
+            _per_report_us(_Eager(outage_config()), args.observers, args.rounds), 2
         ),
     }
     if args.json:

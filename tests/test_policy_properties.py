@@ -14,6 +14,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.outage import outage_config
 from schemas.errors import ConfigError
 from schemas.events import (
     ConfigChanged,
@@ -571,19 +572,7 @@ def test_a_region_down_by_quorum_with_no_target_follows_every_report_as_eager_do
     # The lazy path skips recounting the active region for a passing report from a run that
     # was passing while the region is down by quorum (with many observers each recount is a
     # pass over all of them); the failing observers' recovery must still bring it back.
-    config = PolicyConfig(
-        regions=("r0", "r1"),
-        threshold=3,
-        quorum=2,
-        window_ms=600_000,
-        stale_after_ms=600_000,
-        recovery_threshold=2,
-        cooldown_ms=0,
-        panic_fraction=1.0,
-        panic_hold_ms=0,
-        manual_max_age_ms=300_000,
-        observer_expiry_ms=3_600_000,
-    )
+    config = outage_config(("r0", "r1"))  # what bench.outage measures
     lazy, eager = Policy(config), EagerPolicy(config)
     t = 1_800_000_000.0
     items: list[Item] = []
