@@ -36,10 +36,9 @@ async def append_many(
     entries: Sequence[tuple[str, AnyEntry | Fields]],
     *,
     maxlen: int | None = None,
-    atomic: bool = False,
 ) -> list[str]:
-    """XADD each ``(key, entry)`` in order in one round trip (MULTI/EXEC if ``atomic``); ids."""
-    async with client.pipeline(transaction=atomic) as pipe:
+    """XADD each ``(key, entry)`` in order in one round trip; their ids."""
+    async with client.pipeline(transaction=False) as pipe:
         for key, entry in entries:
             pipe.xadd(key, _fields(entry), maxlen=maxlen, approximate=True)
         return [text(i) for i in await pipe.execute()]
